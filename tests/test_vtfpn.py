@@ -1,0 +1,100 @@
+"""VT-FPN neck: shapes for any input size, FPN vocabulary, registration, errors, FLOPs."""
+import pytest
+import torch
+
+import vt_mm  # noqa: F401
+from vt_mm.models.necks import VTFPN
+
+IN_CHANNELS = [16, 32, 64, 128]
+
+
+def _features(h, w, channels=IN_CHANNELS, n=1):
+    # ResNet-style strides 4..32 with ceil rounding, as a ResNet produces for odd sizes
+    feats = []
+    fh, fw = -(-h // 4), -(-w // 4)
+    for c in channels:
+        feats.append(torch.randn(n, c, fh, fw))
+        fh, fw = -(-fh // 2), -(-fw // 2)
+    return feats
+
+
+def _small_neck(**kw):
+    args = dict(in_channels=IN_CHANNELS, out_channels=24, num_outs=4, num_tokens=4,
+                token_channels=48)
+    args.update(kw)
+    return VTFPN(**args)
+
+
+@pytest.mark.parametrize('hw', [(64, 64), (473, 473), (97, 131), (33, 65)])
+def test_output_shapes_follow_inputs(hw):
+    neck = _small_neck().eval()
+    feats = _features(*hw, n=2)
+    outs = neck(feats)
+    assert len(outs) == 4
+    for f, o in zip(feats, outs):
+        assert o.shape == (2, 24, f.shape[2], f.shape[3])
+
+
+def test_tokens_of_all_levels_interact_in_one_transformer():
+    """Changing only the coarsest level's tokens changes the finest level's mixed tokens."""
+    neck = _small_neck().eval()
+    laterals = [torch.randn(1, 24, s, s) for s in (16, 8, 4, 2)]
+    tokens, attns = neck.tokenize(laterals)
+    assert [t.shape for t in tokens] == [(1, 48, 4)] * 4
+    assert [a.shape[2:] for a in attns] == [(s, s) for s in (16, 8, 4, 2)]
+    mixed = neck.transformer(torch.cat(tokens, 2))
+    tokens[3] = torch.randn_like(tokens[3])
+    mixed2 = neck.transformer(torch.cat(tokens, 2))
+    assert not torch.allclose(mixed[:, :, :4], mixed2[:, :, :4])
+    assert len(neck.transformer) == 1 and len(neck.projectors) == 4
+
+
+def test_extra_levels_like_mmdet_fpn():
+    feats = _features(128, 96)
+    outs = _small_neck(num_outs=5)(feats)  # max-pool extra level
+    assert len(outs) == 5 and outs[4].shape[2:] == (2, 2)
+    neck = _small_neck(in_channels=IN_CHANNELS[1:], start_level=0, num_outs=5,
+                       add_extra_convs='on_input')
+    outs = neck(feats[1:])  # RetinaNet style: C3-C5 -> P3-P7
+    assert len(outs) == 5
+    assert neck.extra_convs[0].conv.in_channels == IN_CHANNELS[-1]
+    assert [o.shape[2] for o in outs] == [16, 8, 4, 2, 1]
+    neck = _small_neck(start_level=1, num_outs=5, add_extra_convs='on_output')
+    outs = neck(feats)
+    assert len(outs) == 5 and outs[0].shape[2:] == feats[1].shape[2:]
+
+
+def test_in_channels_mismatch_is_clear():
+    neck = _small_neck()
+    feats = _features(64, 64, channels=[16, 32, 64, 256])
+    with pytest.raises(ValueError, match=r'expected \[16, 32, 64, 128\].*\[16, 32, 64, 256\]'):
+        neck(feats)
+    with pytest.raises(ValueError, match='4 inputs'):
+        neck(feats[:3])
+    with pytest.raises(ValueError, match='add_extra_convs'):
+        _small_neck(add_extra_convs='on_top')
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet', 'mmpretrain'])
+def test_builds_by_plain_name_from_each_toolbox(scope):
+    import importlib
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    neck = registry.build(dict(type='VTFPN', in_channels=IN_CHANNELS, out_channels=24, num_outs=4,
+                               num_tokens=4, token_channels=48))
+    assert isinstance(neck, VTFPN)
+
+
+def test_paper_defaults_and_flops_vs_fpn():
+    """At ResNet-50 / 473x473 widths the neck costs >= 6x fewer FLOPs than FPN (paper: 6.4x)."""
+    from mmdet.models.necks import FPN
+    from mmengine.analysis import FlopAnalyzer
+    in_ch = [256, 512, 1024, 2048]
+    feats = tuple(_features(473, 473, in_ch))
+    vt = VTFPN(in_ch, 256, 4).eval()
+    assert vt.tokenizers[0].num_tokens == 8 and vt.tokenizers[0].token_channels == 1024
+    fpn = FPN(in_ch, 256, 4).eval()
+    with torch.no_grad():
+        vt_flops = FlopAnalyzer(vt, (feats, )).unsupported_ops_warnings(False).total()
+        fpn_flops = FlopAnalyzer(fpn, (feats, )).unsupported_ops_warnings(False).total()
+    assert 12.0e9 < fpn_flops < 13.5e9  # paper: 12.8 G
+    assert fpn_flops / vt_flops >= 6.0, (fpn_flops, vt_flops)

@@ -1,0 +1,125 @@
+"""Params, FLOPs and CPU latency of FPN vs VT-FPN (neck alone and whole Semantic-FPN model).
+
+    python tools/analysis_tools/vtfpn_complexity.py [--size 473] [--runs 10] [--threads 2]
+
+FLOPs are mmengine.analysis counts, where one multiply-add is one FLOP: the convention of the VT
+paper's "GFLOPs" (FPN module 12.8 vs VT-FPN 2.0 at 473x473 with ResNet-50). Latency is the median
+of --runs timed forward passes (batch 1, after warm-up); FPN and VT-FPN are timed alternately in
+the same run so machine noise hits both, and the table reports their ratio.
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+from mmengine.analysis import FlopAnalyzer  # noqa: E402
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import vt_mm  # noqa: E402,F401
+from vt_mm.engine.runtime import replace_syncbn  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+class _Logits(nn.Module):
+    """Image -> segmentation logits, the part of a segmentor that FLOPs and latency measure."""
+
+    def __init__(self, segmentor):
+        super().__init__()
+        self.segmentor = segmentor
+
+    def forward(self, x):
+        return self.segmentor._forward(x)
+
+
+def build_segmentor(config: str):
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(config)
+    replace_syncbn(cfg)
+    cfg.model.pretrained = None
+    init_default_scope('mmseg')
+    return MODELS.build(cfg.model).eval()
+
+
+def flops(module, inputs) -> int:
+    with torch.no_grad():
+        return FlopAnalyzer(module, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(
+            False).total()
+
+
+def params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def time_alternating(fns, runs, warmup=2):
+    """Median seconds of each callable, timed in alternation."""
+    times = [[] for _ in fns]
+    with torch.no_grad():
+        for _ in range(warmup):
+            for fn in fns:
+                fn()
+        for _ in range(runs):
+            for i, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                times[i].append(time.perf_counter() - t0)
+    return [(statistics.median(t), min(t), max(t)) for t in times]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('--size', type=int, default=473)
+    parser.add_argument('--runs', type=int, default=10)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--fpn-config', default=osp.join(ROOT, 'configs/fpn_lip.py'))
+    parser.add_argument('--vtfpn-config', default=osp.join(ROOT, 'configs/vtfpn_lip.py'))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    models = {'FPN': build_segmentor(args.fpn_config), 'VT-FPN': build_segmentor(args.vtfpn_config)}
+    img = torch.randn(1, 3, args.size, args.size)
+    with torch.no_grad():
+        feats = models['FPN'].backbone(img)
+    rows = {}
+    for name, m in models.items():
+        whole = _Logits(m)
+        rows[name] = dict(
+            neck_params=params(m.neck),
+            neck_flops=flops(m.neck, (feats, )),
+            model_params=params(m),
+            model_flops=flops(whole, (img, )))
+    print(f'[bench] timing {args.runs} runs each at {args.size}x{args.size}, {args.threads} threads',
+          file=sys.stderr)
+    neck_t = time_alternating([lambda m=m: m.neck(feats) for m in models.values()], args.runs)
+    model_t = time_alternating([lambda m=m: _Logits(m)(img) for m in models.values()],
+                               max(3, args.runs // 2))
+    for (name, row), nt, mt in zip(rows.items(), neck_t, model_t):
+        row['neck_ms'], row['model_ms'] = nt[0] * 1e3, mt[0] * 1e3
+        row['neck_spread'] = (nt[1] * 1e3, nt[2] * 1e3)
+
+    print(f'\nSemantic FPN, ResNet-50, {args.size}x{args.size}, batch 1, CPU {args.threads} threads, '
+          f'torch {torch.__version__}\n')
+    print('| neck | neck params (M) | neck GFLOPs | neck latency ms (min-max) | model params (M) '
+          '| model GFLOPs | model latency ms |')
+    print('|---|---|---|---|---|---|---|')
+    for name, r in rows.items():
+        print(f'| {name} | {r["neck_params"] / 1e6:.2f} | {r["neck_flops"] / 1e9:.2f} | '
+              f'{r["neck_ms"]:.1f} ({r["neck_spread"][0]:.1f}-{r["neck_spread"][1]:.1f}) | '
+              f'{r["model_params"] / 1e6:.2f} | {r["model_flops"] / 1e9:.2f} | {r["model_ms"]:.1f} |')
+    f, v = rows['FPN'], rows['VT-FPN']
+    print(f'\nFPN / VT-FPN: neck FLOPs {f["neck_flops"] / v["neck_flops"]:.2f}x (paper 6.40x), '
+          f'neck latency {f["neck_ms"] / v["neck_ms"]:.2f}x, model FLOPs '
+          f'{f["model_flops"] / v["model_flops"]:.2f}x (paper 37.1/26.4 = 1.41x), model latency '
+          f'{f["model_ms"] / v["model_ms"]:.2f}x')
+    return rows
+
+
+if __name__ == '__main__':
+    main()

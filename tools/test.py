@@ -1,0 +1,117 @@
+"""Test a checkpoint with an mmseg, mmdet or mmpretrain config of vt-mm (the OpenMMLab test CLI).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out PATH] [--show-dir DIR]
+                         [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+--show-dir writes prediction overlays (segmentation masks, detection boxes, class labels) to
+DIR inside the work dir's timestamped folder; --out keeps the raw predictions (mmseg: a folder
+of PNG label maps; mmdet / mmpretrain: a pickle file).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
+
+from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.registry import RUNNERS  # noqa: E402
+from mmengine.runner import Runner  # noqa: E402
+
+import vt_mm  # noqa: E402,F401
+from vt_mm.engine import runtime  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a checkpoint with a vt-mm config')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and results')
+    parser.add_argument('--out', help='where to keep the raw predictions')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='write prediction overlays to this dir')
+    parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def _enable_visualization(cfg: Config, toolbox: str, args) -> None:
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise SystemExit('--show/--show-dir need default_hooks.visualization in the config')
+    vis = hooks.visualization
+    if toolbox == 'mmpretrain':
+        vis.enable = True
+        if args.show_dir:
+            vis.out_dir = args.show_dir
+    else:
+        vis.draw = True
+        if args.show_dir:
+            vis[{'mmseg': 'show_dir', 'mmdet': 'test_out_dir'}[toolbox]] = args.show_dir
+    vis.show = args.show
+    if args.show:
+        vis.wait_time = args.wait_time
+        vis.interval = 1
+
+
+def _keep_outputs(cfg: Config, toolbox: str, out: str) -> None:
+    if toolbox == 'mmseg':
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        for ev in evaluators:
+            ev['output_dir'] = out
+            ev['keep_results'] = True
+    else:
+        if not out.endswith(('.pkl', '.pickle')):
+            raise SystemExit(f'--out {out}: mmdet / mmpretrain results are a pickle file; use a .pkl path')
+        dump = ConfigDict(type='DumpDetResults' if toolbox == 'mmdet' else 'DumpResults',
+                          out_file_path=out)
+        if isinstance(cfg.test_evaluator, (list, tuple)):
+            cfg.test_evaluator = list(cfg.test_evaluator) + [dump]
+        else:
+            cfg.test_evaluator = [cfg.test_evaluator, dump]
+
+
+def build_config(args) -> Config:
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    toolbox = runtime.toolbox_of(cfg)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if not osp.isfile(args.checkpoint):
+        raise SystemExit(f'checkpoint {args.checkpoint!r}: no such file')
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        _enable_visualization(cfg, toolbox, args)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise SystemExit('--tta needs tta_model and tta_pipeline in the config')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+    if args.out is not None:
+        _keep_outputs(cfg, toolbox, args.out)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    runtime.check_data(cfg, ('test_dataloader', ))
+    runtime.setup_cpu_distributed(cfg, args.launcher)
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,12 @@
+"""vt-mm: token-based and efficient vision transformers for OpenMMLab.
+
+``import vt_mm`` (or ``custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)`` in a
+config) registers every public module in mmengine's *root* registries (``mmengine.registry.MODELS``,
+``TRANSFORMS``, ...). The root is the parent of the mmseg, mmdet and mmpretrain registries, so each
+module is buildable by its plain name (``type='VTFPN'``) from configs of all three toolboxes.
+It also allow-lists the types mmengine checkpoints hold for torch's ``weights_only`` loading.
+"""
+from .version import __version__
+from . import datasets, engine, models, utils  # noqa: F401  (registers modules)
+
+__all__ = ['__version__']

@@ -1,0 +1,182 @@
+"""What tools/train.py and tools/test.py need beyond mmengine's Runner.
+
+mmengine 0.10.7 with torch 2.14 on a CPU-only machine needs a few fixes (see README, "Set-up"):
+gloo instead of NCCL for distributed runs, BN instead of SyncBN under CPU DDP, and clear errors
+for things the Runner reports badly (missing data, checkpoints that need the network, --amp
+without a GPU).
+"""
+import os
+import os.path as osp
+import urllib.parse
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+# Where mmengine caches downloaded checkpoints (torch hub's checkpoints dir).
+_REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://', 'torchvision://',
+                    'mmcls://', 'mmpretrain://', 'modelzoo://', 'pavi://', 's3://')
+
+
+class CheckpointUnavailableError(RuntimeError):
+    """A config names a checkpoint that is neither local nor downloadable here."""
+
+
+def toolbox_of(cfg: Config) -> str:
+    """'mmseg', 'mmdet' or 'mmpretrain', from the config's default_scope."""
+    scope = cfg.get('default_scope', None)
+    if scope not in ('mmseg', 'mmdet', 'mmpretrain'):
+        raise ValueError(f"config default_scope is {scope!r}; vt-mm's tools handle 'mmseg', 'mmdet' "
+                         "and 'mmpretrain' configs (inherit from one of their base configs)")
+    return scope
+
+
+def _walk(node, path='') -> Iterator[Tuple[str, object, object]]:
+    """Yields (dotted path, parent, key) for every entry of nested dicts and lists."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            p = f'{path}.{k}' if path else str(k)
+            yield p, node, k
+            yield from _walk(v, p)
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            p = f'{path}[{i}]'
+            yield p, node, i
+            yield from _walk(v, p)
+
+
+def replace_syncbn(cfg: Config) -> List[str]:
+    """Replaces every ``norm_cfg type='SyncBN'`` by 'BN'; returns the paths it changed.
+
+    SyncBN needs CUDA: under CPU DDP it fails, so CPU runs use per-process BN.
+    """
+    changed = []
+    for path, parent, key in list(_walk(cfg._cfg_dict)):
+        value = parent[key]
+        if isinstance(value, dict) and value.get('type') in ('SyncBN', 'MMSyncBN', 'TorchSyncBN'):
+            value['type'] = 'BN'
+            changed.append(path)
+    return changed
+
+
+def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
+    """Makes ``--launcher pytorch`` work without a GPU.
+
+    mmengine's init_dist calls torch.cuda.set_device unconditionally. When no GPU is present we
+    initialise the gloo process group from torchrun's environment before the Runner is built, so
+    the Runner's setup_env sees an initialised group and skips init_dist.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    if launcher != 'pytorch':
+        raise RuntimeError(f"--launcher {launcher} on a machine without a GPU is not supported; "
+                           "use --launcher pytorch (tools/dist_train.sh, torchrun)")
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    changed = replace_syncbn(cfg)
+    if changed and dist.get_rank() == 0:
+        print_log(
+            'No GPU: SyncBN is replaced by BN (per-process statistics) at ' + ', '.join(changed),
+            logger='current')
+
+
+def check_amp(amp: bool) -> None:
+    if amp and not torch.cuda.is_available():
+        raise SystemExit('--amp needs a GPU (mmengine AmpOptimWrapper asserts CUDA); this machine '
+                         'has none. Run without --amp.')
+
+
+def _dataset_roots(cfg: Config) -> Iterator[Tuple[str, dict]]:
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name, None)
+        if not loader:
+            continue
+        ds = loader.get('dataset', None)
+        while isinstance(ds, dict) and 'dataset' in ds:  # RepeatDataset and friends
+            ds = ds['dataset']
+        datasets = ds.get('datasets', [ds]) if isinstance(ds, dict) else []
+        for d in datasets:
+            if isinstance(d, dict):
+                yield name, d
+
+
+def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
+                                         'test_dataloader')) -> None:
+    """Raises FileNotFoundError naming a missing data root and how to get data."""
+    for name, ds in _dataset_roots(cfg):
+        if name not in dataloaders:
+            continue
+        root = ds.get('data_root', None)
+        if root and not osp.isdir(root):
+            hint = ('write the synthetic demo data with `python tools/dataset_converters/'
+                    f'make_demo_lip.py --out {root}`' if 'LIP' in str(ds.get('type', '')) or
+                    'LIP' in root else 'see README, "Data"')
+            raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
+                                    f'(dataset {ds.get("type")}). Put the dataset there, point '
+                                    f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
+
+
+def _cached_path(url: str) -> Optional[str]:
+    """Local file that mmengine would use instead of downloading ``url``, if present."""
+    name = osp.basename(urllib.parse.urlparse(url).path)
+    hub = os.environ.get('TORCH_HOME') or osp.join(
+        os.environ.get('XDG_CACHE_HOME', osp.expanduser('~/.cache')), 'torch')
+    candidate = osp.join(hub, 'hub', 'checkpoints', name)
+    return candidate if name and osp.isfile(candidate) else None
+
+
+def _resolves(url: str) -> bool:
+    """Whether mmengine could plausibly download ``url`` (its host resolves)."""
+    import socket
+    if '://' not in url:
+        return False
+    scheme = url.split('://', 1)[0]
+    if scheme in ('http', 'https'):
+        host = urllib.parse.urlparse(url).hostname
+    else:  # open-mmlab://, torchvision:// ... map to download.openmmlab.com / download.pytorch.org
+        host = 'download.openmmlab.com' if 'mm' in scheme else 'download.pytorch.org'
+    try:
+        socket.setdefaulttimeout(5)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def checkpoint_refs(cfg: Config) -> List[Tuple[str, str]]:
+    """(config path, reference) for every checkpoint the config will load."""
+    refs = []
+    for path, parent, key in _walk(cfg._cfg_dict):
+        value = parent[key]
+        if not isinstance(value, str):
+            continue
+        if key in ('pretrained', 'checkpoint', 'load_from') or (
+                isinstance(key, str) and key.endswith('pretrained')):
+            refs.append((path, value))
+    return refs
+
+
+def check_checkpoints(cfg: Config) -> None:
+    """Fails early, with what to do, when a named checkpoint can be neither found nor fetched."""
+    for path, ref in checkpoint_refs(cfg):
+        if ref.startswith(_REMOTE_PREFIXES):
+            if _cached_path(ref) or _resolves(ref):
+                continue
+            setting = path.rsplit('.', 1)[0] + '.checkpoint' if path.endswith(
+                'checkpoint') else path
+            raise CheckpointUnavailableError(
+                f'{path} = {ref!r} needs a download, and this machine cannot reach it (no network, '
+                'and not in the torch hub cache). Download the file elsewhere and point the config '
+                f'at it: --cfg-options {setting}=/path/to/file.pth; or train from scratch: '
+                f'--cfg-options {path}=None.')
+        elif not osp.isfile(ref):
+            raise CheckpointUnavailableError(
+                f'{path} = {ref!r}: no such file. Fix the path (--cfg-options {path}=/path/to/file.pth)'
+                f' or set {path}=None.')

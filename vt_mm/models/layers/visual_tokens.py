@@ -1,0 +1,383 @@
+"""Visual-token layers of Visual Transformers (VT).
+
+Wu et al., "Visual Transformers: Token-based Image Representation and Processing for Computer
+Vision", https://arxiv.org/abs/2006.03677 (ICCV-21 version: "Where do transformers really belong
+in vision models?").
+
+A VT module turns a feature map ``X`` (N, C, H, W) into ``L`` visual tokens ``T`` (N, C_T, L)
+with a *tokenizer*, relates the tokens with a *transformer*, and fuses them back into the map
+with a *projector*. Tokens are channel-first (N, C_T, L) so that the pointwise ops on tokens are
+1x1 ``Conv1d`` layers, which also allows the grouped convolutions of the paper's appendix.
+
+Decisions where the paper versions and its pseudo-code differ (each is tested):
+
+* Tokenizer value projection ``X W_V`` (C -> C_T) is applied *after* spatial pooling:
+  ``A^T (X W_V) = (A^T X) W_V`` because both are linear, so the result is identical while the
+  cost drops from HW*C*C_T to L*C*C_T multiply-adds.
+* Attention logits are scaled by 1/sqrt(d) (d = key/query width) as in the appendix pseudo-code;
+  the equations in the main text omit it. It changes no parameter count.
+* Softmax axes follow the paper: the tokenizer normalises over the HW pixels (each token is a
+  convex combination of pixels), the transformer and the projector over the L tokens.
+* The projector computes ``(X W_Q)(T W_K)^T`` as ``X (W_Q (T W_K)^T)`` whenever that is cheaper
+  (heads * L < query width), which is exact because ``W_Q`` has no bias.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from torch import Tensor
+
+__all__ = [
+    'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
+    'TokenProjector', 'VTModule'
+]
+
+
+def _check_divisible(value: int, divisor: int, what: str) -> None:
+    if divisor <= 0 or value % divisor != 0:
+        raise ValueError(f'{what}={value} must be divisible by {divisor}')
+
+
+def _check_feature(x: Tensor, channels: int, who: str) -> None:
+    if x.dim() != 4:
+        raise ValueError(f'{who} expects a feature map (N, C, H, W), got shape {tuple(x.shape)}')
+    if x.shape[1] != channels:
+        raise ValueError(f'{who} was built for {channels} input channels but got a feature map with '
+                         f'{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels to '
+                         f'{x.shape[1]} or fix the preceding layer')
+
+
+def _pool_tokens(x: Tensor, attn: Tensor) -> Tensor:
+    """Weighted spatial pooling: (N, C, HW) x (N, L, HW) -> (N, C, L)."""
+    return torch.bmm(x, attn.transpose(1, 2))
+
+
+class FilterTokenizer(BaseModule):
+    """Filter-based (static) tokenizer: ``T = softmax_HW(X W_A)^T X W_V``.
+
+    Each of the ``num_tokens`` learned 1x1 filters ``W_A`` scores every pixel; a softmax over the
+    HW pixels turns the scores into a spatial attention map, and each token is the attention-weighted
+    average of the (value-projected) pixels.
+
+    Args:
+        in_channels (int): Feature map channels C.
+        token_channels (int): Token channels C_T.
+        num_tokens (int): Number of tokens L.
+        value_groups (int): Groups of the value projection (1 = dense, as in the equations).
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 token_channels: int,
+                 num_tokens: int,
+                 value_groups: int = 1,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        _check_divisible(in_channels, value_groups, 'in_channels')
+        _check_divisible(token_channels, value_groups, 'token_channels')
+        self.in_channels = in_channels
+        self.token_channels = token_channels
+        self.num_tokens = num_tokens
+        self.token_coef = nn.Conv2d(in_channels, num_tokens, 1)  # W_A
+        self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)  # W_V
+
+    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Returns tokens (N, C_T, L) and the spatial attention (N, L, H, W)."""
+        _check_feature(x, self.in_channels, type(self).__name__)
+        n, c, h, w = x.shape
+        logits = self.token_coef(x).flatten(2) / math.sqrt(c)  # N, L, HW
+        attn = logits.softmax(dim=-1)  # over the HW pixels
+        tokens = self.value(_pool_tokens(x.flatten(2), attn))
+        return tokens, attn.view(n, self.num_tokens, h, w)
+
+
+class RecurrentTokenizer(BaseModule):
+    """Recurrent tokenizer: ``W_R = T_in W_{T->R}``, ``T = softmax_HW(X W_R)^T X W_V``.
+
+    The previous module's tokens choose which pixels the new tokens gather, so token extraction
+    follows the image content. With ``refresh='half'`` (the paper's first arXiv version) only
+    the first half of the input tokens produces new tokens and the second half is carried over
+    unchanged; the default ``'all'`` follows the later version's equation.
+
+    Args:
+        in_channels (int): Feature map channels C.
+        token_channels (int): Token channels C_T (of both the input and the output tokens).
+        num_heads (int): Heads of the pixel-token attention (1 in the equations, 16 in the
+            appendix pseudo-code).
+        value_groups (int): Groups of the value projection.
+        refresh (str): ``'all'`` or ``'half'``.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 token_channels: int,
+                 num_heads: int = 1,
+                 value_groups: int = 1,
+                 refresh: str = 'all',
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        if refresh not in ('all', 'half'):
+            raise ValueError(f"refresh must be 'all' or 'half', got {refresh!r}")
+        _check_divisible(in_channels, num_heads, 'in_channels')
+        _check_divisible(in_channels, value_groups, 'in_channels')
+        _check_divisible(token_channels, value_groups, 'token_channels')
+        self.in_channels = in_channels
+        self.token_channels = token_channels
+        self.num_heads = num_heads
+        self.refresh = refresh
+        self.token_to_weight = nn.Conv1d(token_channels, in_channels, 1)  # W_{T->R}
+        self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)
+
+    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Returns tokens (N, C_T, L) and the spatial attention (N, L, H, W)."""
+        name = type(self).__name__
+        _check_feature(x, self.in_channels, name)
+        if tokens is None:
+            raise ValueError(f'{name} needs the previous module\'s tokens; use FilterTokenizer '
+                             'for the first VT module')
+        if tokens.dim() != 3 or tokens.shape[1] != self.token_channels:
+            raise ValueError(f'{name} expects tokens (N, {self.token_channels}, L), '
+                             f'got {tuple(tokens.shape)}')
+        n, c, h, w = x.shape
+        if self.refresh == 'half':
+            num_new = tokens.shape[2] // 2
+            source, kept = tokens[:, :, :num_new], tokens[:, :, num_new:]
+        else:
+            source, kept = tokens, None
+        num_new = source.shape[2]
+        weight = self.token_to_weight(source)  # N, C, L': one pixel filter per token
+        d = c // self.num_heads
+        # per head: (N*h, L', d) x (N*h, d, HW) -> (N*h, L', HW)
+        logits = torch.bmm(
+            weight.reshape(n * self.num_heads, d, num_new).transpose(1, 2),
+            x.reshape(n * self.num_heads, d, h * w)) / math.sqrt(d)
+        attn = logits.softmax(dim=-1)  # over the HW pixels
+        # Each head pools its own channel slice of X.
+        pooled = torch.bmm(x.reshape(n * self.num_heads, d, h * w), attn.transpose(1, 2))
+        pooled = pooled.view(n, c, num_new)
+        # The head-averaged map is what position encoding and visualisation use.
+        attn = attn.view(n, self.num_heads, num_new, h * w).mean(dim=1)
+        new_tokens = self.value(pooled)
+        if kept is not None:
+            new_tokens = torch.cat([new_tokens, kept], dim=2)
+        return new_tokens, attn.view(n, num_new, h, w)
+
+
+class TokenPositionEncoding(BaseModule):
+    """Position encoding from the tokenizer's spatial attention.
+
+    The attention map of each token, A (N, L, H, W), is downsampled to a fixed
+    ``grid_size x grid_size`` (adaptive average pooling, so any input size works), flattened and
+    multiplied by learned weights ``W_{A->P}`` (grid^2 -> C_P); the encoding is concatenated to the
+    tokens and a 1x1 convolution maps C_T + C_P back to C_T.
+
+    Args:
+        token_channels (int): Token channels C_T.
+        pos_channels (int): Encoding channels C_P. Default: 32.
+        grid_size (int): Side of the downsampled attention map. Default: 7.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 token_channels: int,
+                 pos_channels: int = 32,
+                 grid_size: int = 7,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        self.grid_size = grid_size
+        self.attn_to_pos = nn.Linear(grid_size * grid_size, pos_channels, bias=False)  # W_{A->P}
+        self.fuse = nn.Conv1d(token_channels + pos_channels, token_channels, 1)
+
+    def forward(self, tokens: Tensor, attn: Tensor) -> Tensor:
+        pooled = F.adaptive_avg_pool2d(attn, self.grid_size).flatten(2)  # N, L, g*g
+        pos = self.attn_to_pos(pooled).transpose(1, 2)  # N, C_P, L
+        return self.fuse(torch.cat([tokens, pos], dim=1))
+
+
+class TokenTransformer(BaseModule):
+    """Transformer over visual tokens.
+
+    ``T' = T + softmax_L((T K)(T Q)^T) (T V)``, ``T_out = T' + ReLU(T' F1) F2`` where K, Q, V, F1,
+    F2 are pointwise (1x1 Conv1d) projections. With ``with_value=False`` V is the identity, exactly
+    the equation of the paper's main text; the appendix pseudo-code adds V, 16 heads and grouped
+    projections (``qkv_groups``), halves the key/query width and drops the ReLU feed-forward for a
+    single projection. Those variants are reachable through the arguments.
+
+    Args:
+        token_channels (int): Token channels C_T.
+        num_heads (int): Attention heads. Default: 1.
+        qk_channels (int, optional): Key/query width. Default: C_T.
+        qkv_groups (int): Groups of the K/Q/V projections. Default: 1.
+        with_value (bool): Use a value projection V. Default: False.
+        ffn_channels (int, optional): Hidden width of F1; 0 disables the feed-forward.
+            Default: C_T.
+        ffn_groups (int): Groups of F1 and F2. Default: 1.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 token_channels: int,
+                 num_heads: int = 1,
+                 qk_channels: Optional[int] = None,
+                 qkv_groups: int = 1,
+                 with_value: bool = False,
+                 ffn_channels: Optional[int] = None,
+                 ffn_groups: int = 1,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        qk_channels = token_channels if qk_channels is None else qk_channels
+        ffn_channels = token_channels if ffn_channels is None else ffn_channels
+        _check_divisible(qk_channels, num_heads, 'qk_channels')
+        _check_divisible(token_channels, num_heads, 'token_channels')
+        self.token_channels = token_channels
+        self.num_heads = num_heads
+        self.qk_channels = qk_channels
+        self.key = nn.Conv1d(token_channels, qk_channels, 1, groups=qkv_groups, bias=False)
+        self.query = nn.Conv1d(token_channels, qk_channels, 1, groups=qkv_groups, bias=False)
+        self.value = nn.Conv1d(
+            token_channels, token_channels, 1, groups=qkv_groups) if with_value else None
+        if ffn_channels > 0:
+            self.ffn = nn.Sequential(
+                nn.Conv1d(token_channels, ffn_channels, 1, groups=ffn_groups),  # F1
+                nn.ReLU(inplace=True),
+                nn.Conv1d(ffn_channels, token_channels, 1, groups=ffn_groups))  # F2
+        else:
+            self.ffn = None
+
+    def attention(self, tokens: Tensor) -> Tensor:
+        """Attention weights (N, heads, L, L); each row sums to 1 over the L tokens."""
+        n, _, num = tokens.shape
+        h, d = self.num_heads, self.qk_channels // self.num_heads
+        k = self.key(tokens).view(n * h, d, num)
+        q = self.query(tokens).view(n * h, d, num)
+        logits = torch.bmm(k.transpose(1, 2), q) / math.sqrt(d)  # (T K)(T Q)^T
+        return logits.softmax(dim=-1).view(n, h, num, num)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if tokens.dim() != 3 or tokens.shape[1] != self.token_channels:
+            raise ValueError(f'TokenTransformer expects tokens (N, {self.token_channels}, L), '
+                             f'got {tuple(tokens.shape)}')
+        n, c, num = tokens.shape
+        h = self.num_heads
+        attn = self.attention(tokens).view(n * h, num, num)
+        v = tokens if self.value is None else self.value(tokens)
+        mixed = torch.bmm(v.reshape(n * h, c // h, num), attn.transpose(1, 2))
+        tokens = tokens + mixed.view(n, c, num)
+        if self.ffn is not None:
+            tokens = tokens + self.ffn(tokens)
+        return tokens
+
+
+class TokenProjector(BaseModule):
+    """Projector: ``X_out = X + softmax_L((X W_Q)(T W_K)^T) (T W_V)``.
+
+    Every pixel queries the tokens and adds the attention-weighted token values to itself.
+
+    Args:
+        in_channels (int): Feature map channels C (also the output channels).
+        token_channels (int): Token channels C_T.
+        num_heads (int): Attention heads. Default: 1.
+        qk_channels (int, optional): Key/query width. Default: C.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 token_channels: int,
+                 num_heads: int = 1,
+                 qk_channels: Optional[int] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        qk_channels = in_channels if qk_channels is None else qk_channels
+        _check_divisible(qk_channels, num_heads, 'qk_channels')
+        _check_divisible(in_channels, num_heads, 'in_channels')
+        self.in_channels = in_channels
+        self.num_heads = num_heads
+        self.qk_channels = qk_channels
+        # No bias on W_Q: it keeps X (W_Q K^T) exactly equal to (X W_Q) K^T.
+        self.query = nn.Conv2d(in_channels, qk_channels, 1, bias=False)  # W_Q
+        self.key = nn.Conv1d(token_channels, qk_channels, 1, bias=False)  # W_K
+        self.value = nn.Conv1d(token_channels, in_channels, 1)  # W_V
+        self.reassociate = True
+
+    def attention(self, x: Tensor, tokens: Tensor) -> Tensor:
+        """Attention weights (N, heads, HW, L); each pixel's row sums to 1 over the L tokens."""
+        n, c, hgt, wid = x.shape
+        num = tokens.shape[2]
+        h, d = self.num_heads, self.qk_channels // self.num_heads
+        k = self.key(tokens).view(n, h, d, num)
+        if self.reassociate and h * num < self.qk_channels:
+            # X (W_Q K^T): fold the key into the query weight, one C-vector per head and token.
+            w_q = self.query.weight.view(h, d, c)
+            folded = torch.einsum('hdc,nhdl->nhlc', w_q, k)  # N, h, L, C
+            logits = torch.matmul(folded.reshape(n, h * num, c), x.flatten(2))  # N, hL, HW
+            logits = logits.view(n, h, num, hgt * wid).transpose(2, 3)
+        else:
+            q = self.query(x).view(n, h, d, hgt * wid)
+            logits = torch.matmul(q.transpose(2, 3), k)  # N, h, HW, L
+        return (logits / math.sqrt(d)).softmax(dim=-1)
+
+    def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
+        _check_feature(x, self.in_channels, type(self).__name__)
+        n, c, hgt, wid = x.shape
+        h = self.num_heads
+        attn = self.attention(x, tokens)  # N, h, HW, L
+        v = self.value(tokens).view(n, h, c // h, -1)  # N, h, C/h, L
+        out = torch.matmul(v, attn.transpose(2, 3))  # N, h, C/h, HW
+        return x + out.reshape(n, c, hgt, wid)
+
+
+class VTModule(BaseModule):
+    """One VT module: tokenizer (+ position encoding) -> transformer -> projector.
+
+    Args:
+        in_channels (int): Feature map channels C.
+        token_channels (int): Token channels C_T.
+        num_tokens (int): Tokens L (used by the filter-based tokenizer).
+        tokenizer (str): ``'filter'`` (first module) or ``'recurrent'`` (later modules).
+        with_pos_encoding (bool): Add the attention-based position encoding. Default: True.
+        transformer_cfg (dict, optional): Extra arguments of :class:`TokenTransformer`.
+        projector_cfg (dict, optional): Extra arguments of :class:`TokenProjector`.
+        tokenizer_cfg (dict, optional): Extra arguments of the tokenizer.
+        with_projector (bool): Project the tokens back onto the map. Default: True.
+        init_cfg (dict, optional): Initialisation config.
+    """
+
+    def __init__(self,
+                 in_channels: int,
+                 token_channels: int,
+                 num_tokens: int,
+                 tokenizer: str = 'filter',
+                 with_pos_encoding: bool = True,
+                 transformer_cfg: Optional[dict] = None,
+                 projector_cfg: Optional[dict] = None,
+                 tokenizer_cfg: Optional[dict] = None,
+                 with_projector: bool = True,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(init_cfg)
+        tokenizer_cfg = dict(tokenizer_cfg or {})
+        if tokenizer == 'filter':
+            self.tokenizer = FilterTokenizer(in_channels, token_channels, num_tokens,
+                                             **tokenizer_cfg)
+        elif tokenizer == 'recurrent':
+            self.tokenizer = RecurrentTokenizer(in_channels, token_channels, **tokenizer_cfg)
+        else:
+            raise ValueError(f"tokenizer must be 'filter' or 'recurrent', got {tokenizer!r}")
+        self.pos_encoding = TokenPositionEncoding(token_channels) if with_pos_encoding else None
+        self.transformer = TokenTransformer(token_channels, **(transformer_cfg or {}))
+        self.projector = TokenProjector(in_channels, token_channels, **(
+            projector_cfg or {})) if with_projector else None
+
+    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        tokens, attn = self.tokenizer(x, tokens)
+        if self.pos_encoding is not None:
+            tokens = self.pos_encoding(tokens, attn)
+        tokens = self.transformer(tokens)
+        if self.projector is not None:
+            x = self.projector(x, tokens)
+        return x, tokens
