@@ -25,7 +25,7 @@ WORK="${WORK_DIR:-work_dirs/$NAME}"
 CKPT="$(cat "$WORK/last_checkpoint")"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK/test" --show-dir vis 2>&1 | tee "$WORK/test.log"
 MIOU="$(grep -oE 'mIoU: [0-9.]+' "$WORK/test.log" | tail -1 || true)"
-VIS="$(ls -td "$WORK"/test/*/vis 2>/dev/null | head -1 || true)"
+VIS="$(dirname "$(find "$WORK/test/vis" -name '*.png' 2>/dev/null | head -1)")"
 echo
 echo "[demo] config:      $CONFIG"
 echo "[demo] checkpoint:  $CKPT"

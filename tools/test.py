@@ -4,7 +4,7 @@
                          [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 
 --show-dir writes prediction overlays (segmentation masks, detection boxes, class labels) to
-DIR inside the work dir's timestamped folder; --out keeps the raw predictions (mmseg: a folder
+DIR; a relative DIR is under the work dir (mmdet: under its timestamped folder); --out keeps the raw predictions (mmseg: a folder
 of PNG label maps; mmdet / mmpretrain: a pickle file).
 """
 import argparse
@@ -51,14 +51,18 @@ def _enable_visualization(cfg: Config, toolbox: str, args) -> None:
         vis.enable = True
         if args.show_dir:
             vis.out_dir = args.show_dir
-    else:
+    elif toolbox == 'mmdet':
         vis.draw = True
         if args.show_dir:
-            vis[{'mmseg': 'show_dir', 'mmdet': 'test_out_dir'}[toolbox]] = args.show_dir
+            vis.test_out_dir = args.show_dir
+    else:  # mmseg draws through the visualizer's save_dir
+        vis.draw = True
+        if args.show_dir:  # relative to the work dir, like mmdet's test_out_dir
+            cfg.visualizer.save_dir = osp.join(cfg.work_dir, args.show_dir)
+    vis.interval = 1  # every image, not every 50th
     vis.show = args.show
     if args.show:
         vis.wait_time = args.wait_time
-        vis.interval = 1
 
 
 def _keep_outputs(cfg: Config, toolbox: str, out: str) -> None:

@@ -6,6 +6,7 @@ it holds (the MessageHub's ``HistoryBuffer`` logs, numpy arrays and scalars). Ra
 the safety off (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``), vt-mm allow-lists exactly those types:
 a checkpoint carrying any other pickled object is still refused by torch.
 """
+import pickle
 from typing import List
 
 import numpy as np
@@ -25,7 +26,23 @@ def _numpy_globals() -> List[object]:
     return [_reconstruct, scalar, np.ndarray, np.dtype] + dtype_classes
 
 
-SAFE_CHECKPOINT_GLOBALS: List[object] = [HistoryBuffer] + _numpy_globals()
+def history_buffer_getattr(obj, name):
+    """Stands in for ``builtins.getattr`` while unpickling a checkpoint.
+
+    A pickled HistoryBuffer refers to its statistics methods as ``getattr(HistoryBuffer, 'mean')``.
+    Allow-listing the real ``getattr`` would let a checkpoint reach any attribute of any allowed
+    object; this resolves only those methods and refuses everything else.
+    """
+    allowed = HistoryBuffer._statistics_methods.keys() | {'min', 'max', 'mean', 'current'}
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'checkpoint asks for getattr({obj!r}, {name!r}); only HistoryBuffer statistics methods '
+        'are allowed. Refusing to load it: it was not written by an mmengine Runner.')
+
+
+SAFE_CHECKPOINT_GLOBALS: List[object] = [HistoryBuffer, (history_buffer_getattr, 'builtins.getattr')
+                                         ] + _numpy_globals()
 
 
 def allow_mmengine_checkpoints() -> None:
