@@ -35,7 +35,7 @@ val_dataloader = dict(
 test_dataloader = val_dataloader
 optim_wrapper = dict(
     _delete_=True, type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, weight_decay=1e-4))
-max_iters = 600
+max_iters = 350
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=50, end=max_iters, by_epoch=False),
@@ -43,4 +43,4 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=25),
-    checkpoint=dict(by_epoch=False, interval=200, max_keep_ckpts=2))
+    checkpoint=dict(by_epoch=False, interval=175, max_keep_ckpts=2))

@@ -125,3 +125,22 @@ def test_amp_on_cpu_is_refused(lip_root, tmp_path):
     code, out = _run(['tools/train.py', cfg, '--amp', '--work-dir', str(tmp_path)] + _iters(2),
                      cwd=ROOT, expect_ok=False)
     assert code != 0 and '--amp needs a GPU' in out
+
+
+@pytest.mark.slow
+def test_dist_train_two_cpu_processes(lip_root, tmp_path):
+    """tools/dist_train.sh CONFIG 2: torchrun + gloo on the CPU; SyncBN becomes BN, logged."""
+    cfg = _tiny_config(tmp_path, lip_root)
+    with open(cfg, 'a') as f:
+        f.write("model.update(decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)))\n")
+    env = dict(os.environ, PORT='29731',
+               PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
+    work = str(tmp_path / 'dist')
+    proc = subprocess.run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', work] + _iters(2),
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert 'SyncBN is replaced by BN' in out
+    assert "'backend': 'gloo'" in out or 'gloo' in out
+    state = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)
+    assert state['meta']['iter'] == 2

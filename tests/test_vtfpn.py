@@ -98,3 +98,20 @@ def test_paper_defaults_and_flops_vs_fpn():
         fpn_flops = FlopAnalyzer(fpn, (feats, )).unsupported_ops_warnings(False).total()
     assert 12.0e9 < fpn_flops < 13.5e9  # paper: 12.8 G
     assert fpn_flops / vt_flops >= 6.0, (fpn_flops, vt_flops)
+
+
+@pytest.mark.parametrize('hw', [(65, 97), (128, 128)])
+def test_semantic_fpn_with_vtfpn_any_input_size(hw):
+    """The whole LIP model (ResNet-50 + VT-FPN + FPNHead) gives logits at 1/4 for odd sizes."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile('configs/vtfpn_lip.py')
+    cfg.model.pretrained = None
+    cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
+    model = MODELS.build(cfg.model).eval()
+    with torch.no_grad():
+        logits = model._forward(torch.randn(1, 3, *hw))
+    assert logits.shape == (1, 20, -(-hw[0] // 4), -(-hw[1] // 4))
+    assert torch.isfinite(logits).all()

@@ -66,7 +66,8 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
 
     mmengine's init_dist calls torch.cuda.set_device unconditionally. When no GPU is present we
     initialise the gloo process group from torchrun's environment before the Runner is built, so
-    the Runner's setup_env sees an initialised group and skips init_dist.
+    the Runner's setup_env sees an initialised group and skips init_dist; DDP is built without
+    device ids, and SyncBN (CUDA only) becomes BN, with a log line saying so.
     """
     if launcher == 'none' or torch.cuda.is_available():
         return
@@ -78,6 +79,13 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+    # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU modules.
+    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
     changed = replace_syncbn(cfg)
     if changed and dist.get_rank() == 0:
         print_log(
