@@ -10,7 +10,10 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
+# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
 
 from mmengine.config import Config, DictAction  # noqa: E402
@@ -80,9 +83,9 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    runtime.check_data(cfg, ('train_dataloader', 'val_dataloader'))
-    if not cfg.get('resume', False):
-        runtime.check_checkpoints(cfg)
+    runtime.preflight(
+        lambda: runtime.check_data(cfg, ('train_dataloader', 'val_dataloader')),
+        lambda: None if cfg.get('resume', False) else runtime.check_checkpoints(cfg))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()

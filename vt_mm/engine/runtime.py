@@ -93,6 +93,15 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
             logger='current')
 
 
+def preflight(*checks) -> None:
+    """Runs checks; a missing dataset or checkpoint ends the program with its message only."""
+    try:
+        for check in checks:
+            check()
+    except (FileNotFoundError, CheckpointUnavailableError) as e:
+        raise SystemExit(f'ERROR: {e}') from None
+
+
 def check_amp(amp: bool) -> None:
     if amp and not torch.cuda.is_available():
         raise SystemExit('--amp needs a GPU (mmengine AmpOptimWrapper asserts CUDA); this machine '
@@ -121,9 +130,10 @@ def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
             continue
         root = ds.get('data_root', None)
         if root and not osp.isdir(root):
-            hint = ('write the synthetic demo data with `python tools/dataset_converters/'
-                    f'make_demo_lip.py --out {root}`' if 'LIP' in str(ds.get('type', '')) or
-                    'LIP' in root else 'see README, "Data"')
+            is_lip = 'LIP' in str(ds.get('type', '')) or 'LIP' in root
+            hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
+                    'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
+                    '`make demo`)' if is_lip else 'see README, "Data"')
             raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
                                     f'(dataset {ds.get("type")}). Put the dataset there, point '
                                     f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
