@@ -1,0 +1,102 @@
+"""Small, deterministic, synthetic datasets for detection and classification.
+
+* :func:`make_demo_coco` writes a COCO-format instance dataset of coloured shapes (boxes and
+  polygon masks), for mmdet detectors (RetinaNet, Mask R-CNN, Panoptic-FPN's instance part).
+* :func:`make_demo_imagefolder` writes an ImageFolder-style classification dataset
+  (``<root>/<split>/<class>/<n>.jpg``) for mmpretrain's ``CustomDataset``.
+
+Tests and the synthetic benchmarks use them; nothing is downloaded.
+"""
+import json
+import math
+import os
+import os.path as osp
+from typing import Dict, List, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPE_CLASSES = ('square', 'circle', 'triangle')
+_SHAPE_COLOURS = ((220, 60, 60), (60, 180, 60), (60, 90, 220))
+
+
+def _shape_polygon(kind: str, cx: float, cy: float, r: float) -> List[Tuple[float, float]]:
+    if kind == 'square':
+        return [(cx - r, cy - r), (cx + r, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    if kind == 'triangle':
+        return [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
+    return [(cx + r * math.cos(a), cy + r * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 24, endpoint=False)]
+
+
+def _background(size: Tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    w, h = size
+    base = rng.integers(90, 170, 3)
+    noise = rng.integers(-20, 21, (h, w, 3))
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def make_demo_coco(root: str,
+                   split: str = 'train',
+                   num_images: int = 8,
+                   size: Tuple[int, int] = (128, 96),
+                   max_objects: int = 3,
+                   seed: int = 0) -> Dict[str, str]:
+    """Writes ``<root>/<split>/*.jpg`` and ``<root>/annotations/instances_<split>.json``.
+
+    Args:
+        size: (width, height) of every image.
+
+    Returns:
+        dict with the ``ann_file`` and ``img_dir`` paths relative to ``root``.
+    """
+    rng = np.random.default_rng(seed)
+    img_dir = osp.join(root, split)
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    w, h = size
+    images, annotations = [], []
+    for i in range(num_images):
+        image = _background(size, rng)
+        draw = ImageDraw.Draw(image)
+        file_name = f'{i:06d}.jpg'
+        for _ in range(int(rng.integers(1, max_objects + 1))):
+            label = int(rng.integers(len(SHAPE_CLASSES)))
+            r = float(rng.uniform(0.1, 0.22) * min(w, h))
+            cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+            poly = _shape_polygon(SHAPE_CLASSES[label], cx, cy, r)
+            colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
+            draw.polygon(poly, fill=colour)
+            xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+            annotations.append(
+                dict(id=len(annotations) + 1, image_id=i + 1, category_id=label + 1,
+                     bbox=[x0, y0, x1 - x0, y1 - y0], area=float((x1 - x0) * (y1 - y0)), iscrowd=0,
+                     segmentation=[[c for p in poly for c in p]]))
+        image.save(osp.join(img_dir, file_name), quality=95)
+        images.append(dict(id=i + 1, file_name=file_name, width=w, height=h))
+    categories = [dict(id=k + 1, name=n) for k, n in enumerate(SHAPE_CLASSES)]
+    ann_file = osp.join('annotations', f'instances_{split}.json')
+    with open(osp.join(root, ann_file), 'w') as f:
+        json.dump(dict(images=images, annotations=annotations, categories=categories), f)
+    return dict(ann_file=ann_file, img_dir=split + '/')
+
+
+def make_demo_imagefolder(root: str,
+                          split: str = 'train',
+                          per_class: int = 4,
+                          size: int = 64,
+                          seed: int = 0) -> List[str]:
+    """Writes ``<root>/<split>/<class>/<n>.jpg``: one centred shape per image; returns classes."""
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(SHAPE_CLASSES):
+        d = osp.join(root, split, name)
+        os.makedirs(d, exist_ok=True)
+        for n in range(per_class):
+            image = _background((size, size), rng)
+            r = float(rng.uniform(0.2, 0.35) * size)
+            c = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
+            ImageDraw.Draw(image).polygon(_shape_polygon(name, c[0], c[1], r),
+                                          fill=_SHAPE_COLOURS[label])
+            image.save(osp.join(d, f'{n:04d}.jpg'), quality=95)
+    return list(SHAPE_CLASSES)
