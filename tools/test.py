@@ -86,15 +86,8 @@ def _keep_outputs(cfg: Config, toolbox: str, out: str) -> None:
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cfg = runtime.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     toolbox = runtime.toolbox_of(cfg)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r}: no such file')
     cfg.load_from = args.checkpoint

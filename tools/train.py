@@ -52,15 +52,7 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    runtime.toolbox_of(cfg)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = runtime.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     runtime.check_amp(args.amp)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'

@@ -24,6 +24,21 @@ class CheckpointUnavailableError(RuntimeError):
     """A config names a checkpoint that is neither local nor downloadable here."""
 
 
+def load_config(path: str, cfg_options: Optional[dict], launcher: str,
+                work_dir: Optional[str]) -> Config:
+    """The config as the train/test tools use it: options merged, launcher and work dir set."""
+    cfg = Config.fromfile(path)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    toolbox_of(cfg)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
+    return cfg
+
+
 def toolbox_of(cfg: Config) -> str:
     """'mmseg', 'mmdet' or 'mmpretrain', from the config's default_scope."""
     scope = cfg.get('default_scope', None)
