@@ -48,3 +48,35 @@ SAFE_CHECKPOINT_GLOBALS: List[object] = [HistoryBuffer, (history_buffer_getattr,
 def allow_mmengine_checkpoints() -> None:
     """Adds the types of mmengine Runner checkpoints to torch's weights_only allow-list."""
     torch.serialization.add_safe_globals(SAFE_CHECKPOINT_GLOBALS)
+
+
+def load_checkpoint_file(path: str, trust: bool = False) -> dict:
+    """``torch.load`` for converters: safe by default, with a clear way out for trusted files."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        raise RuntimeError(
+            f'{path} holds pickled objects besides tensors (e.g. a training script\'s args), so it '
+            'cannot be loaded safely with weights_only=True. If you trust its source, rerun with '
+            f'--trust to load it with full unpickling. ({str(e).splitlines()[0]})') from None
+
+
+def unwrap_state_dict(checkpoint: dict, prefer_ema: bool = False) -> dict:
+    """The tensor dict inside a checkpoint, wherever the training script put it.
+
+    Accepts a bare state_dict or one wrapped in ``state_dict`` / ``state_dict_ema`` / ``model``
+    (``prefer_ema`` picks the EMA weights when both are present), and strips DataParallel's
+    ``module.`` prefixes.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f'expected a dict checkpoint, got {type(checkpoint).__name__}')
+    order = ('state_dict_ema', 'state_dict', 'model') if prefer_ema else ('state_dict', 'model',
+                                                                          'state_dict_ema')
+    for key in order:
+        if key in checkpoint and isinstance(checkpoint[key], dict):
+            checkpoint = checkpoint[key]
+            break
+    if not checkpoint or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise ValueError('no state_dict found in the checkpoint (looked for a dict of tensors, '
+                         f'or one under {order})')
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}

@@ -1,1 +1,3 @@
+from .pyramid_tnt import PyramidTNT
 
+__all__ = ['PyramidTNT']
