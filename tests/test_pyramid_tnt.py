@@ -200,3 +200,37 @@ def test_builds_by_name_in_mmdet_and_mmpretrain():
     model = PyramidTNT('ti', pretrained=None)
     assert model.init_cfg is None
     assert isinstance(PyramidTNT('ti', pretrained='x.pth').init_cfg, dict)
+
+
+def test_detection_variant_only_lacks_its_new_layers(official):
+    name, _, _ = ARCHS['ti']
+    converted = checkpoint_filter_fn({k: torch.zeros(v) for k, v in official[name].items()})
+    converted = {k: v for k, v in converted.items() if not k.startswith('head.')}
+    det = PyramidTNT('ti', out_indices=(0, 1, 2, 3), upsample=True)
+    result = det.load_state_dict(converted, strict=False)
+    assert not result.unexpected_keys
+    assert result.missing_keys and all(
+        k.startswith(('norm0.', 'norm1.', 'norm2.', 'upsamples.')) for k in result.missing_keys)
+
+
+def test_inference_passes_a_grad_free_mask_to_fused_attention(monkeypatch):
+    """A mask requiring grad drops SDPA to its slow math backend; inference must avoid that."""
+    import torch.nn.functional as F
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        if attn_mask is not None:
+            seen.append(attn_mask.requires_grad)
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, 'scaled_dot_product_attention', spy)
+    model = PyramidTNT('ti').eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 192, 192))
+    assert seen and not any(seen)
+    seen.clear()
+    model.train()
+    model(torch.randn(1, 3, 192, 192))[0].sum().backward()
+    assert seen and all(seen)  # training keeps the gradient of the relative bias
+    assert model.stages[0].relative_pos.grad is not None

@@ -109,7 +109,11 @@ class SRAttention(nn.Module):
             x = self.sr_norm(self.sr(grid))
         k, v = self.kv(x).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
         if self.fused_attn:
-            mask = None if bias is None else bias.to(q.dtype)
+            mask = None
+            if bias is not None:
+                # A mask that requires grad sends SDPA from the CPU flash kernel to its ~2.5x slower
+                # math backend; without autograd the bias needs no grad.
+                mask = (bias if torch.is_grad_enabled() else bias.detach()).to(q.dtype)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.)
         else:
