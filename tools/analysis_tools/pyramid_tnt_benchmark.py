@@ -27,22 +27,16 @@ from vt_mm.models.backbones import PyramidTNT  # noqa: E402
 PAPER = {'ti': (10.58, 0.59), 's': (31.95, 3.28), 'm': (84.94, 8.20), 'b': (156.99, 15.97)}
 
 
-def set_fused(model, fused):
-    for m in model.modules():
-        if hasattr(m, 'fused_attn'):
-            m.fused_attn = fused
-
-
 def timed(model, x, runs, warmup=1):
     out = {}
     with torch.no_grad():
         for fused in (True, False) * warmup:
-            set_fused(model, fused)
+            model.set_fused_attn(fused)
             model(x)
         times = {True: [], False: []}
         for _ in range(runs):
             for fused in (True, False):
-                set_fused(model, fused)
+                model.set_fused_attn(fused)
                 t0 = time.perf_counter()
                 out[fused] = model(x)
                 times[fused].append(time.perf_counter() - t0)
@@ -70,7 +64,7 @@ def main(argv=None):
         for hw in sizes:
             print(f'[bench] {arch} at {hw[0]}x{hw[1]}', file=sys.stderr, flush=True)
             x = torch.randn(1, 3, *hw)
-            set_fused(model, False)
+            model.set_fused_attn(False)
             with torch.no_grad():
                 flops = FlopAnalyzer(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(
                     False).total()

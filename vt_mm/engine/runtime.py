@@ -7,6 +7,7 @@ without a GPU).
 """
 import os
 import os.path as osp
+import socket
 import urllib.parse
 from typing import Iterator, List, Optional, Tuple
 
@@ -15,7 +16,7 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
-# Where mmengine caches downloaded checkpoints (torch hub's checkpoints dir).
+# Checkpoint references that mmengine downloads.
 _REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://', 'torchvision://',
                     'mmcls://', 'mmpretrain://', 'modelzoo://', 'pavi://', 's3://')
 
@@ -155,7 +156,8 @@ def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
 
 
 def _cached_path(url: str) -> Optional[str]:
-    """Local file that mmengine would use instead of downloading ``url``, if present."""
+    """Local file that mmengine would use instead of downloading ``url``, if present (torch hub's
+    checkpoints dir, where mmengine caches downloads)."""
     name = osp.basename(urllib.parse.urlparse(url).path)
     hub = os.environ.get('TORCH_HOME') or osp.join(
         os.environ.get('XDG_CACHE_HOME', osp.expanduser('~/.cache')), 'torch')
@@ -165,7 +167,6 @@ def _cached_path(url: str) -> Optional[str]:
 
 def _resolves(url: str) -> bool:
     """Whether mmengine could plausibly download ``url`` (its host resolves)."""
-    import socket
     if '://' not in url:
         return False
     scheme = url.split('://', 1)[0]
@@ -174,13 +175,10 @@ def _resolves(url: str) -> bool:
     else:  # open-mmlab://, torchvision:// ... map to download.openmmlab.com / download.pytorch.org
         host = 'download.openmmlab.com' if 'mm' in scheme else 'download.pytorch.org'
     try:
-        socket.setdefaulttimeout(5)
         socket.getaddrinfo(host, 443)
         return True
     except OSError:
         return False
-    finally:
-        socket.setdefaulttimeout(None)
 
 
 def checkpoint_refs(cfg: Config) -> List[Tuple[str, str]]:
@@ -202,12 +200,10 @@ def check_checkpoints(cfg: Config) -> None:
         if ref.startswith(_REMOTE_PREFIXES):
             if _cached_path(ref) or _resolves(ref):
                 continue
-            setting = path.rsplit('.', 1)[0] + '.checkpoint' if path.endswith(
-                'checkpoint') else path
             raise CheckpointUnavailableError(
                 f'{path} = {ref!r} needs a download, and this machine cannot reach it (no network, '
                 'and not in the torch hub cache). Download the file elsewhere and point the config '
-                f'at it: --cfg-options {setting}=/path/to/file.pth; or train from scratch: '
+                f'at it: --cfg-options {path}=/path/to/file.pth; or train from scratch: '
                 f'--cfg-options {path}=None.')
         elif not osp.isfile(ref):
             raise CheckpointUnavailableError(

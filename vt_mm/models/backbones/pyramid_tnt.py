@@ -453,6 +453,12 @@ class PyramidTNT(BaseModule):
                     m.eval()
         return self
 
+    def set_fused_attn(self, fused: bool) -> None:
+        """Switches every attention between the fused kernel and the explicit softmax path."""
+        for m in self.modules():
+            if isinstance(m, SRAttention):
+                m.fused_attn = fused
+
     def no_weight_decay(self):
         """Parameter names to exclude from weight decay (as the official model)."""
         return {'sentence_pos', 'word_pos'}
