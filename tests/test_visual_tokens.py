@@ -119,11 +119,18 @@ def test_transformer_is_token_permutation_equivariant():
     torch.testing.assert_close(tr(t)[:, :, perm], tr(t[:, :, perm]), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('heads,qk', [(1, None), (2, 16), (4, 8)])
-def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk):
-    proj = TokenProjector(in_channels=16, token_channels=24, num_heads=heads, qk_channels=qk)
+@pytest.mark.parametrize('heads,qk,groups', [(1, None, 1), (2, 16, 1), (4, 8, 1), (1, 16, 4),
+                                             (2, 16, 4)])
+def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk, groups):
+    proj = TokenProjector(in_channels=16, token_channels=24, num_heads=heads, qk_channels=qk,
+                          query_groups=groups, key_groups=groups // 2 or 1)
     x = torch.randn(2, 16, 5, 7)
     t = torch.randn(2, 24, 3)
+    # one head: folding is cheaper here and must be taken; heads x groups never fold
+    if heads == 1:
+        assert proj._fold_is_cheaper(35, 3)
+    if heads > 1 and groups > 1:
+        assert not proj._fold_is_cheaper(35, 3)
     attn = proj.attention(x, t)
     assert attn.shape == (2, heads, 35, 3)
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, heads, 35))

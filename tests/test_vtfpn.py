@@ -115,3 +115,43 @@ def test_semantic_fpn_with_vtfpn_any_input_size(hw):
         logits = model._forward(torch.randn(1, 3, *hw))
     assert logits.shape == (1, 20, -(-hw[0] // 4), -(-hw[1] // 4))
     assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize('config,classes,neck,depth', [
+    ('configs/vtfpn_lip_r101.py', 20, 'VTFPN', 101),
+    ('configs/fpn_lip_r101.py', 20, 'FPN', 101),
+    ('configs/fpn_coco-stuff164k.py', 171, 'FPN', 50),
+    ('configs/vtfpn_coco-stuff164k.py', 171, 'VTFPN', 50),
+    ('configs/vtfpn_coco-stuff164k_r101.py', 171, 'VTFPN', 101),
+    ('configs/fpn_coco-stuff164k_r101.py', 171, 'FPN', 101),
+    ('configs/vt_resnet/vtfpn_vt-resnet50_lip.py', 20, 'VTFPN', 50),
+])
+def test_paper_segmentation_configs_build_and_run(config, classes, neck, depth):
+    """Table 9/10 rows and the all-token VT-ResNet-50 + VT-FPN model: build, right data, run."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    init_default_scope('mmseg')
+    cfg = Config.fromfile(config)
+    assert cfg.model.neck.type == neck and cfg.model.backbone.depth == depth
+    assert cfg.model.decode_head.num_classes == classes
+    dataset = cfg.train_dataloader.dataset
+    assert dataset.type == ('COCOStuffDataset' if classes == 171 else 'LIPDataset')
+    if classes == 171:
+        assert cfg.optim_wrapper.optimizer.lr == 0.04  # batch 32 as the paper
+        assert cfg.test_pipeline[1].scale == (1216, 800)
+    cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = None
+    cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    with torch.no_grad():
+        logits = model._forward(torch.randn(1, 3, 97, 131))
+    assert logits.shape == (1, classes, 25, 33)
+    assert torch.isfinite(logits).all()
+    if cfg.model.backbone.type == 'VTResNet':
+        feats = model.extract_feat(torch.randn(1, 3, 96, 96))
+        assert [f.shape[-1] for f in feats] == [24, 12, 6, 6]  # strides 4, 8, 16, 16
+        assert [f.shape[1] for f in model.backbone(torch.randn(1, 3, 64, 64))] == \
+            [256, 512, 1024, 1024]

@@ -18,8 +18,9 @@ Decisions where the paper versions and its pseudo-code differ (each is tested):
   the equations in the main text omit it. It changes no parameter count.
 * Softmax axes follow the paper: the tokenizer normalises over the HW pixels (each token is a
   convex combination of pixels), the transformer and the projector over the L tokens.
-* The projector computes ``(X W_Q)(T W_K)^T`` as ``X (W_Q (T W_K)^T)`` whenever that is cheaper
-  (heads * L < query width), which is exact because ``W_Q`` has no bias.
+* The projector computes ``(X W_Q)(T W_K)^T`` as ``X (W_Q (T W_K)^T)`` whenever that takes fewer
+  multiply-adds for the input at hand (few tokens, wide queries), which is exact because ``W_Q``
+  has no bias; a grouped ``W_Q`` is folded group by group.
 """
 import math
 from typing import Optional, Tuple
@@ -109,6 +110,7 @@ class RecurrentTokenizer(BaseModule):
         num_heads (int): Heads of the pixel-token attention (1 in the equations, 16 in the
             appendix pseudo-code).
         value_groups (int): Groups of the value projection.
+        weight_groups (int): Groups of ``W_{T->R}``. Default: 1 (dense).
         refresh (str): ``'all'`` or ``'half'``.
         init_cfg (dict, optional): Initialisation config.
     """
@@ -118,6 +120,7 @@ class RecurrentTokenizer(BaseModule):
                  token_channels: int,
                  num_heads: int = 1,
                  value_groups: int = 1,
+                 weight_groups: int = 1,
                  refresh: str = 'all',
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
@@ -126,11 +129,14 @@ class RecurrentTokenizer(BaseModule):
         _check_divisible(in_channels, num_heads, 'in_channels')
         _check_divisible(in_channels, value_groups, 'in_channels')
         _check_divisible(token_channels, value_groups, 'token_channels')
+        _check_divisible(in_channels, weight_groups, 'in_channels')
+        _check_divisible(token_channels, weight_groups, 'token_channels')
         self.in_channels = in_channels
         self.token_channels = token_channels
         self.num_heads = num_heads
         self.refresh = refresh
-        self.token_to_weight = nn.Conv1d(token_channels, in_channels, 1)  # W_{T->R}
+        self.token_to_weight = nn.Conv1d(
+            token_channels, in_channels, 1, groups=weight_groups)  # W_{T->R}
         self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)
 
     def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -180,6 +186,7 @@ class TokenPositionEncoding(BaseModule):
         token_channels (int): Token channels C_T.
         pos_channels (int): Encoding channels C_P. Default: 32.
         grid_size (int): Side of the downsampled attention map. Default: 7.
+        fuse_groups (int): Groups of the fusing 1x1 convolution. Default: 1 (dense).
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -187,11 +194,14 @@ class TokenPositionEncoding(BaseModule):
                  token_channels: int,
                  pos_channels: int = 32,
                  grid_size: int = 7,
+                 fuse_groups: int = 1,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
+        _check_divisible(token_channels + pos_channels, fuse_groups, 'token_channels + pos_channels')
+        _check_divisible(token_channels, fuse_groups, 'token_channels')
         self.grid_size = grid_size
         self.attn_to_pos = nn.Linear(grid_size * grid_size, pos_channels, bias=False)  # W_{A->P}
-        self.fuse = nn.Conv1d(token_channels + pos_channels, token_channels, 1)
+        self.fuse = nn.Conv1d(token_channels + pos_channels, token_channels, 1, groups=fuse_groups)
 
     def forward(self, tokens: Tensor, attn: Tensor) -> Tensor:
         pooled = F.adaptive_avg_pool2d(attn, self.grid_size).flatten(2)  # N, L, g*g
@@ -283,6 +293,9 @@ class TokenProjector(BaseModule):
         token_channels (int): Token channels C_T.
         num_heads (int): Attention heads. Default: 1.
         qk_channels (int, optional): Key/query width. Default: C.
+        query_groups (int): Groups of W_Q. Default: 1 (dense).
+        key_groups (int): Groups of W_K. Default: 1.
+        value_groups (int): Groups of W_V. Default: 1.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -291,35 +304,61 @@ class TokenProjector(BaseModule):
                  token_channels: int,
                  num_heads: int = 1,
                  qk_channels: Optional[int] = None,
+                 query_groups: int = 1,
+                 key_groups: int = 1,
+                 value_groups: int = 1,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         qk_channels = in_channels if qk_channels is None else qk_channels
         _check_divisible(qk_channels, num_heads, 'qk_channels')
         _check_divisible(in_channels, num_heads, 'in_channels')
+        for what, value, groups in (('in_channels', in_channels, query_groups),
+                                    ('qk_channels', qk_channels, query_groups),
+                                    ('token_channels', token_channels, key_groups),
+                                    ('qk_channels', qk_channels, key_groups),
+                                    ('token_channels', token_channels, value_groups),
+                                    ('in_channels', in_channels, value_groups)):
+            _check_divisible(value, groups, what)
         self.in_channels = in_channels
         self.num_heads = num_heads
         self.qk_channels = qk_channels
+        self.query_groups = query_groups
         # No bias on W_Q: it keeps X (W_Q K^T) exactly equal to (X W_Q) K^T.
-        self.query = nn.Conv2d(in_channels, qk_channels, 1, bias=False)  # W_Q
-        self.key = nn.Conv1d(token_channels, qk_channels, 1, bias=False)  # W_K
-        self.value = nn.Conv1d(token_channels, in_channels, 1)  # W_V
+        self.query = nn.Conv2d(
+            in_channels, qk_channels, 1, groups=query_groups, bias=False)  # W_Q
+        self.key = nn.Conv1d(token_channels, qk_channels, 1, groups=key_groups, bias=False)  # W_K
+        self.value = nn.Conv1d(token_channels, in_channels, 1, groups=value_groups)  # W_V
         self.reassociate = True
+
+    def _fold_is_cheaper(self, num_pixels: int, num_tokens: int) -> bool:
+        """Multiply-adds of X (W_Q K^T) against (X W_Q) K^T for this input size."""
+        h, g, qk, c = self.num_heads, self.query_groups, self.qk_channels, self.in_channels
+        if h > 1 and g > 1:
+            return False  # heads and groups would cut across each other; not folded
+        direct = num_pixels * c * qk // g + num_pixels * qk * num_tokens
+        folded = num_tokens * qk * c // g + h * num_tokens * c * num_pixels
+        return folded < direct
 
     def attention(self, x: Tensor, tokens: Tensor) -> Tensor:
         """Attention weights (N, heads, HW, L); each pixel's row sums to 1 over the L tokens."""
         n, c, hgt, wid = x.shape
         num = tokens.shape[2]
-        h, d = self.num_heads, self.qk_channels // self.num_heads
-        k = self.key(tokens).view(n, h, d, num)
-        if self.reassociate and h * num < self.qk_channels:
+        h, d, g = self.num_heads, self.qk_channels // self.num_heads, self.query_groups
+        k = self.key(tokens)  # N, qk, L
+        if self.reassociate and self._fold_is_cheaper(hgt * wid, num):
             # X (W_Q K^T): fold the key into the query weight, one C-vector per head and token.
-            w_q = self.query.weight.view(h, d, c)
-            folded = torch.einsum('hdc,nhdl->nhlc', w_q, k)  # N, h, L, C
+            if g == 1:
+                w_q = self.query.weight.view(h, d, c)
+                folded = torch.einsum('hdc,nhdl->nhlc', w_q, k.view(n, h, d, num))
+            else:  # one head: fold group by group, each group only sees its C/g channels
+                w_q = self.query.weight.view(g, self.qk_channels // g, c // g)
+                folded = torch.einsum('gjc,ngjl->nlgc', w_q,
+                                      k.view(n, g, self.qk_channels // g, num))
             logits = torch.matmul(folded.reshape(n, h * num, c), x.flatten(2))  # N, hL, HW
             logits = logits.view(n, h, num, hgt * wid).transpose(2, 3)
         else:
             q = self.query(x).view(n, h, d, hgt * wid)
-            logits = torch.matmul(q.transpose(2, 3), k)  # N, h, HW, L
+            logits = torch.matmul(q.transpose(2, 3), k.view(n, h, d, num))  # N, h, HW, L
         return (logits / math.sqrt(d)).softmax(dim=-1)
 
     def forward(self, x: Tensor, tokens: Tensor) -> Tensor:
@@ -344,6 +383,7 @@ class VTModule(BaseModule):
         transformer_cfg (dict, optional): Extra arguments of :class:`TokenTransformer`.
         projector_cfg (dict, optional): Extra arguments of :class:`TokenProjector`.
         tokenizer_cfg (dict, optional): Extra arguments of the tokenizer.
+        pos_cfg (dict, optional): Extra arguments of :class:`TokenPositionEncoding`.
         with_projector (bool): Project the tokens back onto the map. Default: True.
         init_cfg (dict, optional): Initialisation config.
     """
@@ -357,6 +397,7 @@ class VTModule(BaseModule):
                  transformer_cfg: Optional[dict] = None,
                  projector_cfg: Optional[dict] = None,
                  tokenizer_cfg: Optional[dict] = None,
+                 pos_cfg: Optional[dict] = None,
                  with_projector: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
@@ -368,16 +409,24 @@ class VTModule(BaseModule):
             self.tokenizer = RecurrentTokenizer(in_channels, token_channels, **tokenizer_cfg)
         else:
             raise ValueError(f"tokenizer must be 'filter' or 'recurrent', got {tokenizer!r}")
-        self.pos_encoding = TokenPositionEncoding(token_channels) if with_pos_encoding else None
+        self.pos_encoding = TokenPositionEncoding(
+            token_channels, **(pos_cfg or {})) if with_pos_encoding else None
         self.transformer = TokenTransformer(token_channels, **(transformer_cfg or {}))
         self.projector = TokenProjector(in_channels, token_channels, **(
             projector_cfg or {})) if with_projector else None
 
-    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    def forward_with_attn(self, x: Tensor,
+                          tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """Like :meth:`forward`, plus the tokenizer's spatial attention (N, L', H, W)."""
         tokens, attn = self.tokenizer(x, tokens)
         if self.pos_encoding is not None:
             tokens = self.pos_encoding(tokens, attn)
         tokens = self.transformer(tokens)
         if self.projector is not None:
             x = self.projector(x, tokens)
+        return x, tokens, attn
+
+    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """Returns the (projected) feature map and the output tokens (N, C_T, L)."""
+        x, tokens, _ = self.forward_with_attn(x, tokens)
         return x, tokens
