@@ -31,16 +31,18 @@ choices below are the ones that reproduce the paper's parameter counts and FLOPs
   are the output, a projector would be dead weight (and breaks DDP with unused parameters).
   The paper's counts are classification models, and match this mode.
 
-Which table each depth matches (params / GFLOPs at 224x224, classification with 1000 classes):
+Which table each depth matches (params / GFLOPs at 224x224, classifier with 1000 classes; GFLOPs
+are multiply-adds without BatchNorm, the paper's convention: it gives ResNet-50 4.087 vs the
+paper's 4.089):
 
-=====  =========================  ================================  =========
-depth  ours                       paper                             table
-=====  =========================  ================================  =========
-18     see ``docs/benchmarks.md``  11.7M / 1.569 (T8), 11.6M / 1.579 (T2)  2 and 8
-34                                 21.8M / 3.299                    2
-50                                 21.4M / 3.412                    8
-101                                41.5M / 7.129                    8
-=====  =========================  ================================  =========
+=====  ================  ======================  =====
+depth  ours              paper                   table
+=====  ================  ======================  =====
+18     11.58M / 1.533    11.7M / 1.569           8
+34     21.25M / 3.224    21.8M / 3.299           2
+50     21.74M / 3.506    21.4M / 3.412           8
+101    40.73M / 7.219    41.5M / 7.129           8
+=====  ================  ======================  =====
 
 Table 8 reports VT-R34 at 19.2M, 2.6M below Table 2's 21.8M for the same depth; no single module
 design that matches R18 in both tables and R50/101 also fits 19.2M, so R34 follows Table 2.
