@@ -1,0 +1,417 @@
+"""SeaFormer: squeeze-enhanced axial transformer for mobile semantic segmentation.
+
+Wan et al., "SeaFormer: Squeeze-enhanced Axial Transformer for Mobile Semantic Segmentation",
+ICLR 2023, https://arxiv.org/abs/2301.13156. Official code (mmseg 0.x): fudan-zvg/SeaFormer.
+
+Faithful to the official model to the last parameter (backbone + LightHead with 150 classes:
+1,667,318 / 3,990,118 / 8,605,654 / 13,951,510 for T/S/B/L; classifier 1,781,096 / 4,105,656 /
+8,742,664 / 14,046,504) and to its forward computation:
+
+* MobileNetV2 inverted-residual stages (ReLU) at strides 4, 8, 16, 32, 64, exact per-variant
+  tables from the official configs (``arch_zoo``);
+* SeaFormer blocks (``x + attn(x)``, ``x + mlp(x)``, ReLU6, no pre-norm) on the last two stages
+  (three for L) with squeeze-enhanced axial attention: a detail branch (3x3 depthwise + 1x1 over
+  concat(q, k, v)) gated by hard-sigmoid of the squeezed row/column attention;
+* 1-D positional embeddings of length 16, linearly interpolated (``align_corners=False``) to the
+  actual height/width, so any input size works;
+* outputs: T/S/B [1/8, 1/32, 1/64], L [1/8, 1/16, 1/32, 1/64].
+
+Speed and deployment: :meth:`SeaFormer.switch_to_deploy` folds every Conv-BN pair into one conv
+(outputs unchanged within float error); the backbone also exports to ONNX.
+
+Module names are vt-mm's own; :func:`checkpoint_filter_fn` converts the authors' classification
+and segmentation checkpoints.
+"""
+import re
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmcv.cnn import fuse_conv_bn
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch import Tensor
+
+__all__ = ['SeaFormer', 'checkpoint_filter_fn']
+
+
+class ConvBN(nn.Module):
+    """Conv2d (no bias) + BatchNorm: the official ``Conv2d_BN`` unit."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, groups=1,
+                 bn_weight_init=1.0, norm_cfg=dict(type='BN')):
+        super().__init__()
+        from mmcv.cnn import build_norm_layer
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                              groups=groups, bias=False)
+        self.bn = build_norm_layer(norm_cfg, out_channels)[1]
+        nn.init.constant_(self.bn.weight, bn_weight_init)
+        nn.init.constant_(self.bn.bias, 0)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: [1x1 expand + ReLU] -> kxk depthwise + ReLU -> 1x1 project."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, expand_ratio,
+                 norm_cfg=dict(type='BN')):
+        super().__init__()
+        hidden = int(round(in_channels * expand_ratio))
+        self.use_residual = stride == 1 and in_channels == out_channels
+        self.expand = ConvBN(in_channels, hidden, norm_cfg=norm_cfg) if expand_ratio != 1 else None
+        self.dw = ConvBN(hidden, hidden, kernel_size, stride, groups=hidden, norm_cfg=norm_cfg)
+        self.project = ConvBN(hidden, out_channels, norm_cfg=norm_cfg)
+
+    def forward(self, x):
+        out = x if self.expand is None else F.relu(self.expand(x))
+        out = self.project(F.relu(self.dw(out)))
+        return x + out if self.use_residual else out
+
+
+class AxialPositionEmbedding(nn.Module):
+    """Learned 1-D embedding (C, length), linearly resized to the squeezed axis."""
+
+    def __init__(self, channels, length=16):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.randn(1, channels, length))
+
+    def forward(self, x):  # x: N, C, L
+        return x + F.interpolate(self.pos_embed, size=x.shape[-1], mode='linear',
+                                 align_corners=False)
+
+
+class SeaAttention(nn.Module):
+    """Squeeze-enhanced axial attention with detail enhancement.
+
+    q, k: ``heads * key_dim`` channels, v: ``heads * attn_ratio * key_dim``. The squeezed
+    branch averages q/k/v over W (rows) and over H (columns), adds the axial position
+    embeddings to q and k, attends along each axis, and broadcasts row + column + v back to
+    H x W; its hard-sigmoid gates the detail branch (depthwise 3x3 + 1x1 over concat(q, k, v)).
+    """
+
+    def __init__(self, dim, key_dim, num_heads, attn_ratio=2, norm_cfg=dict(type='BN')):
+        super().__init__()
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.scale = key_dim**-0.5
+        qk = key_dim * num_heads
+        self.value_dim = int(attn_ratio * key_dim) * num_heads
+        vd = self.value_dim
+        self.q = ConvBN(dim, qk, norm_cfg=norm_cfg)
+        self.k = ConvBN(dim, qk, norm_cfg=norm_cfg)
+        self.v = ConvBN(dim, vd, norm_cfg=norm_cfg)
+        # ReLU6 then conv-BN; BN weight initialised to 0 as the official code
+        self.row_proj = ConvBN(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.col_proj = ConvBN(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.out_proj = ConvBN(vd, dim, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.row_pos_q = AxialPositionEmbedding(qk)
+        self.row_pos_k = AxialPositionEmbedding(qk)
+        self.col_pos_q = AxialPositionEmbedding(qk)
+        self.col_pos_k = AxialPositionEmbedding(qk)
+        self.detail_dw = ConvBN(2 * qk + vd, 2 * qk + vd, 3, groups=2 * qk + vd, norm_cfg=norm_cfg)
+        self.detail_pw = ConvBN(2 * qk + vd, dim, norm_cfg=norm_cfg)
+
+    def _axial(self, q, k, v, pos_q, pos_k):
+        """Multi-head attention along one squeezed axis: q, k (N, qk, L), v (N, vd, L)."""
+        n, _, length = q.shape
+        h = self.num_heads
+        q = pos_q(q).reshape(n, h, -1, length).transpose(2, 3)  # N, h, L, d
+        k = pos_k(k).reshape(n, h, -1, length)  # N, h, d, L
+        v = v.reshape(n, h, -1, length).transpose(2, 3)  # N, h, L, dv
+        attn = (torch.matmul(q, k) * self.scale).softmax(dim=-1)
+        return torch.matmul(attn, v).transpose(2, 3).reshape(n, self.value_dim, length)
+
+    def forward(self, x):
+        n, _, hgt, wid = x.shape
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        detail = self.detail_pw(F.relu6(self.detail_dw(torch.cat([q, k, v], dim=1))))
+        rows = self._axial(q.mean(-1), k.mean(-1), v.mean(-1), self.row_pos_q, self.row_pos_k)
+        cols = self._axial(q.mean(-2), k.mean(-2), v.mean(-2), self.col_pos_q, self.col_pos_k)
+        rows = self.row_proj(F.relu6(rows.unsqueeze(3)))  # N, vd, H, 1
+        cols = self.col_proj(F.relu6(cols.unsqueeze(2)))  # N, vd, 1, W
+        gate = self.out_proj(F.relu6(v + rows + cols))
+        return F.hardsigmoid(gate) * detail
+
+
+class ConvMlp(nn.Module):
+    """1x1 conv-BN -> 3x3 depthwise conv (bias) -> ReLU6 -> 1x1 conv-BN."""
+
+    def __init__(self, dim, hidden, norm_cfg=dict(type='BN')):
+        super().__init__()
+        self.fc1 = ConvBN(dim, hidden, norm_cfg=norm_cfg)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
+        self.fc2 = ConvBN(hidden, dim, norm_cfg=norm_cfg)
+
+    def forward(self, x):
+        return self.fc2(F.relu6(self.dwconv(self.fc1(x))))
+
+
+class SeaFormerBlock(nn.Module):
+    """``x + attn(x)``, ``x + mlp(x)`` with stochastic depth; no normalisation layers."""
+
+    def __init__(self, dim, key_dim, num_heads, mlp_ratio, attn_ratio=2, drop_path=0.0,
+                 norm_cfg=dict(type='BN')):
+        super().__init__()
+        self.attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, norm_cfg)
+        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), norm_cfg)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(x))
+        return x + self.drop_path(self.mlp(x))
+
+
+@MODELS.register_module()
+class SeaFormer(BaseModule):
+    """SeaFormer backbone (T/S/B/L).
+
+    Args:
+        arch (str | dict): 'tiny', 'small', 'base', 'large' (or 't'/'s'/'b'/'l'), or a dict with
+            the keys of :attr:`arch_zoo`.
+        in_channels (int): Image channels. Default: 3.
+        out_indices (Sequence[int], optional): Which of the official outputs to return (T/S/B:
+            0 = 1/8, 1 = 1/32, 2 = 1/64; L: 0 = 1/8, 1 = 1/16, 2 = 1/32, 3 = 1/64). Default: all,
+            as the official segmentation backbone; classification uses (-1,).
+        drop_path_rate (float): Stochastic depth, linear from 0 within each SeaFormer stage as
+            the official code. Default: 0.1.
+        norm_cfg (dict): Normalisation. Default: BN.
+        frozen_stages (int): Freeze the first ``frozen_stages`` inverted-residual stages
+            (stem included); -1 freezes nothing. Default: -1.
+        norm_eval (bool): Keep BN in eval mode while training. Default: False.
+        init_cfg (dict, optional): Initialisation config, e.g. Pretrained.
+    """
+
+    # stage tables: [kernel, expansion, out channels, stride] per inverted residual (official)
+    arch_zoo = {
+        'tiny': dict(
+            mv2=[[[3, 1, 16, 1], [3, 4, 16, 2], [3, 3, 16, 1]],
+                 [[5, 3, 32, 2], [5, 3, 32, 1]],
+                 [[3, 3, 64, 2], [3, 3, 64, 1]],
+                 [[5, 3, 128, 2]],
+                 [[3, 6, 160, 2]]],
+            stem_channels=16, emb_dims=[128, 160], key_dims=[16, 24], depths=[2, 2],
+            num_heads=4, mlp_ratios=[2, 4]),
+        'small': dict(
+            mv2=[[[3, 1, 16, 1], [3, 4, 24, 2], [3, 3, 24, 1]],
+                 [[5, 3, 48, 2], [5, 3, 48, 1]],
+                 [[3, 3, 96, 2], [3, 3, 96, 1]],
+                 [[5, 4, 160, 2]],
+                 [[3, 6, 192, 2]]],
+            stem_channels=16, emb_dims=[160, 192], key_dims=[16, 24], depths=[3, 3],
+            num_heads=6, mlp_ratios=[2, 4]),
+        'base': dict(
+            mv2=[[[3, 1, 16, 1], [3, 4, 32, 2], [3, 3, 32, 1]],
+                 [[5, 3, 64, 2], [5, 3, 64, 1]],
+                 [[3, 3, 128, 2], [3, 3, 128, 1]],
+                 [[5, 4, 192, 2]],
+                 [[3, 6, 256, 2]]],
+            stem_channels=16, emb_dims=[192, 256], key_dims=[16, 24], depths=[4, 4],
+            num_heads=8, mlp_ratios=[2, 4]),
+        'large': dict(
+            mv2=[[[3, 3, 32, 1], [3, 4, 64, 2], [3, 4, 64, 1]],
+                 [[5, 4, 128, 2], [5, 4, 128, 1]],
+                 [[3, 4, 192, 2], [3, 4, 192, 1]],
+                 [[5, 4, 256, 2]],
+                 [[3, 6, 320, 2]]],
+            stem_channels=32, emb_dims=[192, 256, 320], key_dims=[16, 20, 24],
+            depths=[3, 3, 3], num_heads=8, mlp_ratios=[2, 4, 6]),
+    }
+    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
+
+    def __init__(self,
+                 arch='tiny',
+                 in_channels: int = 3,
+                 out_indices: Optional[Sequence[int]] = None,
+                 drop_path_rate: float = 0.1,
+                 attn_ratio: int = 2,
+                 norm_cfg: dict = dict(type='BN', requires_grad=True),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        if isinstance(arch, str):
+            key = self.arch_aliases.get(arch.lower(), arch.lower())
+            if key not in self.arch_zoo:
+                raise ValueError(f'Unknown SeaFormer arch {arch!r}; choose one of '
+                                 f'{sorted(self.arch_zoo)} (or t/s/b/l), or pass a dict')
+            arch = self.arch_zoo[key]
+        else:
+            missing = set(self.arch_zoo['tiny']) - set(arch)
+            if missing:
+                raise ValueError(f'Custom SeaFormer arch is missing {sorted(missing)}')
+        self.arch = arch
+        self.in_channels = in_channels
+        self.norm_eval = norm_eval
+        self.frozen_stages = frozen_stages
+        num_sea = len(arch['depths'])
+        num_mv2 = len(arch['mv2'])
+
+        self.stem = ConvBN(in_channels, arch['stem_channels'], 3, 2, norm_cfg=norm_cfg)
+        channels = arch['stem_channels']
+        self.mv2_stages = nn.ModuleList()
+        self.stage_channels = []
+        for table in arch['mv2']:
+            blocks = []
+            for kernel, expand, out, stride in table:
+                blocks.append(InvertedResidual(channels, out, kernel, stride, expand, norm_cfg))
+                channels = out
+            self.mv2_stages.append(nn.Sequential(*blocks))
+            self.stage_channels.append(channels)
+
+        # SeaFormer stages follow the last ``num_sea`` inverted-residual stages
+        self.sea_start = num_mv2 - num_sea
+        self.sea_stages = nn.ModuleList()
+        for i in range(num_sea):
+            dim = arch['emb_dims'][i]
+            if dim != self.stage_channels[self.sea_start + i]:
+                raise ValueError(f'emb_dims[{i}]={dim} must equal the channels of stage '
+                                 f'{self.sea_start + i} ({self.stage_channels[self.sea_start + i]})')
+            dpr = torch.linspace(0, drop_path_rate, arch['depths'][i]).tolist()
+            self.sea_stages.append(nn.Sequential(*[
+                SeaFormerBlock(dim, arch['key_dims'][i], arch['num_heads'], arch['mlp_ratios'][i],
+                               attn_ratio, dpr[j], norm_cfg) for j in range(arch['depths'][i])
+            ]))
+
+        # official outputs: the 1/8 map, then every SeaFormer stage
+        self.output_stages = [1] + list(range(self.sea_start, num_mv2))
+        self.all_out_channels = [self.stage_channels[i] for i in self.output_stages]
+        num_outs = len(self.output_stages)
+        if out_indices is None:
+            out_indices = tuple(range(num_outs))
+        out_indices = tuple(out_indices)
+        bad = [i for i in out_indices if not -num_outs <= i < num_outs]
+        if not out_indices or bad:
+            raise ValueError(f'out_indices {out_indices} out of range: this SeaFormer has '
+                             f'{num_outs} outputs (strides '
+                             f'{[2 ** (i + 2) for i in self.output_stages]})')
+        self.out_indices = tuple(sorted(i % num_outs for i in out_indices))
+        self.out_channels = [self.all_out_channels[i] for i in self.out_indices]
+        self._freeze_stages()
+
+    def init_weights(self):
+        if self.init_cfg is not None:
+            return super().init_weights()
+        # the official initialisation
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                nn.init.normal_(m.weight, 0, (2.0 / fan_out)**0.5)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> List[Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f'SeaFormer was built for {self.in_channels}-channel images, got '
+                             f'shape {tuple(x.shape)}; set in_channels or fix the preprocessor')
+        x = F.relu(self.stem(x))
+        outs = []
+        for i, stage in enumerate(self.mv2_stages):
+            x = stage(x)
+            if i >= self.sea_start:
+                x = self.sea_stages[i - self.sea_start](x)
+            if i in self.output_stages:
+                outs.append(x)
+        return [outs[i] for i in self.out_indices]
+
+    def _freeze_stages(self):
+        if self.frozen_stages >= 0:
+            self.stem.eval()
+            for p in self.stem.parameters():
+                p.requires_grad = False
+        for i in range(min(self.frozen_stages, len(self.mv2_stages))):
+            modules = [self.mv2_stages[i]]
+            if i >= self.sea_start:
+                modules.append(self.sea_stages[i - self.sea_start])
+            for m in modules:
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def switch_to_deploy(self):
+        """Fold every Conv-BN pair into a single conv for inference (irreversible)."""
+        fuse_conv_bn(self)
+        return self
+
+
+# official name -> vt-mm name, applied in order to the key with its prefix removed
+_KEY_RULES = [
+    (r'^smb1\.stem_block\.0\.c\.', 'stem.conv.'),
+    (r'^smb1\.stem_block\.0\.bn\.', 'stem.bn.'),
+    (r'^smb(\d+)\.layer(\d+)\.', lambda m: f'mv2_stages.{int(m[1]) - 1}.{int(m[2]) - 1}.'),
+    (r'^trans(\d+)\.transformer_blocks\.(\d+)\.',
+     lambda m: f'sea_stages.{int(m[1]) - 1}.{m[2]}.'),
+    (r'\.attn\.to_([qkv])\.', r'.attn.\1.'),
+    (r'\.attn\.proj\.1\.', '.attn.out_proj.'),
+    (r'\.attn\.proj_encode_row\.1\.', '.attn.row_proj.'),
+    (r'\.attn\.proj_encode_column\.1\.', '.attn.col_proj.'),
+    (r'\.attn\.pos_emb_row([qk])\.', r'.attn.row_pos_\1.'),
+    (r'\.attn\.pos_emb_column([qk])\.', r'.attn.col_pos_\1.'),
+    (r'\.attn\.dwconv\.', '.attn.detail_dw.'),
+    (r'\.attn\.pwconv\.', '.attn.detail_pw.'),
+    (r'\.c\.(weight|bias)$', r'.conv.\1'),
+]
+
+
+def _convert_backbone_key(key: str, with_expand: Dict[str, bool]) -> str:
+    for pattern, repl in _KEY_RULES:
+        key = re.sub(pattern, repl, key)
+    # inverted residual: conv.0/conv.2/conv.4 = expand/dw/project, or conv.0/conv.2 = dw/project
+    m = re.match(r'^(mv2_stages\.\d+\.\d+)\.conv\.(\d)\.(.*)$', key)
+    if m:
+        block, idx, rest = m[1], int(m[2]), m[3]
+        names = ['expand', 'dw', 'project'] if with_expand[block] else ['dw', 'project']
+        key = f'{block}.{names[idx // 2]}.{rest}'
+    return key
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """Official SeaFormer keys -> vt-mm keys.
+
+    Accepts the classification layout (backbone keys unprefixed + ``linear.*``, as in
+    ``state_dict``/``state_dict_ema`` of the timm checkpoints) and the segmentation layout
+    (``backbone.*`` + ``decode_head.*``). Returns keys for an mmpretrain ``ImageClassifier``
+    (``backbone.*``, ``head.fc.*``) or an mmseg ``EncoderDecoder`` (``backbone.*``,
+    ``decode_head.*``).
+    """
+    segmentation = any(k.startswith('decode_head.') for k in state_dict)
+    # which inverted residuals have an expansion conv: those with a conv.4 entry
+    with_expand = {}
+    for key in state_dict:
+        bare = key[len('backbone.'):] if key.startswith('backbone.') else key
+        m = re.match(r'^smb(\d+)\.layer(\d+)\.conv\.(\d)\.', bare)
+        if m:
+            block = f'mv2_stages.{int(m[1]) - 1}.{int(m[2]) - 1}'
+            with_expand[block] = with_expand.get(block, False) or m[3] == '4'
+    out = {}
+    for key, value in state_dict.items():
+        if key.startswith('decode_head.'):
+            out[_convert_head_key(key)] = value
+        elif key.startswith('linear.'):
+            out['head.fc.' + key[len('linear.'):]] = value
+        else:
+            bare = key[len('backbone.'):] if key.startswith('backbone.') else key
+            if segmentation and not key.startswith('backbone.'):
+                raise KeyError(f'Unexpected key {key!r} in a SeaFormer segmentation checkpoint')
+            out['backbone.' + _convert_backbone_key(bare, with_expand)] = value
+    return out
+
+
+def _convert_head_key(key: str) -> str:
+    key = re.sub(r'^decode_head\.fuse(\d+)\.',
+                 lambda m: f'decode_head.fusions.{int(m[1]) - 1}.', key)
+    key = key.replace('.local_embedding.', '.local_proj.').replace('.global_act.', '.global_proj.')
+    key = key.replace('decode_head.linear_fuse.', 'decode_head.fuse_conv.')
+    return key
