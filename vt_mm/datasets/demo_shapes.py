@@ -4,6 +4,9 @@
   polygon masks), for mmdet detectors (RetinaNet, Mask R-CNN, Panoptic-FPN's instance part).
 * :func:`make_demo_imagefolder` writes an ImageFolder-style classification dataset
   (``<root>/<split>/<class>/<n>.jpg``) for mmpretrain's ``CustomDataset``.
+* :func:`make_demo_ade20k` writes a semantic-segmentation dataset in the ADE20K layout
+  (``images/{training,validation}/*.jpg``, ``annotations/...png``; label 0 = "other", ignored by
+  ``reduce_zero_label``) for mmseg's ``ADE20KDataset``.
 
 Tests and the synthetic benchmarks use them; nothing is downloaded.
 """
@@ -100,3 +103,42 @@ def make_demo_imagefolder(root: str,
                                           fill=_SHAPE_COLOURS[label])
             image.save(osp.join(d, f'{n:04d}.jpg'), quality=95)
     return list(SHAPE_CLASSES)
+
+
+def make_demo_ade20k(root: str,
+                     num_train: int = 8,
+                     num_val: int = 2,
+                     size: Tuple[int, int] = (96, 80),
+                     max_objects: int = 3,
+                     seed: int = 0) -> None:
+    """Writes shapes on a textured background in the ADE20K directory layout.
+
+    Pixel labels: 0 ("other", the background; ignored by ``reduce_zero_label=True``) and
+    1-3 for square/circle/triangle, i.e. ADE20K classes 0-2 (wall, building, sky) after the
+    reduction; select them with ``metainfo=dict(classes=("wall", "building", "sky"))``.
+
+    Args:
+        size: (width, height) of every image.
+    """
+    rng = np.random.default_rng(seed)
+    for split, count in (('training', num_train), ('validation', num_val)):
+        img_dir, ann_dir = osp.join(root, 'images', split), osp.join(root, 'annotations', split)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(ann_dir, exist_ok=True)
+        w, h = size
+        for i in range(count):
+            image = _background(size, rng)
+            label = Image.new('L', size, 0)
+            draw, draw_label = ImageDraw.Draw(image), ImageDraw.Draw(label)
+            for _ in range(int(rng.integers(1, max_objects + 1))):
+                k = int(rng.integers(len(SHAPE_CLASSES)))
+                r = float(rng.uniform(0.15, 0.3) * min(w, h))
+                cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+                poly = _shape_polygon(SHAPE_CLASSES[k], cx, cy, r)
+                colour = tuple(
+                    int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[k])
+                draw.polygon(poly, fill=colour)
+                draw_label.polygon(poly, fill=k + 1)
+            name = f'ADE_{split[:5]}_{i:08d}'
+            image.save(osp.join(img_dir, name + '.jpg'), quality=95)
+            label.save(osp.join(ann_dir, name + '.png'))
