@@ -1,6 +1,7 @@
 """SeaFormer's light segmentation head (Wan et al., ICLR 2023), for mmseg 1.x."""
 from typing import List, Sequence
 
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule, fuse_conv_bn
@@ -64,7 +65,10 @@ class LightHead(BaseDecodeHead):
             x = fusion(x, deep)
         return self.cls_seg(self.fuse_conv(x))
 
-    def switch_to_deploy(self):
-        """Fold the Conv-BN pairs into single convs for inference."""
+    def switch_to_deploy(self, channels_last: bool = True):
+        """Fold the Conv-BN pairs into single convs for inference (see SeaFormer's)."""
+        self.eval()
         fuse_conv_bn(self)
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         return self
