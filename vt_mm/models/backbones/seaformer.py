@@ -17,7 +17,7 @@ Faithful to the official model to the last parameter (backbone + LightHead with 
 * outputs: T/S/B [1/8, 1/32, 1/64], L [1/8, 1/16, 1/32, 1/64].
 
 Speed and deployment: :meth:`SeaFormer.switch_to_deploy` folds every Conv-BN pair into one conv
-and stores the weights channels-last (outputs unchanged within float error, 1.5-1.7x faster on
+and stores the weights channels-last (outputs unchanged within float error, 1.3-1.7x faster on
 the CPU); the whole segmentor exports to ONNX (``tools/deployment/export_onnx.py``).
 
 Module names are vt-mm's own; :func:`checkpoint_filter_fn` converts the authors' classification
@@ -345,7 +345,7 @@ class SeaFormer(BaseModule):
         """Inference mode (irreversible): fold every Conv-BN pair into one conv and, by default,
         store the conv weights channels-last, which lets oneDNN run the (mostly depthwise and
         1x1) convolutions without layout reorders. Outputs are unchanged up to float rounding;
-        on 2 CPU cores this is 1.5-1.7x faster than eager mode (``docs/benchmarks.md``)."""
+        on 2 CPU cores this is 1.4-1.7x faster than eager mode (``docs/benchmarks.md``)."""
         self.eval()
         fuse_conv_bn(self)
         if channels_last:
