@@ -16,3 +16,5 @@ model = dict(
     decode_head=dict(num_classes=20),
 )
 optim_wrapper = dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4))
+# tools/test.py --tta: original + flipped view, left/right channels of the flipped one swapped
+tta_model = dict(type='FlipSwapSegTTAModel', swap_pairs=[[14, 15], [16, 17], [18, 19]])

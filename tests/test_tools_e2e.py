@@ -78,6 +78,10 @@ def test_train_test_resume(lip_root, tmp_path):
     overlays = glob.glob(osp.join(vis_work, 'vis', '**', '*.png'), recursive=True)
     assert len(overlays) == 3, overlays
     assert len(glob.glob(str(tmp_path / 'preds' / '*.png'))) == 3
+    # flip test: original + flipped view with left/right channels swapped back
+    _, out = _run(['tools/test.py', cfg, ckpt, '--work-dir', str(tmp_path / 'tta'), '--tta'],
+                  cwd=ROOT)
+    assert re.search(r'mIoU: \d+\.\d+', out), out[-3000:]
 
     # resume: continues at iteration 4 and runs to 6 with optimizer and scheduler state
     _, out = _run(['tools/train.py', cfg, '--work-dir', work, '--resume'] + _iters(6), cwd=ROOT)
@@ -141,6 +145,8 @@ def test_dist_train_two_cpu_processes(lip_root, tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert 'SyncBN is replaced by BN' in out
+    # both ranks end with identical weights (RankConsistencyHook, added by tools/train.py)
+    assert 'end of training: parameters identical across 2 ranks' in out, out[-3000:]
     assert "'backend': 'gloo'" in out or 'gloo' in out
     state = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)
     assert state['meta']['iter'] == 2

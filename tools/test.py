@@ -110,6 +110,8 @@ def main(argv=None):
     runtime.preflight(lambda: runtime.check_data(cfg, ('test_dataloader', )))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    runtime.check_checkpoint_fits(runner.model, args.checkpoint)
+    runtime.explain_sample_errors(runner.test_dataloader.dataset)
     return runner.test()
 
 

@@ -1,1 +1,1 @@
-from . import runtime  # noqa: F401
+from . import hooks, runtime  # noqa: F401

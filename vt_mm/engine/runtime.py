@@ -209,3 +209,139 @@ def check_checkpoints(cfg: Config) -> None:
             raise CheckpointUnavailableError(
                 f'{path} = {ref!r}: no such file. Fix the path (--cfg-options {path}=/path/to/file.pth)'
                 f' or set {path}=None.')
+
+
+def add_reliability_hooks(cfg) -> None:
+    """Append vt-mm's reliability hooks (exact resume, NaN stop, rank check) to custom_hooks.
+
+    A config can opt out of one by listing it itself (its settings win) or by setting
+    ``vtmm_reliability_hooks = False``.
+    """
+    from .hooks import RELIABILITY_HOOKS
+    if not cfg.get('vtmm_reliability_hooks', True):
+        return
+    hooks = list(cfg.get('custom_hooks', None) or [])
+    present = {h.get('type') for h in hooks}
+    hooks += [dict(h) for h in RELIABILITY_HOOKS if h['type'] not in present]
+    cfg.custom_hooks = hooks
+
+
+def _num_classes_of_model(model_cfg) -> dict:
+    """num_classes of every head in a model config, by config path."""
+    found = {}
+    for path in ('decode_head', 'auxiliary_head', 'head', 'bbox_head', 'roi_head.bbox_head',
+                 'roi_head.mask_head'):
+        node = model_cfg
+        for part in path.split('.'):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if isinstance(node, (list, tuple)):
+            node = node[-1] if node else None
+        if isinstance(node, dict) and isinstance(node.get('num_classes'), int):
+            found[f'model.{path}.num_classes'] = node['num_classes']
+    return found
+
+
+def check_num_classes(cfg, dataset) -> None:
+    """The model's heads must have as many classes as the dataset names.
+
+    A mismatch otherwise shows up as a CUDA/CPU "target out of bounds" deep in the loss, or as
+    silently wrong metrics.
+    """
+    metainfo = getattr(dataset, 'metainfo', None) or {}
+    classes = metainfo.get('classes')
+    if not classes or 'thing_classes' in metainfo:  # panoptic: things/stuff split across heads
+        return
+    for where, n in _num_classes_of_model(cfg.model).items():
+        if n != len(classes):
+            raise ValueError(
+                f'{where}={n} but the training dataset ({type(dataset).__name__}) has '
+                f'{len(classes)} classes {tuple(classes)[:6]}{"..." if len(classes) > 6 else ""}; '
+                f'set {where}={len(classes)} or the dataset metainfo')
+
+
+class DataSampleError(RuntimeError):
+    """A dataset sample failed to load; the message names its files."""
+
+
+def explain_sample_errors(dataset) -> None:
+    """Make a failing sample name its files (a corrupt or truncated image, a broken label map).
+
+    mmcv's loaders raise without the path (or with a bare assertion); this wraps the dataset's
+    ``prepare_data`` so that any exception is re-raised with the sample index and every
+    ``*_path`` of the sample. Works with dataloader workers (Linux fork).
+    """
+    # unwrap ConcatDataset / RepeatDataset and friends
+    inner = [dataset]
+    while inner:
+        ds = inner.pop()
+        for attr in ('dataset', 'datasets'):
+            sub = getattr(ds, attr, None)
+            if sub is not None:
+                inner.extend(sub if isinstance(sub, (list, tuple)) else [sub])
+        if not hasattr(ds, 'prepare_data') or getattr(ds, '_vtmm_explained', False):
+            continue
+        original = ds.prepare_data
+
+        def prepare_data(idx, _ds=ds, _original=original):
+            try:
+                return _original(idx)
+            except DataSampleError:
+                raise
+            except Exception as e:  # noqa: BLE001 - re-raised with context
+                try:
+                    info = _ds.get_data_info(idx)
+                    files = {k: v for k, v in info.items() if k.endswith('path') and v}
+                except Exception:  # noqa: BLE001
+                    files = {}
+                raise DataSampleError(
+                    f'{type(_ds).__name__} sample {idx} could not be loaded: '
+                    f'{type(e).__name__}: {e or "(no message)"}; files: {files}. '
+                    'Check or replace the file (a truncated download is the usual cause).') from e
+
+        ds.prepare_data = prepare_data
+        ds._vtmm_explained = True
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint does not fit the model of the config."""
+
+
+def check_checkpoint_fits(model, path: str, max_listed: int = 8) -> None:
+    """Refuse to test with a checkpoint of another architecture.
+
+    mmengine loads test checkpoints non-strictly and only logs a warning, so a wrong checkpoint
+    produces a meaningless score. Here every missing, unexpected or differently shaped key is
+    counted and the first ones are listed.
+    """
+    from ..utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+    state = unwrap_state_dict(load_checkpoint_file(path))
+    model = model.module if hasattr(model, 'module') else model
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    # a TTA wrapper holds the segmentor under "module."
+    if all(k.startswith('module.') for k in expected) and not any(
+            k.startswith('module.') for k in state):
+        expected = {k[len('module.'):]: v for k, v in expected.items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state)
+                    if tuple(state[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or shapes):
+        return
+
+    def listing(keys):
+        more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
+        return ', '.join(keys[:max_listed]) + more
+
+    lines = [f'checkpoint {path} does not fit the model of this config:']
+    if missing:
+        lines.append(f'  {len(missing)} missing keys: {listing(missing)}')
+    if unexpected:
+        lines.append(f'  {len(unexpected)} unexpected keys: {listing(unexpected)}')
+    if shapes:
+        lines.append('  %d keys with other shapes: %s' % (len(shapes), listing(
+            [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes])))
+    lines.append('Use the checkpoint trained with this config, or convert an official one with '
+                 'tools/model_converters/.')
+    raise CheckpointMismatchError('\n'.join(lines))

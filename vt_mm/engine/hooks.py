@@ -1,0 +1,185 @@
+"""Training-reliability hooks that tools/train.py adds to every config (see ``default_hooks``).
+
+* :class:`ResumeRNGHook` makes ``--resume`` exact: the checkpoint also carries the Python, NumPy
+  and torch random states, restored where the interrupted run was (after the train loop has
+  fast-forwarded the dataloader past the batches already seen, before the next one is drawn).
+* :class:`NonFiniteLossHook` stops training at the first NaN/Inf loss with a message naming the
+  iteration and the loss terms, instead of training on garbage.
+* :class:`RankConsistencyHook` checks, in distributed training, that every rank holds identical
+  parameters (per-tensor float64 checksums gathered from all ranks) at the end of training.
+"""
+import random
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from mmengine.dist import all_gather, get_world_size, is_distributed
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+__all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFiniteLossError',
+           'RELIABILITY_HOOKS']
+
+
+def _get_rng_state() -> Dict[str, object]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return dict(
+        python=list(random.getstate()[1]) + [random.getstate()[0]],
+        numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+                   has_gauss=int(has_gauss), cached=float(cached)),
+        torch=torch.get_rng_state(),
+        python_gauss=random.getstate()[2])
+
+
+def _set_rng_state(state: Dict[str, object]) -> None:
+    *internal, version = state['python']
+    random.setstate((version, tuple(internal), state['python_gauss']))
+    n = state['numpy']
+    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
+                         n['cached']))
+    torch.set_rng_state(state['torch'])
+
+
+class _RestoreAfterSkip:
+    """Wraps the train loop's dataloader iterator: after the first ``skip`` batches (mmengine's
+    fast-forward over data already trained on), restore the saved random state, then continue.
+    """
+
+    def __init__(self, inner, skip: int, state: dict):
+        self._inner, self._skip, self._state = inner, skip, state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._state is not None:
+            if self._skip == 0:
+                _set_rng_state(self._state)
+                self._state = None
+            else:
+                self._skip -= 1
+        return next(self._inner)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@HOOKS.register_module()
+class ResumeRNGHook(Hook):
+    """Save the random states in every checkpoint; restore them when training resumes.
+
+    The state is put back exactly where the interrupted run was: for iteration-based loops,
+    after mmengine has fast-forwarded the dataloader past the batches already trained on (that
+    replays the data pipeline's random draws) and before the next batch is drawn; for
+    epoch-based loops, before the first batch of the resumed epoch. Stored as tensors and
+    plain numbers, so checkpoints still load with ``weights_only``. In distributed runs only
+    rank 0's state is saved; there the ranks keep their fresh seeds.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self._pending: Optional[dict] = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['rng_state'] = _get_rng_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if 'rng_state' in checkpoint and not is_distributed():
+            self._pending = checkpoint['rng_state']
+
+    def before_train(self, runner) -> None:
+        if self._pending is None:
+            return
+        loop = runner.train_loop
+        skip = getattr(loop, '_iter', 0) if hasattr(loop, 'dataloader_iterator') else 0
+        if skip > 0:
+            loop.dataloader_iterator = _RestoreAfterSkip(loop.dataloader_iterator, skip,
+                                                         self._pending)
+        else:
+            _set_rng_state(self._pending)
+        self._pending = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised by :class:`NonFiniteLossHook`."""
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Stop at the first non-finite loss, naming the iteration and every loss term."""
+
+    priority = 'ABOVE_NORMAL'
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if not outputs or 'loss' not in outputs:
+            return
+        loss = outputs['loss']
+        if torch.isfinite(torch.as_tensor(loss)).all():
+            return
+        terms = ', '.join(f'{k}={float(torch.as_tensor(v).float().mean()):.4g}'
+                          for k, v in outputs.items() if 'loss' in k)
+        raise NonFiniteLossError(
+            f'Loss became non-finite at iteration {runner.iter + 1} (epoch {runner.epoch}): '
+            f'{terms}. Training stopped so that no checkpoint holds NaN weights; the last good '
+            f'checkpoint is in {runner.work_dir}. Usual causes: a learning rate too high for the '
+            'batch size (try a lower lr, a warm-up or optim_wrapper.clip_grad), labels outside '
+            '[0, num_classes) other than the ignore index, or corrupt images.')
+
+
+@HOOKS.register_module()
+class RankConsistencyHook(Hook):
+    """In distributed training, check that all ranks hold identical parameters.
+
+    Every ``interval`` iterations and at the end of training, each rank computes per-tensor
+    float64 checksums (sum and sum of squares) of its parameters; rank-to-rank
+    differences raise an error naming the first tensor that differs. Logs one line when the
+    ranks agree.
+
+    Args:
+        interval (int): Iterations between checks; 0 checks only at the end. Default: 0.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 0):
+        self.interval = interval
+
+    def _check(self, runner, where: str) -> None:
+        if not is_distributed():
+            return
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        names, sums = [], []
+        # parameters only: BN running statistics are per rank under DDP (each rank updates them
+        # on its own batches after the buffer broadcast); checkpoints keep rank 0's
+        for name, t in model.named_parameters():
+            if t.is_floating_point():
+                t64 = t.detach().double()
+                names.append(name)
+                sums.append(torch.stack([t64.sum(), (t64 * t64).sum()]))
+        local = torch.stack(sums).cpu()
+        gathered = all_gather(local)
+        for rank, other in enumerate(gathered):
+            diff = (other - local).abs().amax(dim=1)
+            if bool((diff > 0).any()):
+                first = names[int(torch.nonzero(diff > 0)[0])]
+                raise RuntimeError(f'{where}: rank {rank} holds different weights from this rank '
+                                   f'(first differing tensor: {first}); distributed training is '
+                                   'out of sync')
+        runner.logger.info(f'{where}: parameters identical across '
+                           f'{get_world_size()} ranks ({len(names)} tensors checked)')
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self.interval and self.every_n_train_iters(runner, self.interval):
+            self._check(runner, f'iteration {runner.iter + 1}')
+
+    def after_train(self, runner) -> None:
+        self._check(runner, 'end of training')
+
+
+# what tools/train.py appends to custom_hooks unless the config already has them
+RELIABILITY_HOOKS = [
+    dict(type='ResumeRNGHook'),
+    dict(type='NonFiniteLossHook'),
+    dict(type='RankConsistencyHook'),
+]
