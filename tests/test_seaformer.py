@@ -79,6 +79,8 @@ def test_parameter_counts_and_flops_equal_official(arch):
     assert sum(p.numel() for p in seg.parameters()) == SEG_PARAMS[arch]
     cls = build_classifier(arch)
     assert sum(p.numel() for p in cls.parameters()) == CLS_PARAMS[arch]
+    with torch.no_grad():
+        assert cls(torch.randn(2, 3, 224, 224), mode='tensor').shape == (2, 1000)
     # GMACs at 512x512 as the paper counts them: BatchNorm (folded at inference) left out
     analyzer = FlopAnalyzer(_Logits(seg), torch.randn(1, 3, 512, 512))
     analyzer.unsupported_ops_warnings(False)

@@ -24,7 +24,7 @@ Module names are vt-mm's own; :func:`checkpoint_filter_fn` converts the authors'
 and segmentation checkpoints.
 """
 import re
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -304,7 +304,7 @@ class SeaFormer(BaseModule):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, x: Tensor) -> List[Tensor]:
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f'SeaFormer was built for {self.in_channels}-channel images, got '
                              f'shape {tuple(x.shape)}; set in_channels or fix the preprocessor')
@@ -316,7 +316,7 @@ class SeaFormer(BaseModule):
                 x = self.sea_stages[i - self.sea_start](x)
             if i in self.output_stages:
                 outs.append(x)
-        return [outs[i] for i in self.out_indices]
+        return tuple(outs[i] for i in self.out_indices)
 
     def _freeze_stages(self):
         if self.frozen_stages >= 0:

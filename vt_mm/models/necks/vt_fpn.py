@@ -186,19 +186,27 @@ class VTFPN(BaseModule):
             attns.append(a)
         return tokens, attns
 
-    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+    def lateral_features(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """1x1 laterals plus FPN's top-down pathway: the maps the tokenizers read."""
         self._check_inputs(inputs)
         laterals = [
             conv(inputs[i + self.start_level]) for i, conv in enumerate(self.lateral_convs)
         ]
-        # top-down pathway, as in FPN
         for i in range(len(laterals) - 1, 0, -1):
             if 'scale_factor' in self.upsample_cfg:
                 up = F.interpolate(laterals[i], **self.upsample_cfg)
             else:
                 up = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], **self.upsample_cfg)
             laterals[i - 1] = laterals[i - 1] + up
+        return laterals
 
+    def attention_maps(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """Spatial attention (N, L, H_i, W_i) of every level's tokenizer: which pixels each
+        visual token gathers."""
+        return self.tokenize(self.lateral_features(inputs))[1]
+
+    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        laterals = self.lateral_features(inputs)
         tokens, _ = self.tokenize(laterals)
         counts = [t.shape[2] for t in tokens]
         # one shared transformer over the tokens of all levels

@@ -1,0 +1,108 @@
+"""The benchmark tool, the model-zoo table it writes, the metafiles, and the attention renderer."""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import vt_mm  # noqa: F401
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+
+import benchmark  # noqa: E402
+
+
+def test_fused_attention_is_counted_like_the_explicit_one():
+    """mmengine skips scaled_dot_product_attention; the tool counts it, matching the matmuls of
+    the explicit softmax(q k^T) v path."""
+    from vt_mm.models.backbones import PyramidTNT
+    model = PyramidTNT('ti')
+    model.eval()
+    x = torch.randn(1, 3, 192, 192)
+    fused, skipped = benchmark.count_flops(model, x)
+    assert 'aten::scaled_dot_product_attention' not in skipped
+    model.set_fused_attn(False)
+    explicit, _ = benchmark.count_flops(model, x)
+    assert fused == explicit
+    assert abs(fused / 0.59e9 - 1) < 0.02  # the paper's 0.59 GMACs
+
+
+def test_measure_two_configs_side_by_side(capsys):
+    rows = benchmark.main([
+        'configs/seaformer/seaformer-tiny_8xb128_in1k.py',
+        'configs/vt_resnet/vt-resnet18_8xb32_in1k.py', '--shape', '64', '64', '--runs', '2',
+        '--warmup', '1'
+    ])
+    out = capsys.readouterr().out
+    assert [r['params'] for r in rows] == [1781096, sum(
+        p.numel() for p in benchmark.build_model('configs/vt_resnet/vt-resnet18_8xb32_in1k.py')[0]
+        .parameters())]
+    assert all(r['latency_ms'] > 0 and r['latency_min_ms'] <= r['latency_ms'] <= r['latency_max_ms']
+               for r in rows)
+    assert 'A / B: params' in out and 'latency' in out
+    assert rows[0]['shape'] == [64, 64]
+
+
+def test_default_input_sizes_follow_the_toolbox():
+    _, cfg, toolbox = benchmark.build_model('configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py')
+    assert benchmark.default_shape(cfg, toolbox) == (512, 512)
+    _, cfg, toolbox = benchmark.build_model('configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py')
+    assert benchmark.default_shape(cfg, toolbox) == (256, 256)
+
+
+def test_metafiles_list_every_config():
+    models = benchmark.load_model_index()
+    listed = {m['Config'] for m in models}
+    for path in listed:
+        assert osp.isfile(osp.join(ROOT, path)), path
+    configs = {osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'),
+                                                        recursive=True)}
+    configs = {c for c in configs if '_base_' not in c and not c.endswith('_demo.py')}
+    assert configs - listed == set()
+    for m in models:
+        assert m['collection']['Paper']['URL'].startswith('https://arxiv.org/')
+        assert 'x' in str(m['Metadata']['Resolution'])
+
+
+def test_model_zoo_table_from_the_tool(tmp_path):
+    out = tmp_path / 'zoo.md'
+    text = benchmark.write_model_zoo(str(out), only='seaformer-tiny_8xb4|pyramid-tnt-ti|'
+                                     'vt-resnet50_8xb32', runs=0)
+    rows = [line for line in text.splitlines() if line.startswith('| ') and 'model |' not in line]
+    assert len(rows) == 3
+    sea = next(r for r in rows if r.startswith('| seaformer-tiny'))
+    assert '| equal |' in sea and 'mIoU 36.5' in sea and '0.565' in sea
+    vt = next(r for r in rows if r.startswith('| vt-resnet50'))
+    assert 'vs paper (no official model)' in vt
+    assert out.read_text() == text
+
+
+@pytest.mark.slow
+def test_attention_renderer_writes_a_grid(tmp_path):
+    from PIL import Image
+    img = tmp_path / 'person.jpg'
+    Image.fromarray((torch.rand(96, 96, 3) * 255).byte().numpy()).save(img)
+    out = tmp_path / 'attn.png'
+    proc = subprocess.run([sys.executable, 'tools/analysis_tools/vis_token_attention.py',
+                           'configs/vt_resnet/vt-resnet18_8xb32_in1k.py', str(img), '--out',
+                           str(out)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert '16 tokens' in proc.stdout
+    grid = Image.open(out)
+    assert grid.size[0] > 600  # input + 16 panels
+
+
+def test_attention_maps_are_distributions_over_pixels():
+    import vis_token_attention as vis
+    model, _, _ = vis.load_model('configs/vtfpn_lip.py')
+    x = torch.randn(1, 3, 96, 128)
+    for level, size in ((0, (24, 32)), (3, (3, 4))):
+        attn = vis.attention_maps(model, x, level, -1)
+        assert attn.shape == (8, *size)
+        torch.testing.assert_close(attn.sum(dim=(1, 2)), torch.ones(8))

@@ -1,0 +1,119 @@
+"""Render which pixels each visual token gathers: the VT tokenizers' spatial attention maps.
+
+    python tools/analysis_tools/vis_token_attention.py CONFIG IMAGE [--checkpoint CKPT]
+        [--out attention.png] [--level 0] [--module -1] [--size H W]
+
+Works for configs with a VT-FPN neck (``--level``: which pyramid level's tokenizer) and for
+VT-ResNet backbones (``--module``: which VT module's tokenizer). Writes one image: the input,
+then one panel per token with its attention map (softmax over the pixels, so each map sums to
+1) upsampled to the image and overlaid as a heat map, the token's peak marked.
+"""
+import argparse
+import math
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import vt_mm  # noqa: E402,F401
+from vt_mm.models.backbones import VTResNet  # noqa: E402
+from vt_mm.models.necks import VTFPN  # noqa: E402
+
+
+def load_model(config: str, checkpoint=None):
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+    from benchmark import build_model
+    model, cfg, toolbox = build_model(config)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    return model.eval(), cfg, toolbox
+
+
+def preprocess(model, image_path: str, size):
+    import mmcv
+    img = mmcv.imread(image_path, channel_order='rgb')
+    if img is None:
+        raise SystemExit(f'{image_path}: not a readable image')
+    if size:
+        img = mmcv.imresize(img, (size[1], size[0]))
+    pre = model.data_preprocessor
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None]
+    mean = getattr(pre, 'mean', None)
+    std = getattr(pre, 'std', None)
+    if mean is not None:
+        x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return img, x
+
+
+def attention_maps(model, x, level: int, module: int) -> torch.Tensor:
+    """(L, h, w) attention of the chosen tokenizer."""
+    with torch.no_grad():
+        neck = getattr(model, 'neck', None)
+        if isinstance(neck, VTFPN):
+            maps = neck.attention_maps(model.backbone(x))
+            return maps[level][0]
+        backbone = getattr(model, 'backbone', model)
+        if isinstance(backbone, VTResNet):
+            return backbone.forward_tokens(x)[module][1][0]
+    raise SystemExit('the model has neither a VTFPN neck nor a VTResNet backbone: no visual '
+                     'tokens to show')
+
+
+def render(img: np.ndarray, attn: torch.Tensor, out: str, title: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    num = attn.shape[0]
+    cols = min(6, num + 1)
+    rows = math.ceil((num + 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.2 * rows), squeeze=False)
+    up = F.interpolate(attn[None], size=img.shape[:2], mode='bilinear', align_corners=False)[0]
+    for ax in axes.flat:
+        ax.axis('off')
+    axes.flat[0].imshow(img)
+    axes.flat[0].set_title('input', fontsize=8)
+    for t in range(num):
+        ax = axes.flat[t + 1]
+        a = up[t].numpy()
+        ax.imshow(img)
+        ax.imshow(a / max(a.max(), 1e-12), cmap='jet', alpha=0.5)
+        y, x = np.unravel_index(int(attn[t].argmax()), attn[t].shape)
+        sy, sx = img.shape[0] / attn.shape[1], img.shape[1] / attn.shape[2]
+        ax.plot((x + 0.5) * sx, (y + 0.5) * sy, 'w+', markersize=8)
+        ax.set_title(f'token {t}', fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('image')
+    parser.add_argument('--checkpoint')
+    parser.add_argument('--out', default='token_attention.png')
+    parser.add_argument('--level', type=int, default=0, help='VT-FPN pyramid level')
+    parser.add_argument('--module', type=int, default=-1, help='VT-ResNet module')
+    parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
+                        help='resize the image first (default: as it is)')
+    args = parser.parse_args(argv)
+    model, cfg, _ = load_model(args.config, args.checkpoint)
+    img, x = preprocess(model, args.image, args.size)
+    attn = attention_maps(model, x, args.level, args.module)
+    what = f'level {args.level}' if isinstance(getattr(model, 'neck', None), VTFPN) else \
+        f'VT module {args.module}'
+    render(img, attn, args.out, f'{osp.basename(args.config)}: {what}, {attn.shape[0]} tokens, '
+           f'attention {attn.shape[1]}x{attn.shape[2]}')
+    print(f'[vis_token_attention] {attn.shape[0]} tokens ({what}) -> {args.out}')
+    return attn
+
+
+if __name__ == '__main__':
+    main()
