@@ -106,3 +106,16 @@ def test_attention_maps_are_distributions_over_pixels():
         attn = vis.attention_maps(model, x, level, -1)
         assert attn.shape == (8, *size)
         torch.testing.assert_close(attn.sum(dim=(1, 2)), torch.ones(8))
+
+
+@pytest.mark.slow
+def test_synthetic_benchmark_trains_and_reports(tmp_path):
+    import synthetic_benchmark as sb
+    results = sb.main(['--tasks', 'seg', 'det', '--iters', '2', '--det-epochs', '1',
+                       '--det-images', '2', '--models', '^VT-FPN$|R-18 VT-FPN',
+                       '--out', str(tmp_path)])
+    assert [r['model'] for r in results] == ['Semantic FPN R-50 VT-FPN', 'RetinaNet R-18 VT-FPN']
+    assert all(len(r['train']) >= 1 and r['train'][0]['loss'] > 0 for r in results)
+    text = (tmp_path / 'results.md').read_text()
+    assert 'Synthetic data' in text and '| seg (LIP-layout) | Semantic FPN R-50 VT-FPN | 2 |' in text
+    assert (tmp_path / 'loss_curves.png').stat().st_size > 1000
