@@ -266,3 +266,107 @@ def test_short_ade20k_run_through_tools(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-5000:]
     assert 'mIoU' in proc.stdout + proc.stderr
+
+
+# --- an independent functional re-derivation of the official forward, on official keys --------
+T_TABLES = [[[3, 1, 16, 1], [3, 4, 16, 2], [3, 3, 16, 1]], [[5, 3, 32, 2], [5, 3, 32, 1]],
+            [[3, 3, 64, 2], [3, 3, 64, 1]], [[5, 3, 128, 2]], [[3, 6, 160, 2]]]  # official T cfgs
+
+
+def _official_tiny_forward(w, x, heads=4, key_dim=(16, 24)):
+    import torch.nn.functional as F
+
+    def conv_bn(x, p, stride=1, groups=1, conv='c', bn='bn'):
+        weight = w[f'{p}.{conv}.weight']
+        x = F.conv2d(x, weight, None, stride, weight.shape[-1] // 2, 1, groups)
+        return F.batch_norm(x, w[f'{p}.{bn}.running_mean'], w[f'{p}.{bn}.running_var'],
+                            w[f'{p}.{bn}.weight'], w[f'{p}.{bn}.bias'], False, 0.0, 1e-5)
+
+    def hsig(x):
+        return F.relu6(x + 3) / 6
+
+    def attention(x, p, kd):
+        b, _, h, wd = x.shape
+        q, k, v = (conv_bn(x, f'{p}.to_{n}') for n in 'qkv')
+        dh = v.shape[1]
+        qkv = conv_bn(F.relu6(conv_bn(torch.cat([q, k, v], 1), f'{p}.dwconv', groups=2 * q.shape[1] + dh)),
+                      f'{p}.pwconv')
+
+        def axial(qs, ks, vs, pq, pk, length):
+            qs = qs + F.interpolate(w[f'{p}.{pq}.pos_embed'], size=length, mode='linear',
+                                    align_corners=False)
+            ks = ks + F.interpolate(w[f'{p}.{pk}.pos_embed'], size=length, mode='linear',
+                                    align_corners=False)
+            qs = qs.reshape(b, heads, -1, length).permute(0, 1, 3, 2)
+            ks = ks.reshape(b, heads, -1, length)
+            vs = vs.reshape(b, heads, -1, length).permute(0, 1, 3, 2)
+            a = (qs @ ks * kd ** -0.5).softmax(-1)
+            return (a @ vs).permute(0, 1, 3, 2).reshape(b, dh, length)
+
+        row = axial(q.mean(-1), k.mean(-1), v.mean(-1), 'pos_emb_rowq', 'pos_emb_rowk', h)
+        col = axial(q.mean(-2), k.mean(-2), v.mean(-2), 'pos_emb_columnq', 'pos_emb_columnk', wd)
+        row = conv_bn(F.relu6(row.reshape(b, dh, h, 1)), f'{p}.proj_encode_row.1')
+        col = conv_bn(F.relu6(col.reshape(b, dh, 1, wd)), f'{p}.proj_encode_column.1')
+        gate = conv_bn(F.relu6(v + row + col), f'{p}.proj.1')
+        return hsig(gate) * qkv
+
+    def block(x, p, kd):
+        x = x + attention(x, f'{p}.attn', kd)
+        hid = conv_bn(x, f'{p}.mlp.fc1')
+        hid = F.conv2d(hid, w[f'{p}.mlp.dwconv.weight'], w[f'{p}.mlp.dwconv.bias'], 1, 1, 1,
+                       hid.shape[1])
+        return x + conv_bn(F.relu6(hid), f'{p}.mlp.fc2')
+
+    x = F.relu(conv_bn(x, 'backbone.smb1.stem_block.0', 2))
+    outs, channels = [], 16
+    for s, table in enumerate(T_TABLES):
+        for j, (k, t, c, stride) in enumerate(table):
+            p = f'backbone.smb{s + 1}.layer{j + 1}.conv'
+            inp, hidden = x, channels * t
+            if t != 1:
+                x = F.relu(conv_bn(x, f'{p}.0'))
+                x = F.relu(conv_bn(x, f'{p}.2', stride, hidden))
+                x = conv_bn(x, f'{p}.4')
+            else:
+                x = conv_bn(F.relu(conv_bn(x, f'{p}.0', stride, hidden)), f'{p}.2')
+            if stride == 1 and channels == c:
+                x = x + inp
+            channels = c
+        if s >= 3:
+            for bi in range(2):
+                x = block(x, f'backbone.trans{s - 2}.transformer_blocks.{bi}', key_dim[s - 3])
+        if s in (1, 3, 4):
+            outs.append(x)
+    detail = outs[0]
+    for i, deep in enumerate(outs[1:]):
+        p = f'decode_head.fuse{i + 1}'
+        local = conv_bn(detail, f'{p}.local_embedding', conv='conv')
+        g = hsig(conv_bn(deep, f'{p}.global_act', conv='conv'))
+        detail = local * F.interpolate(g, size=local.shape[2:], mode='bilinear', align_corners=False)
+    fused = F.relu(conv_bn(detail, 'decode_head.linear_fuse', groups=detail.shape[1], conv='conv'))
+    return F.conv2d(fused, w['decode_head.conv_seg.weight'], w['decode_head.conv_seg.bias'])
+
+
+def test_converted_official_weights_give_the_official_outputs():
+    """Random weights in the official layout: our model after conversion and a functional
+    re-derivation of the official forward (written against the official keys) agree, at an odd
+    non-square size where swapped rows/columns or a wrong mapping would show."""
+    torch.manual_seed(0)
+    official = {}
+    for k, shape in OFFICIAL[SEG_LAYOUT['tiny']].items():
+        if k.endswith('num_batches_tracked'):
+            official[k] = torch.tensor(0)
+        elif k.endswith('running_var'):
+            official[k] = torch.rand(shape) + 0.5
+        elif k.endswith(('bn.weight', 'bn.bias', 'running_mean')):
+            official[k] = torch.rand(shape) * 0.5 + (0.75 if k.endswith('weight') else -0.25)
+        else:
+            official[k] = torch.randn(shape) * (0.5 if 'pos_emb' in k else 0.2)
+    seg = build_segmentor('tiny')
+    seg.load_state_dict(checkpoint_filter_fn(official), strict=True)
+    x = torch.randn(1, 3, 200, 312)
+    with torch.no_grad():
+        ours = seg._forward(x)
+        reference = _official_tiny_forward(official, x)
+    assert ours.shape == reference.shape == (1, 150, 25, 39)
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
