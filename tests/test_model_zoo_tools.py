@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-import yaml
 
 import vt_mm  # noqa: F401
 

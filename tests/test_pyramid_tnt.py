@@ -1,6 +1,5 @@
 """PyramidTNT: exact official parameters and keys, converter, any input size, options, errors."""
 import json
-import math
 import os.path as osp
 import subprocess
 import sys
