@@ -15,9 +15,9 @@ choices below are the ones that reproduce the paper's parameter counts and FLOPs
 ``tests/test_vt_resnet.py``):
 
 * Module count = blocks replaced: 2 / 3 / 3 / 3 for R18 / 34 / 50 / 101. Secondary summaries
-  give R101 four modules; with any module size that fits R50 (Table 8: 21.4M) a fourth module
-  puts R101 at ~44.5M, 7% above the reported 41.5M, while three modules give 40.7M (-1.9%).
-  So three.
+  give R101 four modules; with the module size that fits R50 (Table 8: 21.4M) a fourth module
+  puts R101 at 45.06M, 8.6% above the reported 41.5M, while three give 40.73M (-1.9%). So
+  three (``num_vt_modules=4`` builds the other reading).
 * Token-side ops follow the main-text equations: K and Q map C_T -> C_T/2 (no bias), no value
   projection in the transformer, dense F1, F2 (C_T x C_T) with ReLU.
 * Projections between the feature map and the tokens (tokenizer value C -> C_T, recurrent
