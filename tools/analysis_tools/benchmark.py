@@ -121,6 +121,15 @@ class NetworkForward(nn.Module):
     def forward(self, x):
         if self.toolbox == 'mmpretrain':
             return self.model(x, mode='tensor')
+        if self.toolbox == 'mmdet':  # two-stage detectors need the image metadata
+            from mmdet.structures import DetDataSample
+            shape = tuple(x.shape[2:])
+            samples = [
+                DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                            batch_input_shape=shape, scale_factor=(1.0, 1.0)))
+                for _ in range(x.shape[0])
+            ]
+            return self.model._forward(x, samples)
         return self.model._forward(x)
 
 
@@ -243,8 +252,14 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
             meta else None
         print(f'[benchmark] model zoo {i + 1}/{len(models)}: {m["Name"]}', file=sys.stderr,
               flush=True)
-        (r, ) = measure([osp.join(ROOT, m['Config'])], shape, runs, warmup,
-                        latency=runs > 0)
+        try:
+            (r, ) = measure([osp.join(ROOT, m['Config'])], shape, runs, warmup,
+                            latency=runs > 0)
+        except Exception as e:  # noqa: BLE001 - one failing model must not lose the table
+            print(f'[benchmark] {m["Name"]} failed: {type(e).__name__}: {e}', file=sys.stderr)
+            rows.append(f"| {m['Name']} | - | - | - | - | - | - | - | measurement failed: "
+                        f"{type(e).__name__} | - |")
+            continue
         result = ', '.join(f'{k} {v}' for res in m.get('Results', []) or []
                            for k, v in res['Metrics'].items()) or '-'
         dataset = ', '.join(res['Dataset'] for res in m.get('Results', []) or []) or \
@@ -265,7 +280,8 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
         'the models these configs build. FLOPs: multiply-adds without BatchNorm, fused attention',
         f'counted (GFLOPs). Latency: batch 1, median of {runs} runs on the CPU',
         f'({torch.get_num_threads()} threads, torch {torch.__version__}), image to raw head outputs',
-        '(detectors: before NMS). "Params vs official" compares with the authors\' released model',
+        '(detectors: before the final NMS; two-stage RoI heads run on the RPN\'s 1000 proposals,',
+        'which dominates their FLOPs). "Params vs official" compares with the authors\' model',
         'where one exists, else with the paper\'s rounded figure.',
         '',
         '| model | data | input HxW | params (M) | params vs official | GFLOPs | paper GFLOPs '
