@@ -178,6 +178,8 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
     for config in configs:
         model, cfg, toolbox = build_model(config)
         hw = tuple(shape) if shape else default_shape(cfg, toolbox)
+        divisor = getattr(model.data_preprocessor, 'pad_size_divisor', 1) or 1
+        hw = tuple(-(-v // divisor) * divisor for v in hw)  # as the preprocessor pads batches
         net = NetworkForward(model, toolbox).to(device)
         x = torch.randn(batch, 3, *hw, device=device)
         flops, skipped = count_flops(net, x[:1], count_bn)
@@ -288,6 +290,12 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
         '| CPU ms | paper result | source |',
         '|---|---|---|---|---|---|---|---|---|---|',
     ]
+    if only and osp.isfile(out):  # update these rows of an existing table, keep the others
+        fresh = {r.split(' | ')[0]: r for r in rows}
+        kept = [line for line in open(out).read().splitlines() if line.startswith('| ') and
+                not line.startswith('| model |') and line.split(' | ')[0] not in fresh]
+        order = {m['Name']: i for i, m in enumerate(load_model_index())}
+        rows = sorted(kept + rows, key=lambda r: order.get(r.split(' | ')[0][2:], 1e9))
     text = '\n'.join(header + rows) + '\n'
     with open(out, 'w') as f:
         f.write(text)
