@@ -29,7 +29,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import fuse_conv_bn
+from mmcv.cnn import build_norm_layer, fuse_conv_bn
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
@@ -44,7 +44,6 @@ class ConvBN(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, groups=1,
                  bn_weight_init=1.0, norm_cfg=dict(type='BN')):
         super().__init__()
-        from mmcv.cnn import build_norm_layer
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
                               groups=groups, bias=False)
         self.bn = build_norm_layer(norm_cfg, out_channels)[1]
