@@ -2,11 +2,12 @@
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 
 import vt_mm  # noqa: F401
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
+
+from det_helpers import coco_batch, loss_step  # noqa: E402
 
 
 @pytest.mark.parametrize('arch,params', [('ti', 10_578_529), ('s', 31_953_200), ('m', 84_943_572),
@@ -41,7 +42,7 @@ def coco(tmp_path_factory):
     ('configs/pyramid_tnt/mask-rcnn_pyramid-tnt-s_fpn_1x_coco.py', True),
 ])
 def test_detector_loss_and_predict_on_generated_coco(config, with_mask, coco):
-    from mmdet.registry import DATASETS, MODELS
+    from mmdet.registry import MODELS
     init_default_scope('mmdet')
     cfg = Config.fromfile(config)
     assert cfg.model.backbone.type == 'PyramidTNT' and cfg.model.backbone.upsample
@@ -55,24 +56,8 @@ def test_detector_loss_and_predict_on_generated_coco(config, with_mask, coco):
         cfg.model.roi_head.mask_head.num_classes = len(SHAPE_CLASSES)
     model = MODELS.build(cfg.model)
     model.init_weights()
-    pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
-        dict(type='Resize', scale=(160, 128), keep_ratio=True),
-        dict(type='PackDetInputs'),
-    ]
-    dataset = DATASETS.build(dict(type='CocoDataset', data_root=coco,
-                                  ann_file='annotations/instances_train.json',
-                                  data_prefix=dict(img='train/'),
-                                  metainfo=dict(classes=SHAPE_CLASSES), pipeline=pipeline))
-    batch = pseudo_collate([dataset[0], dataset[1]])
-    model.train()
-    data = model.data_preprocessor(batch, True)
-    losses = model(**data, mode='loss')
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if 'loss' in k)
-    assert torch.isfinite(total)
-    total.backward()
+    batch = coco_batch(coco, with_mask)
+    losses = loss_step(model, batch)
     assert model.backbone.stages[0].blocks[0].attn.q.weight.grad is not None
     if with_mask:
         assert 'loss_mask' in losses

@@ -13,21 +13,10 @@ import torch
 
 import vt_mm  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
+from test_tools_e2e import DEMO_CFG, ROOT, TINY_CONFIG  # noqa: E402
 
-TINY = """
-_base_ = [{demo!r}]
-data_root = {root!r}
-model = dict(backbone=dict(depth=18), neck=dict(in_channels=[64, 128, 256, 512], token_channels=64))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
-randomness = dict(seed=0, deterministic=True)
-"""
+# the end-to-end tests' tiny config (ResNet-18, narrow tokens), bit-reproducible
+TINY = TINY_CONFIG + "randomness = dict(seed=0, deterministic=True)\n"
 
 
 def _config(tmp_path, root, name='tiny.py', extra=''):

@@ -3,12 +3,13 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.dataset import pseudo_collate
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import vt_mm  # noqa: F401
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
+
+from det_helpers import coco_batch, loss_step  # noqa: E402
 
 NUM = len(SHAPE_CLASSES)
 
@@ -54,7 +55,7 @@ def _semantic_map(sample):
     ('configs/vtfpn/panoptic-fpn_r50_vtfpn_1x_coco.py', dict(start_level=0, num_outs=5)),
 ])
 def test_detector_with_vtfpn_loss_and_predict(config, base_neck, coco):
-    from mmdet.registry import DATASETS, MODELS
+    from mmdet.registry import MODELS
     init_default_scope('mmdet')
     cfg = Config.fromfile(config)
     # the neck is the only change: every FPN argument comes from mmdet's base config
@@ -66,26 +67,11 @@ def test_detector_with_vtfpn_loss_and_predict(config, base_neck, coco):
     model = MODELS.build(cfg.model)
     model.init_weights()
     with_mask = 'roi_head' in cfg.model
-    pipeline = [
-        dict(type='LoadImageFromFile'),
-        dict(type='LoadAnnotations', with_bbox=True, with_mask=with_mask),
-        dict(type='Resize', scale=(160, 128), keep_ratio=True),
-        dict(type='PackDetInputs'),
-    ]
-    dataset = DATASETS.build(dict(type='CocoDataset', data_root=coco,
-                                  ann_file='annotations/instances_train.json',
-                                  data_prefix=dict(img='train/'),
-                                  metainfo=dict(classes=SHAPE_CLASSES), pipeline=pipeline))
-    batch = pseudo_collate([dataset[0], dataset[1]])
+    batch = coco_batch(coco, with_mask)
     if 'semantic_head' in cfg.model:
         for sample in batch['data_samples']:
             _semantic_map(sample)
-    model.train()
-    losses = model(**model.data_preprocessor(batch, True), mode='loss')
-    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(x.sum() for x in v)
-                for k, v in losses.items() if 'loss' in k)
-    assert torch.isfinite(total)
-    total.backward()
+    losses = loss_step(model, batch)
     # gradients reach the visual-token layers of the neck
     assert model.neck.transformer[0].key.weight.grad is not None
     assert model.neck.tokenizers[0].token_coef.weight.grad.abs().sum() > 0

@@ -5,27 +5,33 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
 
-__all__ = ['switch_to_deploy', 'export_segmentor_onnx']
+__all__ = ['fold_conv_bn', 'switch_to_deploy', 'SegmentorLogits', 'export_segmentor_onnx']
+
+
+def fold_conv_bn(module: nn.Module, channels_last: bool = False) -> nn.Module:
+    """Fold every Conv-BN pair of ``module`` into one conv (in place, inference only); optionally
+    store the conv weights channels-last, which lets oneDNN skip layout reorders."""
+    module.eval()
+    fuse_conv_bn(module)
+    if channels_last:
+        module.to(memory_format=torch.channels_last)
+    return module
 
 
 def switch_to_deploy(model: nn.Module) -> nn.Module:
-    """Fold every Conv-BN pair of ``model`` into one conv (in place; for inference only).
+    """Inference mode for a whole model (in place).
 
-    Modules with their own ``switch_to_deploy`` (SeaFormer, LightHead) use it; anything else is
-    folded with mmcv's ``fuse_conv_bn``, which handles a conv followed by its BN in one module.
+    Submodules with their own ``switch_to_deploy`` (SeaFormer, LightHead: folding plus
+    channels-last weights) use it; every Conv-BN pair left elsewhere is folded.
     """
-    model.eval()
-    handled = False
-    for module in model.modules():
+    for module in list(model.modules()):
         if module is not model and hasattr(module, 'switch_to_deploy'):
             module.switch_to_deploy()
-            handled = True
-    if not handled or not hasattr(model, 'switch_to_deploy'):
-        fuse_conv_bn(model)
-    return model
+    return fold_conv_bn(model)
 
 
-class _SegmentorLogits(nn.Module):
+class SegmentorLogits(nn.Module):
+    """An mmseg segmentor as image -> decode-head logits (what FLOPs, latency and export see)."""
 
     def __init__(self, segmentor):
         super().__init__()
@@ -46,5 +52,5 @@ def export_segmentor_onnx(segmentor: nn.Module, path: str, size: Tuple[int, int]
     dummy = torch.randn(1, 3, *size)
     with torch.no_grad():
         # the TorchScript-based exporter: the dynamo one needs onnxscript, not in the stack
-        torch.onnx.export(_SegmentorLogits(segmentor), (dummy, ), path, input_names=['input'],
+        torch.onnx.export(SegmentorLogits(segmentor), (dummy, ), path, input_names=['input'],
                           output_names=['logits'], opset_version=opset, dynamo=False)

@@ -13,19 +13,15 @@ Conv-BN pair (``vt_mm.deploy.switch_to_deploy``); outputs are checked to stay wi
 import argparse
 import copy
 import os.path as osp
-import statistics
 import sys
-import time
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
+from benchmark import build_model, time_alternately  # noqa: E402
 
-import vt_mm  # noqa: E402,F401
 from vt_mm.deploy import switch_to_deploy  # noqa: E402
-from vt_mm.engine.runtime import replace_syncbn  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASELINES = {
@@ -37,19 +33,7 @@ BASELINES = {
 
 
 def build(config):
-    import mmseg
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    if config.startswith('mmseg::'):  # a config shipped inside the mmseg package
-        config = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', config[len('mmseg::'):])
-    cfg = Config.fromfile(config)
-    replace_syncbn(cfg)
-    cfg.model.pretrained = None
-    if 'init_cfg' in cfg.model.backbone:
-        cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model.eval()
+    return build_model(config)[0]
 
 
 def main(argv=None):
@@ -82,17 +66,10 @@ def main(argv=None):
         torch.set_num_threads(threads)
         print(f'[bench] {threads} thread(s): {len(models)} models x {args.runs} runs',
               file=sys.stderr)
-        times = {name: [] for name in models}
-        with torch.no_grad():
-            for m in models.values():  # warm-up
-                m._forward(x)
-                m._forward(x)
-            for _ in range(args.runs):
-                for name, m in models.items():
-                    t0 = time.perf_counter()
-                    m._forward(x)
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-        results[threads] = {n: (statistics.median(t), min(t), max(t)) for n, t in times.items()}
+        timings = time_alternately([lambda m=m: m._forward(x) for m in models.values()],
+                                   args.runs, 2, 'cpu', f'{threads} thread(s)')
+        results[threads] = {name: tuple(t * 1e3 for t in timing)
+                            for name, timing in zip(models, timings)}
 
     print(f'\nSegmentors at {args.size[0]}x{args.size[1]}, batch 1, CPU, torch {torch.__version__}; '
           'median (min-max) ms\n')

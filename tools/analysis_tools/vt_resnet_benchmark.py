@@ -20,7 +20,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from mmengine.analysis import FlopAnalyzer  # noqa: E402
 from mmpretrain.models.backbones import ResNet  # noqa: E402
-from vtfpn_complexity import params, time_alternating  # noqa: E402
+from benchmark import time_alternately  # noqa: E402
 
 from vt_mm.models.backbones import VTResNet  # noqa: E402
 
@@ -44,6 +44,10 @@ class Classifier(nn.Module):
     def forward(self, x):
         feat = self.backbone(x)[-1]
         return self.fc(feat.flatten(2).mean(dim=2))
+
+
+def _params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def gmacs(model, x):
@@ -75,9 +79,10 @@ def main(argv=None):
             m.eval()
         (r_total, r_last), (v_total, v_last) = gmacs(resnet, x), gmacs(vt, x)
         print(f'[bench] depth {depth}: timing {args.runs} runs each', file=sys.stderr)
-        (r_ms, *_), (v_ms, *_) = time_alternating([lambda: resnet(x), lambda: vt(x)], args.runs)
-        rows.append((depth, params(resnet) / 1e6, r_total, r_last, r_ms * 1e3,
-                     params(vt) / 1e6, v_total, v_last, v_ms * 1e3))
+        (r_ms, *_), (v_ms, *_) = time_alternately([lambda: resnet(x), lambda: vt(x)], args.runs,
+                                                  2, 'cpu', f'depth {depth}')
+        rows.append((depth, _params(resnet) / 1e6, r_total, r_last, r_ms * 1e3,
+                     _params(vt) / 1e6, v_total, v_last, v_ms * 1e3))
 
     print(f'\nImageNet classifiers at 224x224, batch 1, CPU {args.threads} threads, '
           f'torch {torch.__version__}; paper values in brackets\n')

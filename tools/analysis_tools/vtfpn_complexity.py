@@ -9,45 +9,22 @@ the same run so machine noise hits both, and the table reports their ratio.
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
-import time
 
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+from benchmark import build_model, time_alternately  # noqa: E402
 from mmengine.analysis import FlopAnalyzer  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
 
-import vt_mm  # noqa: E402,F401
-from vt_mm.engine.runtime import replace_syncbn  # noqa: E402
+from vt_mm.deploy import SegmentorLogits  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-class _Logits(nn.Module):
-    """Image -> segmentation logits, the part of a segmentor that FLOPs and latency measure."""
-
-    def __init__(self, segmentor):
-        super().__init__()
-        self.segmentor = segmentor
-
-    def forward(self, x):
-        return self.segmentor._forward(x)
-
-
-def build_segmentor(config: str):
-    from mmseg.registry import MODELS
-    cfg = Config.fromfile(config)
-    replace_syncbn(cfg)
-    cfg.model.pretrained = None
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model).eval()
-
-
 def flops(module, inputs) -> int:
+    """mmengine.analysis total, BatchNorm included (the convention of the numbers in the docs)."""
     with torch.no_grad():
         return FlopAnalyzer(module, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(
             False).total()
@@ -55,21 +32,6 @@ def flops(module, inputs) -> int:
 
 def params(module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def time_alternating(fns, runs, warmup=2):
-    """Median seconds of each callable, timed in alternation."""
-    times = [[] for _ in fns]
-    with torch.no_grad():
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(runs):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                times[i].append(time.perf_counter() - t0)
-    return [(statistics.median(t), min(t), max(t)) for t in times]
 
 
 def main(argv=None):
@@ -83,13 +45,13 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    models = {'FPN': build_segmentor(args.fpn_config), 'VT-FPN': build_segmentor(args.vtfpn_config)}
+    models = {'FPN': build_model(args.fpn_config)[0], 'VT-FPN': build_model(args.vtfpn_config)[0]}
     img = torch.randn(1, 3, args.size, args.size)
     with torch.no_grad():
         feats = models['FPN'].backbone(img)
     rows = {}
     for name, m in models.items():
-        whole = _Logits(m)
+        whole = SegmentorLogits(m)
         rows[name] = dict(
             neck_params=params(m.neck),
             neck_flops=flops(m.neck, (feats, )),
@@ -97,9 +59,10 @@ def main(argv=None):
             model_flops=flops(whole, (img, )))
     print(f'[bench] timing {args.runs} runs each at {args.size}x{args.size}, {args.threads} threads',
           file=sys.stderr)
-    neck_t = time_alternating([lambda m=m: m.neck(feats) for m in models.values()], args.runs)
-    model_t = time_alternating([lambda m=m: _Logits(m)(img) for m in models.values()],
-                               max(3, args.runs // 2))
+    neck_t = time_alternately([lambda m=m: m.neck(feats) for m in models.values()], args.runs, 2,
+                              'cpu', 'necks')
+    model_t = time_alternately([lambda m=m: m._forward(img) for m in models.values()],
+                               max(3, args.runs // 2), 2, 'cpu', 'models')
     for (name, row), nt, mt in zip(rows.items(), neck_t, model_t):
         row['neck_ms'], row['model_ms'] = nt[0] * 1e3, mt[0] * 1e3
         row['neck_spread'] = (nt[1] * 1e3, nt[2] * 1e3)

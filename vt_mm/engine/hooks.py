@@ -22,18 +22,18 @@ __all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFini
 
 
 def _get_rng_state() -> Dict[str, object]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
     return dict(
-        python=list(random.getstate()[1]) + [random.getstate()[0]],
+        python=dict(version=py_version, internal=list(py_internal), gauss=py_gauss),
         numpy=dict(keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
                    has_gauss=int(has_gauss), cached=float(cached)),
-        torch=torch.get_rng_state(),
-        python_gauss=random.getstate()[2])
+        torch=torch.get_rng_state())
 
 
 def _set_rng_state(state: Dict[str, object]) -> None:
-    *internal, version = state['python']
-    random.setstate((version, tuple(internal), state['python_gauss']))
+    py = state['python']
+    random.setstate((py['version'], tuple(py['internal']), py['gauss']))
     n = state['numpy']
     np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'],
                          n['cached']))

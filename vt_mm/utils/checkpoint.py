@@ -80,3 +80,27 @@ def unwrap_state_dict(checkpoint: dict, prefer_ema: bool = False) -> dict:
         raise ValueError('no state_dict found in the checkpoint (looked for a dict of tensors, '
                          f'or one under {order})')
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
+
+
+def convert_checkpoint_cli(argv, description: str, convert, name: str) -> dict:
+    """The command line shared by tools/model_converters/*: ``SRC DST [--ema] [--trust]``.
+
+    Loads SRC safely (``--trust`` for full unpickling), takes its state_dict (``--ema``: the
+    EMA weights when present), applies ``convert`` (official keys -> vt-mm keys) and saves
+    ``{'state_dict': ..., 'meta': {'converted_from': ...}}`` to DST.
+    """
+    import argparse
+    import os.path as osp
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('src', help='official checkpoint')
+    parser.add_argument('dst', help='output path')
+    parser.add_argument('--ema', action='store_true', help='take state_dict_ema when present')
+    parser.add_argument('--trust', action='store_true', help='allow full unpickling of SRC')
+    args = parser.parse_args(argv)
+    state = unwrap_state_dict(load_checkpoint_file(args.src, args.trust), prefer_ema=args.ema)
+    converted = convert(state)
+    torch.save(dict(state_dict=converted, meta=dict(converted_from=osp.basename(args.src))),
+               args.dst)
+    print(f'[{name}] {len(converted)} tensors -> {args.dst}')
+    return converted

@@ -1,28 +1,5 @@
 # SeaFormer-S + LightHead (official settings; 150 classes by default).
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
-norm_cfg = dict(type='SyncBN', requires_grad=True)
-data_preprocessor = dict(
-    type='SegDataPreProcessor',
-    mean=[123.675, 116.28, 103.53],
-    std=[58.395, 57.12, 57.375],
-    bgr_to_rgb=True,
-    pad_val=0,
-    seg_pad_val=255)
+_base_ = ['./seaformer-tiny.py']
 model = dict(
-    type='EncoderDecoder',
-    data_preprocessor=data_preprocessor,
-    backbone=dict(type='SeaFormer', arch='small', drop_path_rate=0.1, norm_cfg=norm_cfg),
-    decode_head=dict(
-        type='LightHead',
-        in_channels=[48, 160, 192],
-        in_index=[0, 1, 2],
-        channels=128,
-        embed_dims=[96, 128],
-        is_dw=True,
-        dropout_ratio=0.1,
-        num_classes=150,
-        norm_cfg=norm_cfg,
-        align_corners=False,
-        loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)),
-    train_cfg=dict(),
-    test_cfg=dict(mode='whole'))
+    backbone=dict(arch='small'),
+    decode_head=dict(in_channels=[48, 160, 192], in_index=[0, 1, 2], channels=128, embed_dims=[96, 128]))

@@ -29,11 +29,13 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer, fuse_conv_bn
+from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor
+
+from ...deploy import fold_conv_bn
 
 __all__ = ['SeaFormer', 'checkpoint_filter_fn']
 
@@ -345,11 +347,7 @@ class SeaFormer(BaseModule):
         store the conv weights channels-last, which lets oneDNN run the (mostly depthwise and
         1x1) convolutions without layout reorders. Outputs are unchanged up to float rounding;
         on 2 CPU cores this is 1.4-1.7x faster than eager mode (``docs/benchmarks.md``)."""
-        self.eval()
-        fuse_conv_bn(self)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        return self
+        return fold_conv_bn(self, channels_last)
 
 
 # official name -> vt-mm name, applied in order to the key with its prefix removed

@@ -1,13 +1,14 @@
 """SeaFormer's light segmentation head (Wan et al., ICLR 2023), for mmseg 1.x."""
 from typing import List, Sequence
 
-import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule, fuse_conv_bn
+from mmcv.cnn import ConvModule
 from mmengine.registry import MODELS
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from torch import Tensor
+
+from ...deploy import fold_conv_bn
 
 
 class HardSigmoidFusion(nn.Module):
@@ -67,8 +68,4 @@ class LightHead(BaseDecodeHead):
 
     def switch_to_deploy(self, channels_last: bool = True):
         """Fold the Conv-BN pairs into single convs for inference (see SeaFormer's)."""
-        self.eval()
-        fuse_conv_bn(self)
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
-        return self
+        return fold_conv_bn(self, channels_last)
