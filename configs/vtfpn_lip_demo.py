@@ -44,3 +44,5 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 default_hooks = dict(
     logger=dict(interval=25),
     checkpoint=dict(by_epoch=False, interval=175, max_keep_ckpts=2))
+# A fixed seed and deterministic algorithms: `make demo` repeats its result on the same machine.
+randomness = dict(seed=0, deterministic=True)

@@ -120,17 +120,15 @@ def test_transformer_is_token_permutation_equivariant():
 
 
 @pytest.mark.parametrize('heads,qk,groups', [(1, None, 1), (2, 16, 1), (4, 8, 1), (1, 16, 4),
-                                             (2, 16, 4)])
+                                             (2, 16, 4), (4, 16, 4), (4, 16, 2), (16, 16, 16)])
 def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk, groups):
     proj = TokenProjector(in_channels=16, token_channels=24, num_heads=heads, qk_channels=qk,
                           query_groups=groups, key_groups=groups // 2 or 1)
     x = torch.randn(2, 16, 5, 7)
     t = torch.randn(2, 24, 3)
-    # one head: folding is cheaper here and must be taken; heads x groups never fold
-    if heads == 1:
+    # one block per head (one head, or heads == groups): folding is cheaper here and is taken
+    if heads == 1 or heads == groups:
         assert proj._fold_is_cheaper(35, 3)
-    if heads > 1 and groups > 1:
-        assert not proj._fold_is_cheaper(35, 3)
     attn = proj.attention(x, t)
     assert attn.shape == (2, heads, 35, 3)
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, heads, 35))
@@ -139,6 +137,36 @@ def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk, groups
     torch.testing.assert_close(proj.attention(x, t), attn, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(proj(x, t), out_fast, rtol=1e-5, atol=1e-5)
     assert out_fast.shape == x.shape
+
+
+@pytest.mark.parametrize('heads,groups', [(16, 16), (4, 2), (2, 4), (3, 2)])
+def test_projector_equation_multi_head_grouped(heads, groups):
+    """Per head: X + softmax_L((X W_Q)_h (T W_K)_h^T / sqrt(d)) (T W_V)_h, with grouped W_Q.
+
+    The pseudo-code's setting (16 heads, 16 groups) and the other nestings fold; (3, 2) cannot.
+    """
+    c, qk = 48, 48
+    proj = TokenProjector(c, 32, num_heads=heads, qk_channels=qk, query_groups=groups)
+    assert bool(proj._fold_blocks()) == (heads % groups == 0 or groups % heads == 0)
+    x, t = torch.randn(2, c, 6, 7), torch.randn(2, 32, 5)
+    d = qk // heads
+    q = torch.nn.functional.conv2d(x, proj.query.weight, groups=groups).flatten(2)  # N, qk, HW
+    k, v = proj.key(t), proj.value(t)  # the Conv1d layers themselves
+    q, k = q.view(2, heads, d, -1), k.view(2, heads, d, -1)
+    a = (q.transpose(2, 3) @ k / math.sqrt(d)).softmax(dim=-1)  # N, h, HW, L
+    expected = x + (v.view(2, heads, c // heads, -1) @ a.transpose(2, 3)).reshape(x.shape)
+    for fold in (True, False):
+        proj.reassociate = fold
+        torch.testing.assert_close(proj(x, t), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(proj.attention(x, t), a, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('groups', [1, 4])
+def test_pointwise_matches_conv1d(groups):
+    from vt_mm.models.layers.visual_tokens import pointwise
+    conv = torch.nn.Conv1d(32, 24, 1, groups=groups)
+    t = torch.randn(3, 32, 9)
+    torch.testing.assert_close(pointwise(conv, t), conv(t), rtol=1e-5, atol=1e-6)
 
 
 def test_projector_equation_single_head():

@@ -19,8 +19,8 @@ def _features(h, w, channels=IN_CHANNELS, n=1):
 
 
 def _small_neck(**kw):
-    args = dict(in_channels=IN_CHANNELS, out_channels=24, num_outs=4, num_tokens=4,
-                token_channels=48)
+    args = dict(in_channels=IN_CHANNELS, out_channels=32, num_outs=4, num_tokens=4,
+                token_channels=64)
     args.update(kw)
     return VTFPN(**args)
 
@@ -32,15 +32,15 @@ def test_output_shapes_follow_inputs(hw):
     outs = neck(feats)
     assert len(outs) == 4
     for f, o in zip(feats, outs):
-        assert o.shape == (2, 24, f.shape[2], f.shape[3])
+        assert o.shape == (2, 32, f.shape[2], f.shape[3])
 
 
 def test_tokens_of_all_levels_interact_in_one_transformer():
     """Changing only the coarsest level's tokens changes the finest level's mixed tokens."""
     neck = _small_neck().eval()
-    laterals = [torch.randn(1, 24, s, s) for s in (16, 8, 4, 2)]
+    laterals = [torch.randn(1, 32, s, s) for s in (16, 8, 4, 2)]
     tokens, attns = neck.tokenize(laterals)
-    assert [t.shape for t in tokens] == [(1, 48, 4)] * 4
+    assert [t.shape for t in tokens] == [(1, 64, 4)] * 4
     assert [a.shape[2:] for a in attns] == [(s, s) for s in (16, 8, 4, 2)]
     mixed = neck.transformer(torch.cat(tokens, 2))
     tokens[3] = torch.randn_like(tokens[3])
@@ -79,8 +79,8 @@ def test_in_channels_mismatch_is_clear():
 def test_builds_by_plain_name_from_each_toolbox(scope):
     import importlib
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    neck = registry.build(dict(type='VTFPN', in_channels=IN_CHANNELS, out_channels=24, num_outs=4,
-                               num_tokens=4, token_channels=48))
+    neck = registry.build(dict(type='VTFPN', in_channels=IN_CHANNELS, out_channels=32, num_outs=4,
+                               num_tokens=4, token_channels=64))
     assert isinstance(neck, VTFPN)
 
 
@@ -93,9 +93,20 @@ def test_paper_defaults_and_flops_vs_fpn():
     vt = VTFPN(in_ch, 256, 4).eval()
     assert vt.tokenizers[0].num_tokens == 8 and vt.tokenizers[0].token_channels == 1024
     fpn = FPN(in_ch, 256, 4).eval()
-    with torch.no_grad():
-        vt_flops = FlopAnalyzer(vt, (feats, )).unsupported_ops_warnings(False).total()
-        fpn_flops = FlopAnalyzer(fpn, (feats, )).unsupported_ops_warnings(False).total()
+    from mmengine.analysis.jit_handles import get_shape
+
+    def baddbmm(inputs, outputs):  # the fused residual products count as bmm
+        b, m, k = get_shape(inputs[1])
+        return b * m * k * get_shape(inputs[2])[-1]
+
+    def count(net):
+        analyzer = FlopAnalyzer(net, (feats, )).set_op_handle('aten::baddbmm', baddbmm)
+        with torch.no_grad():
+            return analyzer.unsupported_ops_warnings(False).total()
+
+    vt_flops, fpn_flops = count(vt), count(fpn)
+    assert 'baddbmm' in FlopAnalyzer(vt, (feats, )).set_op_handle(
+        'aten::baddbmm', baddbmm).by_operator()
     assert 12.0e9 < fpn_flops < 13.5e9  # paper: 12.8 G
     assert fpn_flops / vt_flops >= 6.0, (fpn_flops, vt_flops)
 
@@ -155,3 +166,15 @@ def test_paper_segmentation_configs_build_and_run(config, classes, neck, depth):
         assert [f.shape[-1] for f in feats] == [24, 12, 6, 6]  # strides 4, 8, 16, 16
         assert [f.shape[1] for f in model.backbone(torch.randn(1, 3, 64, 64))] == \
             [256, 512, 1024, 1024]
+
+
+@pytest.mark.parametrize('out,heads', [(256, 16), (128, 16), (24, 8), (8, 8), (6, 2)])
+def test_default_heads_and_width_suit_any_out_channels(out, heads):
+    neck = VTFPN([16, 32], out, 2)
+    assert neck.token_channels == 4 * out
+    assert neck.projectors[0].num_heads == neck.transformer[0].num_heads == heads
+    assert neck.projectors[0].query_groups == neck.tokenizers[0].value.groups == heads
+    outs = neck([torch.randn(1, 16, 9, 7), torch.randn(1, 32, 5, 4)])
+    assert outs[0].shape == (1, out, 9, 7)
+    with pytest.raises(ValueError, match='num_heads=16 must divide out_channels=24'):
+        VTFPN([16, 32], 24, 2, num_heads=16)

@@ -15,8 +15,7 @@ sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
-from benchmark import build_model, time_alternately  # noqa: E402
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
+from benchmark import build_model, count_flops, time_alternately  # noqa: E402
 
 from vt_mm.deploy import SegmentorLogits  # noqa: E402
 
@@ -24,10 +23,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def flops(module, inputs) -> int:
-    """mmengine.analysis total, BatchNorm included (the convention of the numbers in the docs)."""
-    with torch.no_grad():
-        return FlopAnalyzer(module, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(
-            False).total()
+    """The benchmark tool's count (baddbmm and fused attention included), BatchNorm included."""
+    return count_flops(module, inputs, count_bn=True)[0]
 
 
 def params(module) -> int:
@@ -54,9 +51,9 @@ def main(argv=None):
         whole = SegmentorLogits(m)
         rows[name] = dict(
             neck_params=params(m.neck),
-            neck_flops=flops(m.neck, (feats, )),
+            neck_flops=flops(m.neck, feats),
             model_params=params(m),
-            model_flops=flops(whole, (img, )))
+            model_flops=flops(whole, img))
     print(f'[bench] timing {args.runs} runs each at {args.size}x{args.size}, {args.threads} threads',
           file=sys.stderr)
     neck_t = time_alternately([lambda m=m: m.neck(feats) for m in models.values()], args.runs, 2,

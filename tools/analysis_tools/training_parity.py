@@ -1,0 +1,336 @@
+"""Training parity: does VT-FPN train as well as FPN wherever a user swaps it in?
+
+    python tools/analysis_tools/training_parity.py [--rows ROW ...] [--seeds 0 1 2] [--jobs 2]
+        [--scale 1.0] [--out work_dirs/training_parity]
+
+Every row trains the same model twice, once with mmdet's ``FPN`` and once with ``VTFPN`` (its
+defaults: nothing but ``type`` and the widths change), for each seed, from scratch, through
+``tools/train.py`` and its validation. Rows (ResNet-18 everywhere, necks 128 channels wide):
+
+* ``lip-adamw``, ``lip-sgd``: Semantic FPN on the generated LIP-layout data (20 classes, 64x64,
+  left/right labels swapped on flip), AdamW 1e-3 / the paper's SGD (0.01, momentum 0.9, wd 5e-4);
+* ``cue-adamw``, ``cue-sgd``: Semantic FPN on the generated long-range task
+  (vt_mm/datasets/demo_cue.py: a shape's class is set by a colour cue in a far corner);
+* ``retinanet``: mmdet RetinaNet on generated COCO-format shapes (64 images of 160x128, 6
+  epochs), AdamW (box AP);
+* ``mask-rcnn``: mmdet Mask R-CNN on the same data, AdamW (mask AP).
+
+Each run has a fixed seed (``randomness.seed``, deterministic algorithms), so a run repeats
+exactly on the same machine; the seeds differ in initialisation and data order. The table gives
+mean +- std over seeds and whether VT-FPN meets the goal: its mean within one FPN standard
+deviation or 1.0 mIoU (AP: 10% relative) of FPN's, or above it. Writes ``OUT/results.md`` and
+``OUT/loss_curves.png`` (mean training loss over seeds, per row). ``--jobs`` runs train in
+parallel, each on ``--threads`` threads (default: 2 jobs x 1 thread on a 2-core machine).
+Synthetic data: parity here says that the defaults train, not how the necks rank on LIP or COCO.
+"""
+import argparse
+import glob
+import json
+import os
+import os.path as osp
+import re
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+SEG_BASE = """
+_base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/default_runtime.py']
+custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+norm_cfg = dict(type='BN', requires_grad=True)
+crop_size = ({size}, {size})
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(depth=18, norm_cfg=norm_cfg),
+    neck=dict(in_channels=[64, 128, 256, 512], out_channels=128),
+    decode_head=dict(in_channels=[128, 128, 128, 128], channels=64, num_classes={num_classes},
+                     norm_cfg=norm_cfg, dropout_ratio=0.0))
+{data}
+train_dataloader = dict(batch_size=8, num_workers=0, persistent_workers=False,
+                        sampler=dict(type='InfiniteSampler', shuffle=True),
+                        dataset=dict(pipeline=train_pipeline, **dataset))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      sampler=dict(type='DefaultSampler', shuffle=False),
+                      dataset=dict(pipeline=test_pipeline, **val_dataset))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+{optim}
+train_cfg = dict(type='IterBasedTrainLoop', max_iters={iters}, val_interval={iters})
+val_cfg = dict(type='ValLoop')
+test_cfg = dict(type='TestLoop')
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end={warmup}),
+    dict(type='PolyLR', eta_min=1e-5, power=0.9, begin={warmup}, end={iters}, by_epoch=False),
+]
+default_hooks = dict(
+    timer=dict(type='IterTimerHook'),
+    logger=dict(type='LoggerHook', interval=10, log_metric_by_epoch=False),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval={iters}),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='SegVisualizationHook'))
+log_processor = dict(by_epoch=False)
+randomness = dict(seed=0, deterministic=True)
+"""
+LIP_DATA = """
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=crop_size, ratio_range=(0.8, 1.25), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size),
+    dict(type='RandomFlipSwapLabels', prob=0.5, swap_pairs=[[14, 15], [16, 17], [18, 19]]),
+    dict(type='PackSegInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=crop_size, keep_ratio=False),
+    dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+dataset = dict(type='LIPDataset', data_root={root!r}, ann_file='TrainVal_images/train_id.txt',
+               data_prefix=dict(img_path='TrainVal_images/train_images',
+                                seg_map_path='TrainVal_parsing_annotations/train_segmentations'))
+val_dataset = dict(type='LIPDataset', data_root={root!r}, ann_file='TrainVal_images/val_id.txt',
+                   data_prefix=dict(img_path='TrainVal_images/val_images',
+                                    seg_map_path='TrainVal_parsing_annotations/val_segmentations'))
+"""
+CUE_DATA = """
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+    dict(type='RandomFlip', prob=0.5), dict(type='PackSegInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'), dict(type='PackSegInputs')]
+metainfo = dict(classes={classes!r})
+dataset = dict(type='BaseSegDataset', data_root={root!r}, metainfo=metainfo, img_suffix='.png',
+               seg_map_suffix='.png', data_prefix=dict(img_path='img_dir/train',
+                                                       seg_map_path='ann_dir/train'))
+val_dataset = dict(type='BaseSegDataset', data_root={root!r}, metainfo=metainfo, img_suffix='.png',
+                   seg_map_suffix='.png', data_prefix=dict(img_path='img_dir/val',
+                                                           seg_map_path='ann_dir/val'))
+"""
+ADAMW = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, "
+         "weight_decay=1e-4))")
+SGD = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9, "
+       "weight_decay=5e-4))")
+
+DET_BASE = """
+_base_ = [{base!r}]
+custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+data_root = {root!r}
+metainfo = dict(classes=('square', 'circle', 'triangle'))
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='Resize', scale=(160, 128), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(160, 128), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                          'scale_factor'))]
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
+    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
+    data_prefix=dict(img='train/'), pipeline=train_pipeline))
+val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
+    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
+    data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json', metric={metrics!r})
+test_evaluator = val_evaluator
+optim_wrapper = dict(_delete_=True, type='OptimWrapper',
+                     optimizer=dict(type='AdamW', lr=5e-4, weight_decay=1e-4),
+                     clip_grad=dict(max_norm=10))
+param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20)]
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
+default_hooks = dict(logger=dict(interval=5), checkpoint=dict(interval={epochs}))
+randomness = dict(seed=0, deterministic=True)
+model = dict(backbone=dict(depth=18, init_cfg=None),
+             neck=dict(in_channels=[64, 128, 256, 512], out_channels=128))
+{heads}
+"""
+RETINANET_HEADS = "model.update(bbox_head=dict(num_classes=3, in_channels=128, feat_channels=128))"
+MASK_RCNN_HEADS = """model.update(
+    rpn_head=dict(in_channels=128, feat_channels=128),
+    roi_head=dict(
+        bbox_roi_extractor=dict(out_channels=128),
+        bbox_head=dict(in_channels=128, fc_out_channels=256, num_classes=3),
+        mask_roi_extractor=dict(out_channels=128),
+        mask_head=dict(in_channels=128, conv_out_channels=128, num_classes=3)),
+    # few objects per small image: fewer proposals and RoI samples keep a CPU run short
+    train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200),
+                   rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100), rcnn=dict(max_per_img=20)))"""
+
+# row -> (task, optimizer, metric name, metric key in the log, relative goal?)
+ROWS = {
+    'lip-adamw': ('lip', ADAMW, 'mIoU', 'mIoU', False),
+    'lip-sgd': ('lip', SGD, 'mIoU', 'mIoU', False),
+    'cue-adamw': ('cue', ADAMW, 'mIoU', 'mIoU', False),
+    'cue-sgd': ('cue', SGD, 'mIoU', 'mIoU', False),
+    'retinanet': ('retinanet', None, 'box AP', 'coco/bbox_mAP', True),
+    'mask-rcnn': ('mask-rcnn', None, 'mask AP', 'coco/segm_mAP', True),
+}
+SEG_SIZE = 64  # image side of the generated segmentation data (keeps a row near 10 minutes)
+NECKS = {'FPN': "model['neck']['type'] = 'FPN'\n", 'VT-FPN': "model['neck']['type'] = 'VTFPN'\n"}
+
+
+def make_data(out_dir: str) -> dict:
+    """Generated datasets (deterministic; reused when present)."""
+    from vt_mm.datasets import make_demo_lip
+    from vt_mm.datasets.demo_cue import make_cue_seg
+    from vt_mm.datasets.demo_shapes import make_demo_coco
+    roots = dict(lip=osp.join(out_dir, 'data', 'LIP_demo'), cue=osp.join(out_dir, 'data', 'cue'),
+                 coco=osp.join(out_dir, 'data', 'shapes_coco'))
+    make_demo_lip(roots['lip'], size=SEG_SIZE, seed=0)
+    make_cue_seg(roots['cue'], size=SEG_SIZE, seed=0)
+    if not osp.isfile(osp.join(roots['coco'], 'annotations', 'instances_val.json')):
+        make_demo_coco(roots['coco'], 'train', num_images=64, size=(160, 128), seed=0)
+        make_demo_coco(roots['coco'], 'val', num_images=16, size=(160, 128), seed=1)
+    return roots
+
+
+def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
+    task, optim, _, _, _ = ROWS[row]
+    if task in ('lip', 'cue'):
+        from vt_mm.datasets.demo_cue import CUE_CLASSES
+        iters = max(10, int(round(200 * scale)))
+        data = (LIP_DATA.format(root=roots['lip']) if task == 'lip' else CUE_DATA.format(
+            root=roots['cue'], classes=CUE_CLASSES))
+        text = SEG_BASE.format(size=SEG_SIZE, num_classes=20 if task == 'lip' else len(CUE_CLASSES), data=data,
+                               optim=optim, iters=iters, warmup=max(1, iters // 8))
+    else:
+        mask = task == 'mask-rcnn'
+        base = ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
+                if mask else 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
+        text = DET_BASE.format(base=base, root=roots['coco'], mask=mask,
+                               metrics=['bbox', 'segm'] if mask else 'bbox',
+                               epochs=max(1, int(round(6 * scale))),
+                               heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS)
+    return text + NECKS[neck]
+
+
+def train_once(config: str, work: str, seed: int, threads: int, key: str) -> dict:
+    """One tools/train.py run; returns the metric, the training losses and seconds/iteration."""
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, osp.join(ROOT, 'tools', 'train.py'), config, '--work-dir', work,
+           '--cfg-options', f'randomness.seed={seed}']
+    started = time.time()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise RuntimeError(f'training {config} (seed {seed}) failed:\n{out[-4000:]}')
+    scalars = sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')))[-1]
+    logs = [json.loads(line) for line in open(scalars)]
+    train = [r for r in logs if 'loss' in r]
+    found = re.findall(rf'{re.escape(key)}: (-?\d+\.\d+)', out)
+    return dict(metric=float(found[-1]) if found else float('nan'),
+                steps=[r['step'] for r in train], losses=[r['loss'] for r in train],
+                s_per_iter=statistics.median(r['time'] for r in train if 'time' in r),
+                wall_s=time.time() - started)
+
+
+def _mean_std(values):
+    return statistics.mean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def verdict(row: str, fpn: list, vt: list) -> tuple:
+    """(gap VT-FPN - FPN, allowed shortfall, goal met?) by the issue's rule."""
+    f_mean, f_std = _mean_std(fpn)
+    v_mean, _ = _mean_std(vt)
+    allowed = max(f_std, 0.10 * abs(f_mean) if ROWS[row][4] else 1.0)
+    return v_mean - f_mean, allowed, v_mean >= f_mean - allowed
+
+
+def report(results: dict, seeds, out_dir: str) -> str:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    rows = list(results)
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
+    lines = [
+        f'seeds {list(seeds)}; mean +- std over seeds; goal: VT-FPN mean >= FPN mean - max(FPN '
+        'std, 1.0 mIoU or 10% of AP)', '',
+        '| row | metric | FPN | VT-FPN | VT-FPN - FPN | goal met | FPN s/iter | VT-FPN s/iter |',
+        '|---|---|---|---|---|---|---|---|'
+    ]
+    for ax, row in zip(axes[0], rows):
+        res = results[row]
+        vals = {n: [r['metric'] for r in res[n]] for n in NECKS}
+        gap, allowed, ok = verdict(row, vals['FPN'], vals['VT-FPN'])
+        cells = []
+        for n in NECKS:
+            m, s = _mean_std(vals[n])
+            cells.append(f'{m:.2f} +- {s:.2f}' if not ROWS[row][4] else f'{m:.3f} +- {s:.3f}')
+            steps = res[n][0]['steps']
+            mean_loss = [statistics.mean(r['losses'][i] for r in res[n]) for i in range(len(steps))]
+            ax.plot(steps, mean_loss, label=n)
+        spi = [statistics.median(r['s_per_iter'] for r in res[n]) for n in NECKS]
+        lines.append(f'| {row} | {ROWS[row][2]} | {cells[0]} | {cells[1]} | {gap:+.3f} | '
+                     f'{"yes" if ok else "NO"} (allowed -{allowed:.3f}) | {spi[0]:.3f} | '
+                     f'{spi[1]:.3f} |')
+        ax.set_title(row)
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('training loss (mean over seeds)')
+        ax.set_yscale('log')
+        ax.legend()
+    fig.tight_layout()
+    png = osp.join(out_dir, 'loss_curves.png')
+    fig.savefig(png, dpi=80)
+    plt.close(fig)
+    lines.append('')
+    lines.append('per seed: ' + '; '.join(
+        f'{row} {n} ' + ', '.join(f'{r["metric"]:.3f}' for r in results[row][n])
+        for row in rows for n in NECKS))
+    lines.append(f'\nloss curves: {png}')
+    text = '\n'.join(lines) + '\n'
+    with open(osp.join(out_dir, 'results.md'), 'w') as f:
+        f.write(text)
+    with open(osp.join(out_dir, 'results.json'), 'w') as f:
+        json.dump(results, f)
+    return text
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('--rows', nargs='+', choices=list(ROWS), default=list(ROWS))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
+    parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
+    parser.add_argument('--threads', type=int, default=1, help='threads per run')
+    parser.add_argument('--scale', type=float, default=1.0,
+                        help='schedule length factor (200 seg iterations, 6 det epochs at 1.0)')
+    parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
+    args = parser.parse_args(argv)
+    sys.path.insert(0, ROOT)
+    os.makedirs(args.out, exist_ok=True)
+    roots = make_data(args.out)
+    jobs = []
+    for row in args.rows:
+        for neck in NECKS:
+            cfg = osp.join(args.out, f'{row}_{neck.replace("-", "").lower()}.py')
+            with open(cfg, 'w') as f:
+                f.write(config_text(row, neck, roots, args.scale))
+            for seed in args.seeds:
+                work = osp.join(args.out, 'work', f'{row}_{neck}_{seed}')
+                jobs.append((row, neck, seed, cfg, work))
+    results = {row: {n: [None] * len(args.seeds) for n in NECKS} for row in args.rows}
+    started = time.time()
+
+    def run(job):
+        row, neck, seed, cfg, work = job
+        res = train_once(cfg, work, seed, args.threads, ROWS[row][3])
+        print(f'[parity] {row} {neck} seed {seed}: {ROWS[row][2]} {res["metric"]:.3f} '
+              f'({res["wall_s"]:.0f} s; {time.time() - started:.0f} s elapsed)',
+              file=sys.stderr, flush=True)
+        results[row][neck][args.seeds.index(seed)] = res
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(run, jobs))
+    text = report(results, args.seeds, args.out)
+    print(text)
+    print(f'[parity] {len(jobs)} runs in {time.time() - started:.0f} s', file=sys.stderr)
+    return results
+
+
+if __name__ == '__main__':
+    main()
