@@ -1,4 +1,4 @@
-# Semantic FPN with VT-FPN (8 tokens x 1024 channels per level, one shared transformer),
+# Semantic FPN with VT-FPN (8 tokens x 1024 channels per level, 16 heads, one shared transformer),
 # ResNet-50, on LIP at 473x473. VT paper Table 9 (reported: 47.39 mIoU, 26.4 GFLOPs, module 2.0).
 # Identical to fpn_lip.py but for the neck.
 _base_ = ['./fpn_lip.py']

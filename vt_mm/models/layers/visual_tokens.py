@@ -389,12 +389,14 @@ class TokenProjector(BaseModule):
         if self.reassociate and self._fold_is_cheaper(hw, num):
             # X (W_Q K^T): fold the key into the query weight, block by block (see _fold_blocks)
             b = self._fold_blocks()
-            w_q = self.query.weight.view(g, qk // g, c // g)
-            if g > b:  # several groups per block: the block's weight is block-diagonal
-                r = g // b
-                w_q = torch.stack([torch.block_diag(*w_q[i * r:(i + 1) * r]) for i in range(b)])
-            w_q = w_q.view(b, h // b, d, c // b)
-            folded = torch.einsum('bhdc,nbhdl->nbhlc', w_q, k.view(n, b, h // b, d, num))
+            if g >= h:  # block = head = g/h whole groups: fold group by group, then gather
+                r = g // h
+                folded = torch.einsum('gjc,ngjl->nglc', self.query.weight.view(g, qk // g, c // g),
+                                      k.view(n, g, qk // g, num))
+                folded = folded.view(n, h, r, num, c // g).transpose(2, 3)
+            else:  # block = group = h/g whole heads
+                w_q = self.query.weight.view(g, h // g, d, c // g)
+                folded = torch.einsum('bhdc,nbhdl->nbhlc', w_q, k.view(n, g, h // g, d, num))
             logits = torch.bmm(
                 folded.reshape(n * b, (h // b) * num, c // b), x.reshape(n * b, c // b, hw))
         else:
