@@ -169,7 +169,7 @@ ROWS = {
     'retinanet': ('retinanet', None, 'box AP', 'coco/bbox_mAP', True),
     'mask-rcnn': ('mask-rcnn', None, 'mask AP', 'coco/segm_mAP', True),
 }
-SEG_SIZE = 64  # image side of the generated segmentation data (keeps a row near 10 minutes)
+SEG_SIZE = 64  # image side of the generated segmentation data (a 3-seed row: ~15 min, 1 core)
 NECKS = {'FPN': "model['neck']['type'] = 'FPN'\n", 'VT-FPN': "model['neck']['type'] = 'VTFPN'\n"}
 
 

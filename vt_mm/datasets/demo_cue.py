@@ -61,9 +61,8 @@ def make_cue_sample(size: int, rng: np.random.Generator,
         kind = int(rng.integers(len(SHAPE_KINDS)))
         grey = int(rng.integers(150, 235))
         box = (centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r)
-        shape = draw_img.ellipse if kind == 0 else draw_img.rectangle
-        shape(box, fill=(grey, grey, grey))
-        (draw_lbl.ellipse if kind == 0 else draw_lbl.rectangle)(box, fill=cue_class(kind, colour))
+        for draw, fill in ((draw_img, (grey, grey, grey)), (draw_lbl, cue_class(kind, colour))):
+            (draw.ellipse if kind == 0 else draw.rectangle)(box, fill=fill)
         placed += 1
     noisy = np.asarray(image).astype(np.int16) + rng.integers(-8, 9, (size, size, 3))
     return np.clip(noisy, 0, 255).astype(np.uint8), np.asarray(label, dtype=np.uint8)
