@@ -138,6 +138,7 @@ def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tupl
     analyzer.set_op_handle(**{
         'aten::scaled_dot_product_attention': sdpa_flop_jit,
         'aten::baddbmm': baddbmm_flop_jit,
+        'aten::baddbmm_': baddbmm_flop_jit,  # VT-FPN accumulates in place when not training
     })
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
@@ -149,12 +150,14 @@ def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tupl
     return total, skipped
 
 
-def time_alternately(fns: List, runs: int, warmup: int, device: str,
-                     label: str = '') -> List[Tuple[float, float, float]]:
-    """(median, min, max) seconds per callable, the callables timed in alternation."""
+def time_alternately(fns: List, runs: int, warmup: int, device: str, label: str = '',
+                     grad: bool = False) -> List[Tuple[float, float, float]]:
+    """(median, min, max) seconds per callable, the callables timed in alternation.
+
+    Without autograd unless ``grad`` (to time training steps)."""
     sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
     times: List[List[float]] = [[] for _ in fns]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for _ in range(warmup):
             for fn in fns:
                 fn()
