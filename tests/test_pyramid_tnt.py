@@ -177,7 +177,7 @@ def test_frozen_stages_norm_eval_and_checkpointing():
 
 
 def test_bad_input_errors():
-    with pytest.raises(KeyError, match=r"unknown PyramidTNT arch 'huge'.*'b'.*'ti'"):
+    with pytest.raises(KeyError, match=r"PyramidTNT: unknown arch 'huge'.*'base'.*'tiny'.*'ti'"):
         PyramidTNT('huge')
     with pytest.raises(ValueError, match='out_indices'):
         PyramidTNT('ti', out_indices=(4, ))

@@ -185,7 +185,7 @@ def test_onnx_export_matches_pytorch(tmp_path):
 
 
 def test_bad_arguments_give_clear_errors():
-    with pytest.raises(ValueError, match=r"Unknown SeaFormer arch 'huge'.*base.*large.*small.*tiny"):
+    with pytest.raises(ValueError, match=r"SeaFormer: unknown arch 'huge'.*base.*large.*small.*tiny"):
         SeaFormer('huge')
     with pytest.raises(ValueError, match='out_indices'):
         SeaFormer('tiny', out_indices=(3, ))

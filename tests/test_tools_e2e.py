@@ -121,6 +121,32 @@ def test_unreachable_pretrained_checkpoint_error(lip_root, tmp_path):
         runtime._resolves = original
 
 
+def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch):
+    """Offline, a checkpoint mmengine would take from torch hub's cache passes the preflight,
+    for every scheme mmengine resolves (issue 12: open-mmlab:// used to map to no file)."""
+    import torch
+    from mmengine.config import Config
+    from vt_mm.engine import runtime
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
+    monkeypatch.setattr(runtime, '_resolves', lambda ref: False)  # offline
+    refs = {
+        'open-mmlab://resnet50_v1c': 'resnet50_v1c-2cccc1ad.pth',
+        'torchvision://resnet50': 'resnet50-0676ba61.pth',
+        'https://example.org/weights/model-123.pth': 'model-123.pth',
+    }
+    cache = tmp_path / 'torch' / 'hub' / 'checkpoints'
+    assert torch.hub.get_dir() == str(tmp_path / 'torch' / 'hub')
+    for ref, name in refs.items():
+        cfg = Config(dict(model=dict(pretrained=ref)))
+        with pytest.raises(runtime.CheckpointUnavailableError, match='torch hub cache'):
+            runtime.check_checkpoints(cfg)  # cold cache, offline: refused with the way out
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / name).write_bytes(b'x')
+        assert runtime._cached_path(ref) == str(cache / name)
+        runtime.check_checkpoints(cfg)  # warm cache: mmengine would load it, so no error
+    assert runtime.remote_url('open-mmlab://no_such_model') is None
+
+
 @pytest.mark.slow
 def test_amp_on_cpu_is_refused(lip_root, tmp_path):
     if torch.cuda.is_available():

@@ -143,7 +143,7 @@ def test_norm_eval_keeps_bn_in_eval():
 
 
 def test_bad_arguments_and_inputs_give_clear_errors():
-    with pytest.raises(ValueError, match=r'depth must be one of \[18, 34, 50, 101\].*42'):
+    with pytest.raises(ValueError, match=r'VTResNet: unknown depth 42; choose one of \[18, 34, 50, 101\]'):
         VTResNet(42)
     with pytest.raises(ValueError, match='out_indices'):
         VTResNet(18, out_indices=(4, ))

@@ -11,7 +11,7 @@ defaults: nothing but ``type`` and the widths change), for each seed, from scrat
   left/right labels swapped on flip), AdamW 1e-3 / the paper's SGD (0.01, momentum 0.9, wd 5e-4);
 * ``cue-adamw``, ``cue-sgd``: Semantic FPN on the generated long-range task
   (vt_mm/datasets/demo_cue.py: a shape's class is set by a colour cue in a far corner);
-* ``retinanet``: mmdet RetinaNet on generated COCO-format shapes (64 images of 160x128, 6
+* ``retinanet``: mmdet RetinaNet on generated COCO-format shapes (64 images of 160x128, 12
   epochs), AdamW (box AP);
 * ``mask-rcnn``: mmdet Mask R-CNN on the same data, AdamW (mask AP).
 
@@ -169,7 +169,9 @@ ROWS = {
     'retinanet': ('retinanet', None, 'box AP', 'coco/bbox_mAP', True),
     'mask-rcnn': ('mask-rcnn', None, 'mask AP', 'coco/segm_mAP', True),
 }
-SEG_SIZE = 64  # image side of the generated segmentation data (a 3-seed row: ~15 min, 1 core)
+SEG_SIZE = 64  # image side of the generated segmentation data
+SEG_ITERS = 800  # per segmentation run at --scale 1 (~220 s on one core)
+DET_EPOCHS = 12  # per detection run at --scale 1 (RetinaNet ~100 s, Mask R-CNN ~260 s on one core)
 NECKS = {'FPN': "model['neck']['type'] = 'FPN'\n", 'VT-FPN': "model['neck']['type'] = 'VTFPN'\n"}
 
 
@@ -192,7 +194,7 @@ def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
     task, optim, _, _, _ = ROWS[row]
     if task in ('lip', 'cue'):
         from vt_mm.datasets.demo_cue import CUE_CLASSES
-        iters = max(10, int(round(200 * scale)))
+        iters = max(10, int(round(SEG_ITERS * scale)))
         data = (LIP_DATA.format(root=roots['lip']) if task == 'lip' else CUE_DATA.format(
             root=roots['cue'], classes=CUE_CLASSES))
         text = SEG_BASE.format(size=SEG_SIZE, num_classes=20 if task == 'lip' else len(CUE_CLASSES), data=data,
@@ -203,7 +205,7 @@ def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
                 if mask else 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
         text = DET_BASE.format(base=base, root=roots['coco'], mask=mask,
                                metrics=['bbox', 'segm'] if mask else 'bbox',
-                               epochs=max(1, int(round(6 * scale))),
+                               epochs=max(1, int(round(DET_EPOCHS * scale))),
                                heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS)
     return text + NECKS[neck]
 
@@ -298,7 +300,7 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
     parser.add_argument('--threads', type=int, default=1, help='threads per run')
     parser.add_argument('--scale', type=float, default=1.0,
-                        help='schedule length factor (200 seg iterations, 6 det epochs at 1.0)')
+                        help='schedule length factor (SEG_ITERS seg iterations, DET_EPOCHS det epochs at 1.0)')
     parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)

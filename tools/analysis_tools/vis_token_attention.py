@@ -59,7 +59,7 @@ def attention_maps(model, x, level: int, module: int) -> torch.Tensor:
             return maps[level][0]
         backbone = getattr(model, 'backbone', model)
         if isinstance(backbone, VTResNet):
-            return backbone.forward_tokens(x)[module][1][0]
+            return backbone.attention_maps(x)[module][0]
     raise SystemExit('the model has neither a VTFPN neck nor a VTResNet backbone: no visual '
                      'tokens to show')
 

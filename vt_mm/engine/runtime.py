@@ -155,27 +155,51 @@ def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
                                     f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
 
 
-def _cached_path(url: str) -> Optional[str]:
-    """Local file that mmengine would use instead of downloading ``url``, if present (torch hub's
-    checkpoints dir, where mmengine caches downloads)."""
+def remote_url(ref: str) -> Optional[str]:
+    """The download URL mmengine uses for a checkpoint reference, by mmengine's own tables:
+    ``open-mmlab://`` / ``openmmlab://`` (deprecated names mapped as mmengine does),
+    ``torchvision://`` / ``modelzoo://``, ``mmcls://`` and plain http(s) URLs; None for a name
+    mmengine does not know, or one it stores as a local file."""
+    from mmengine.runner import checkpoint as ckpt
+    if ref.startswith(('http://', 'https://')):
+        return ref
+    scheme, _, name = ref.partition('://')
+    if scheme in ('open-mmlab', 'openmmlab'):
+        name = ckpt.get_deprecated_model_names().get(name, name)
+        url = ckpt.get_external_models().get(name)
+    elif scheme in ('torchvision', 'modelzoo'):
+        url = ckpt.get_torchvision_models().get(name)
+    elif scheme == 'mmcls':
+        url = ckpt.get_mmcls_models().get(name)
+    else:
+        return None
+    return url if url and url.startswith(('http://', 'https://')) else None
+
+
+def _cached_path(ref: str) -> Optional[str]:
+    """Local file that mmengine would load instead of downloading ``ref``, if present: its URL
+    (:func:`remote_url`) in torch hub's checkpoint directory, where mmengine's ``load_url``
+    caches downloads (``$TORCH_HOME/hub/checkpoints``)."""
+    url = remote_url(ref)
+    if url is None:
+        return None
+    import torch
     name = osp.basename(urllib.parse.urlparse(url).path)
-    hub = os.environ.get('TORCH_HOME') or osp.join(
-        os.environ.get('XDG_CACHE_HOME', osp.expanduser('~/.cache')), 'torch')
-    candidate = osp.join(hub, 'hub', 'checkpoints', name)
+    candidate = osp.join(torch.hub.get_dir(), 'checkpoints', name)
     return candidate if name and osp.isfile(candidate) else None
 
 
-def _resolves(url: str) -> bool:
-    """Whether mmengine could plausibly download ``url`` (its host resolves)."""
-    if '://' not in url:
+def _resolves(ref: str) -> bool:
+    """Whether mmengine could plausibly download ``ref``: the host of its URL resolves.
+
+    Storage backends vt-mm cannot judge (``pavi://``, ``s3://``) are left to mmengine."""
+    if ref.startswith(('pavi://', 's3://')):
+        return True
+    url = remote_url(ref)
+    if url is None:  # a name mmengine's tables do not hold: it would fail too
         return False
-    scheme = url.split('://', 1)[0]
-    if scheme in ('http', 'https'):
-        host = urllib.parse.urlparse(url).hostname
-    else:  # open-mmlab://, torchvision:// ... map to download.openmmlab.com / download.pytorch.org
-        host = 'download.openmmlab.com' if 'mm' in scheme else 'download.pytorch.org'
     try:
-        socket.getaddrinfo(host, 443)
+        socket.getaddrinfo(urllib.parse.urlparse(url).hostname, 443)
         return True
     except OSError:
         return False

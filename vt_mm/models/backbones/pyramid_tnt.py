@@ -37,15 +37,15 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
 
 WORDS_SIDE = 4  # every sentence holds 4x4 words
 SENTENCE_STRIDE = 8  # pixels per sentence side in the first stage
-SR_RATIOS = (4, 2, 1, 1)
 
 
 def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim: int,
@@ -246,11 +246,11 @@ class Stem(nn.Module):
 class PyramidTNTStage(nn.Module):
     """Aggregation from the previous stage (if any), then TNT blocks sharing one relative bias."""
 
-    def __init__(self, index: int, depth: int, dim: int, word_dim: int, num_heads: int,
+    def __init__(self, sr_ratio: int, depth: int, dim: int, word_dim: int, num_heads: int,
                  word_heads: int, native_hw: Tuple[int, int], prev_dims: Optional[Tuple[int, int]],
                  drop_paths: Sequence[float], fused_attn: bool, **block_kw):
         super().__init__()
-        sr = SR_RATIOS[index]
+        sr = sr_ratio
         if prev_dims is not None:
             self.word_merge = WordAggregation(prev_dims[1], word_dim)
             self.sentence_merge = SentenceAggregation(prev_dims[0], dim)
@@ -290,12 +290,13 @@ class PyramidTNTStage(nn.Module):
 
 
 @MODELS.register_module()
-class PyramidTNT(BaseModule):
+class PyramidTNT(BackboneContract, BaseBackbone):
     """PyramidTNT backbone (classification and dense prediction).
 
     Args:
-        arch (str | dict): 'tiny'/'ti', 'small'/'s', 'medium'/'m', 'base'/'b', or a dict with
-            depths, dims, word_dims, num_heads, word_heads and img_size.
+        arch (str | dict): 'tiny'/'ti'/'t', 'small'/'s', 'medium'/'m', 'base'/'b', or a dict with
+            depths, dims, word_dims, num_heads, word_heads (optional: sr_ratios, default
+            [4, 2, 1, 1]; img_size); an unknown name raises ``UnknownArchError``.
         img_size (int | tuple, optional): Native (pre-training) resolution that sizes the position
             embeddings. Default: the arch's (Ti 192, others 256).
         in_channels (int): Input channels. Default: 3.
@@ -317,18 +318,18 @@ class PyramidTNT(BaseModule):
         init_cfg (dict, optional): Initialisation config.
     """
     arch_zoo: Dict[str, dict] = {
-        **dict.fromkeys(['ti', 'tiny'], dict(depths=[2, 6, 3, 2], dims=[80, 160, 320, 320],
-                                             word_dims=[5, 10, 20, 20], num_heads=[2, 4, 8, 8],
-                                             word_heads=[1, 2, 4, 4], img_size=192)),
-        **dict.fromkeys(['s', 'small'], dict(depths=[2, 8, 4, 2], dims=[128, 256, 512, 512],
-                                              word_dims=[8, 16, 32, 32], num_heads=[4, 8, 16, 16],
-                                              word_heads=[2, 4, 8, 8], img_size=256)),
-        **dict.fromkeys(['m', 'medium'], dict(depths=[2, 8, 6, 2], dims=[192, 384, 768, 768],
-                                               word_dims=[12, 24, 48, 48], num_heads=[4, 8, 16, 16],
-                                               word_heads=[2, 4, 8, 8], img_size=256)),
-        **dict.fromkeys(['b', 'base'], dict(depths=[2, 10, 6, 2], dims=[256, 512, 1024, 1024],
-                                             word_dims=[16, 32, 64, 64], num_heads=[4, 8, 16, 16],
-                                             word_heads=[2, 4, 8, 8], img_size=256)),
+        'tiny': dict(depths=[2, 6, 3, 2], dims=[80, 160, 320, 320], word_dims=[5, 10, 20, 20],
+                     num_heads=[2, 4, 8, 8], word_heads=[1, 2, 4, 4], sr_ratios=[4, 2, 1, 1],
+                     img_size=192),
+        'small': dict(depths=[2, 8, 4, 2], dims=[128, 256, 512, 512], word_dims=[8, 16, 32, 32],
+                      num_heads=[4, 8, 16, 16], word_heads=[2, 4, 8, 8], sr_ratios=[4, 2, 1, 1],
+                      img_size=256),
+        'medium': dict(depths=[2, 8, 6, 2], dims=[192, 384, 768, 768], word_dims=[12, 24, 48, 48],
+                       num_heads=[4, 8, 16, 16], word_heads=[2, 4, 8, 8], sr_ratios=[4, 2, 1, 1],
+                       img_size=256),
+        'base': dict(depths=[2, 10, 6, 2], dims=[256, 512, 1024, 1024],
+                     word_dims=[16, 32, 64, 64], num_heads=[4, 8, 16, 16],
+                     word_heads=[2, 4, 8, 8], sr_ratios=[4, 2, 1, 1], img_size=256),
     }
 
     def __init__(self,
@@ -349,20 +350,10 @@ class PyramidTNT(BaseModule):
                  with_cp: bool = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('give either pretrained or init_cfg, not both')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
-        super().__init__(init_cfg)
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise KeyError(f'unknown PyramidTNT arch {arch!r}; choose one of '
-                               f'{sorted(set(self.arch_zoo))} or pass a dict')
-            arch = self.arch_zoo[key]
-        needed = {'depths', 'dims', 'word_dims', 'num_heads', 'word_heads'}
-        if not isinstance(arch, dict) or not needed <= set(arch):
-            raise ValueError(f'a custom arch must be a dict with {sorted(needed)}')
+        super().__init__(pretrained_to_init_cfg('PyramidTNT', pretrained, init_cfg))
+        arch = resolve_arch('PyramidTNT', arch, self.arch_zoo,
+                            required={'depths', 'dims', 'word_dims', 'num_heads', 'word_heads'})
+        arch.setdefault('sr_ratios', [4, 2, 1, 1])
         self.arch = dict(arch)
         img_size = img_size or arch.get('img_size', 224)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -392,7 +383,7 @@ class PyramidTNT(BaseModule):
             stage_hw = (native[0] // 2**i, native[1] // 2**i)
             self.stages.append(
                 PyramidTNTStage(
-                    i, depth, dims[i], word_dims[i], arch['num_heads'][i], arch['word_heads'][i],
+                    arch['sr_ratios'][i], depth, dims[i], word_dims[i], arch['num_heads'][i], arch['word_heads'][i],
                     stage_hw, None if i == 0 else (dims[i - 1], word_dims[i - 1]),
                     dpr[start:start + depth], fused_attn, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                     drop=drop_rate, attn_drop=attn_drop_rate))
@@ -431,27 +422,12 @@ class PyramidTNT(BaseModule):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def _freeze_stages(self):
-        if self.frozen_stages < 0:
-            return
-        frozen = [self.stem]
-        self.sentence_pos.requires_grad = False
-        self.word_pos.requires_grad = False
-        frozen += list(self.stages[:self.frozen_stages])
-        frozen += [getattr(self, f'norm{i}') for i in self.out_indices if i < self.frozen_stages]
-        for m in frozen:
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad = False
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, _BatchNorm):
-                    m.eval()
-        return self
+    def _frozen_parts(self):
+        """Stem and position embeddings, stages ``0..frozen_stages-1`` and their output norms."""
+        parts = [self.stem, self.sentence_pos, self.word_pos]
+        parts += list(self.stages[:self.frozen_stages])
+        parts += [getattr(self, f'norm{i}') for i in self.out_indices if i < self.frozen_stages]
+        return parts
 
     def set_fused_attn(self, fused: bool) -> None:
         """Switches every attention between the fused kernel and the explicit softmax path."""

@@ -31,11 +31,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
-from mmengine.model import BaseModule
 from mmengine.registry import MODELS
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
 from ...deploy import fold_conv_bn
+from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
 
 __all__ = ['SeaFormer', 'checkpoint_filter_fn']
 
@@ -168,12 +169,12 @@ class SeaFormerBlock(nn.Module):
 
 
 @MODELS.register_module()
-class SeaFormer(BaseModule):
+class SeaFormer(BackboneContract, BaseBackbone):
     """SeaFormer backbone (T/S/B/L).
 
     Args:
         arch (str | dict): 'tiny', 'small', 'base', 'large' (or 't'/'s'/'b'/'l'), or a dict with
-            the keys of :attr:`arch_zoo`.
+            the keys of :attr:`arch_zoo`; an unknown name raises ``UnknownArchError``.
         in_channels (int): Image channels. Default: 3.
         out_indices (Sequence[int], optional): Which of the official outputs to return (T/S/B:
             0 = 1/8, 1 = 1/32, 2 = 1/64; L: 0 = 1/8, 1 = 1/16, 2 = 1/32, 3 = 1/64). Default: all,
@@ -184,6 +185,8 @@ class SeaFormer(BaseModule):
         frozen_stages (int): Freeze the first ``frozen_stages`` inverted-residual stages
             (stem included); -1 freezes nothing. Default: -1.
         norm_eval (bool): Keep BN in eval mode while training. Default: False.
+        pretrained (str, optional): Deprecated (mmseg's ``EncoderDecoder`` passes it); same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=...)``.
         init_cfg (dict, optional): Initialisation config, e.g. Pretrained.
     """
 
@@ -222,7 +225,6 @@ class SeaFormer(BaseModule):
             stem_channels=32, emb_dims=[192, 256, 320], key_dims=[16, 20, 24],
             depths=[3, 3, 3], num_heads=8, mlp_ratios=[2, 4, 6]),
     }
-    arch_aliases = {'t': 'tiny', 's': 'small', 'b': 'base', 'l': 'large'}
 
     def __init__(self,
                  arch='tiny',
@@ -233,18 +235,10 @@ class SeaFormer(BaseModule):
                  norm_cfg: dict = dict(type='BN', requires_grad=True),
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
+                 pretrained: Optional[str] = None,
                  init_cfg=None):
-        super().__init__(init_cfg)
-        if isinstance(arch, str):
-            key = self.arch_aliases.get(arch.lower(), arch.lower())
-            if key not in self.arch_zoo:
-                raise ValueError(f'Unknown SeaFormer arch {arch!r}; choose one of '
-                                 f'{sorted(self.arch_zoo)} (or t/s/b/l), or pass a dict')
-            arch = self.arch_zoo[key]
-        else:
-            missing = set(self.arch_zoo['tiny']) - set(arch)
-            if missing:
-                raise ValueError(f'Custom SeaFormer arch is missing {sorted(missing)}')
+        super().__init__(pretrained_to_init_cfg('SeaFormer', pretrained, init_cfg))
+        arch = resolve_arch('SeaFormer', arch, self.arch_zoo)
         self.arch = arch
         self.in_channels = in_channels
         self.norm_eval = norm_eval
@@ -319,28 +313,14 @@ class SeaFormer(BaseModule):
                 outs.append(x)
         return tuple(outs[i] for i in self.out_indices)
 
-    def _freeze_stages(self):
-        if self.frozen_stages >= 0:
-            self.stem.eval()
-            for p in self.stem.parameters():
-                p.requires_grad = False
+    def _frozen_parts(self):
+        """The stem and the first ``frozen_stages`` stages (with their SeaFormer blocks)."""
+        parts = [self.stem]
         for i in range(min(self.frozen_stages, len(self.mv2_stages))):
-            modules = [self.mv2_stages[i]]
+            parts.append(self.mv2_stages[i])
             if i >= self.sea_start:
-                modules.append(self.sea_stages[i - self.sea_start])
-            for m in modules:
-                m.eval()
-                for p in m.parameters():
-                    p.requires_grad = False
-
-    def train(self, mode=True):
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
+                parts.append(self.sea_stages[i - self.sea_start])
+        return parts
 
     def switch_to_deploy(self, channels_last: bool = True):
         """Inference mode (irreversible): fold every Conv-BN pair into one conv and, by default,

@@ -47,8 +47,7 @@ depth  ours              paper                   table
 Table 8 reports VT-R34 at 19.2M, 2.6M below Table 2's 21.8M for the same depth; no single module
 design that matches R18 in both tables and R50/101 also fits 19.2M, so R34 follows Table 2.
 """
-import warnings
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch.nn as nn
 from mmengine.registry import MODELS
@@ -56,12 +55,13 @@ from mmpretrain.models.backbones import ResNet
 from torch import Tensor
 
 from ..layers import VTModule
+from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
 
 __all__ = ['VTResNet']
 
 
 @MODELS.register_module()
-class VTResNet(ResNet):
+class VTResNet(BackboneContract, ResNet):
     """VT-ResNet backbone (ResNet stages 1-3 + VT modules in place of stage 4).
 
     Args:
@@ -89,12 +89,13 @@ class VTResNet(ResNet):
             ``with_cp``, ``zero_init_residual``, ...).
     """
 
-    # depth -> (number of VT modules, groups of the map<->token projections, W_Q groups)
-    vt_settings = {
-        18: (2, 1, 4),
-        34: (3, 1, 4),
-        50: (3, 4, 16),
-        101: (3, 4, 16),
+    # depth -> VT stage: number of VT modules, groups of the map<->token projections (tokenizer
+    # values, recurrent W_{T->R}, projector keys/values) and groups of the projector's W_Q
+    arch_zoo = {
+        18: dict(num_vt_modules=2, groups=1, query_groups=4),
+        34: dict(num_vt_modules=3, groups=1, query_groups=4),
+        50: dict(num_vt_modules=3, groups=4, query_groups=16),
+        101: dict(num_vt_modules=3, groups=4, query_groups=16),
     }
 
     def __init__(self,
@@ -113,9 +114,7 @@ class VTResNet(ResNet):
                  pretrained: Optional[str] = None,
                  init_cfg=None,
                  **kwargs):
-        if depth not in self.vt_settings:
-            raise ValueError(f'VTResNet depth must be one of {sorted(self.vt_settings)}, '
-                             f'got {depth!r}')
+        settings = resolve_arch('VTResNet', depth, self.arch_zoo, what='depth', allow_dict=False)
         if out_type not in ('featmap', 'tokens'):
             raise ValueError(f"out_type must be 'featmap' or 'tokens', got {out_type!r}")
         out_indices = tuple(out_indices)
@@ -126,12 +125,7 @@ class VTResNet(ResNet):
         out_indices = tuple(sorted(i % 4 for i in out_indices))
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
-        if pretrained is not None:
-            if init_cfg is not None:
-                raise ValueError('Set either pretrained or init_cfg, not both')
-            warnings.warn('pretrained is deprecated, use init_cfg=dict(type="Pretrained", '
-                          'checkpoint=...)')
-            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        init_cfg = pretrained_to_init_cfg('VTResNet', pretrained, init_cfg)
         resnet_kwargs = dict(kwargs)
         if init_cfg is not None:
             resnet_kwargs['init_cfg'] = init_cfg
@@ -154,7 +148,8 @@ class VTResNet(ResNet):
         self.token_channels = token_channels
         self.num_tokens = num_tokens
 
-        num_modules, groups, query_groups = self.vt_settings[depth]
+        num_modules, groups, query_groups = (settings['num_vt_modules'], settings['groups'],
+                                             settings['query_groups'])
         if num_vt_modules is not None:
             if num_vt_modules < 1:
                 raise ValueError(f'num_vt_modules must be >= 1, got {num_vt_modules}')
@@ -192,17 +187,14 @@ class VTResNet(ResNet):
         widths.append(self.token_channels if self.out_type == 'tokens' else self.vt_channels)
         return [widths[i] for i in self.out_indices]
 
-    def _freeze_stages(self):
-        frozen = self.frozen_stages
-        self.frozen_stages = min(frozen, 3)  # the ResNet part has three stages
-        try:
-            super()._freeze_stages()
-        finally:
-            self.frozen_stages = frozen
-        if frozen >= 4 and hasattr(self, 'vt_modules'):
-            self.vt_modules.eval()
-            for param in self.vt_modules.parameters():
-                param.requires_grad = False
+    def _frozen_parts(self):
+        """Stem, ResNet layers ``1..min(frozen_stages, 3)`` and, at 4, the VT modules (also
+        called by mmpretrain's ``ResNet.__init__`` before the VT modules exist)."""
+        parts = [self.stem] if self.deep_stem else [self.conv1, self.norm1]
+        parts += [getattr(self, f'layer{i}') for i in range(1, min(self.frozen_stages, 3) + 1)]
+        if self.frozen_stages >= 4 and hasattr(self, 'vt_modules'):
+            parts.append(self.vt_modules)
+        return parts
 
     def _check_input(self, x: Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -235,17 +227,15 @@ class VTResNet(ResNet):
             outs.append(tokens if self.out_type == 'tokens' else x)
         return tuple(outs)
 
-    def forward_tokens(self, x: Tensor):
-        """Per VT module: output tokens (N, C_T, L) and spatial attention (N, L', H/16, W/16).
-
-        The attention shows which pixels each visual token gathers (used by the visualiser).
-        """
+    def attention_maps(self, x: Tensor) -> List[Tensor]:
+        """Spatial attention (N, L', H/16, W/16) of every VT module's tokenizer: which pixels
+        each visual token gathers (used by the visualiser)."""
         x = self.forward_stem_stages(x)
-        results, tokens = [], None
+        maps, tokens = [], None
         for module in self.vt_modules:
-            x, tokens, attn = module.forward_with_attn(x, tokens)
-            results.append((tokens, attn))
-        return results
+            x, tokens, attn = module(x, tokens, with_attention=True)
+            maps.append(attn)
+        return maps
 
     def forward_stem_stages(self, x: Tensor) -> Tensor:
         """Stem and ResNet stages 1-3: the map the VT stack reads."""

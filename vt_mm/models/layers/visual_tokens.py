@@ -487,18 +487,13 @@ class VTModule(BaseModule):
         self.projector = TokenProjector(in_channels, token_channels, **(
             projector_cfg or {})) if with_projector else None
 
-    def forward_with_attn(self, x: Tensor,
-                          tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
-        """Like :meth:`forward`, plus the tokenizer's spatial attention (N, L', H, W)."""
+    def forward(self, x: Tensor, tokens: Optional[Tensor] = None, with_attention: bool = False):
+        """Returns the (projected) feature map and the output tokens (N, C_T, L), plus, with
+        ``with_attention``, the tokenizer's spatial attention (N, L', H, W)."""
         tokens, attn = self.tokenizer(x, tokens)
         if self.pos_encoding is not None:
             tokens = self.pos_encoding(tokens, attn)
         tokens = self.transformer(tokens)
         if self.projector is not None:
             x = self.projector(x, tokens)
-        return x, tokens, attn
-
-    def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
-        """Returns the (projected) feature map and the output tokens (N, C_T, L)."""
-        x, tokens, _ = self.forward_with_attn(x, tokens)
-        return x, tokens
+        return (x, tokens, attn) if with_attention else (x, tokens)
