@@ -182,3 +182,76 @@ def test_default_heads_and_width_suit_any_out_channels(out, heads):
     assert outs[0].shape == (1, out, 9, 7)
     with pytest.raises(ValueError, match='num_heads=16 must divide out_channels=24'):
         VTFPN([16, 32], 24, 2, num_heads=16)
+
+
+def _reference_forward(neck, inputs):
+    """VT-FPN written plainly, module by module (FPN's lateral convs and top-down sum, the
+    layers' own forwards, a copied residual): what the fast paths must reproduce."""
+    import torch.nn.functional as F
+    used = inputs[neck.start_level:neck.backbone_end_level]
+    laterals = [conv(x) for conv, x in zip(neck.lateral_convs, used)]
+    for i in range(len(laterals) - 1, 0, -1):
+        laterals[i - 1] = laterals[i - 1] + F.interpolate(
+            laterals[i], size=laterals[i - 1].shape[2:], mode='nearest')
+    tokens = []
+    for i, x in enumerate(laterals):
+        t, a = neck.tokenizers[i](x)
+        tokens.append(neck.pos_encodings[i](t, a))
+    mixed = neck.transformer(torch.cat(tokens, 2)).split([t.shape[2] for t in tokens], 2)
+    outs = []
+    for proj, x, t in zip(neck.projectors, laterals, mixed):
+        attn = proj.attention(x, t)  # N, h, HW, L
+        n, c, hgt, wid = x.shape
+        v = torch.nn.functional.conv1d(t, proj.value.weight, proj.value.bias)
+        v = v.view(n, proj.num_heads, c // proj.num_heads, -1)
+        delta = torch.einsum('nhdl,nhpl->nhdp', v, attn).reshape(n, c, hgt, wid)
+        outs.append(x + delta)
+    return outs
+
+
+@pytest.mark.parametrize('hw', [(473, 473), (64, 96), (97, 65)])
+def test_fast_paths_give_the_plain_outputs(hw):
+    """Laterals as products with the top-down sum accumulated in place, broadcast nearest
+    upsampling and in-place projector residuals (issue 11's speed work) change no output,
+    with or without autograd; odd sizes take F.interpolate."""
+    torch.manual_seed(0)
+    neck = VTFPN(IN_CHANNELS, 32, 4).eval()
+    feats = _features(*hw)
+    with torch.no_grad():
+        expected = _reference_forward(neck, feats)
+        fast = neck(feats)
+        inputs_before = [f.clone() for f in feats]
+        neck(feats)
+    assert all(torch.equal(a, b) for a, b in zip(feats, inputs_before))  # inputs untouched
+    with torch.enable_grad():
+        trained = neck(feats)
+    for e, f, t in zip(expected, fast, trained):
+        assert torch.allclose(f, e, atol=1e-5, rtol=1e-5), (f - e).abs().max()
+        assert torch.allclose(t, e, atol=1e-5, rtol=1e-5), (t - e).abs().max()
+
+
+def test_nearest_repeat_matches_interpolate():
+    import torch.nn.functional as F
+    from vt_mm.models.necks.vt_fpn import _nearest_repeat
+    checked = 0
+    for size in range(1, 40):
+        for out in range(size, 4 * size + 2):
+            k = _nearest_repeat(size, out)
+            assert (k > 0) == (out % size == 0)
+            if k:
+                x = torch.randn(1, 1, size, 2)
+                up = x[:, :, :, None].expand(1, 1, size, k, 2).reshape(1, 1, out, 2)
+                assert torch.equal(up, F.interpolate(x, size=(out, 2), mode='nearest'))
+                checked += 1
+    assert checked > 100
+
+
+def test_on_lateral_extra_conv_reads_the_unprojected_lateral():
+    """'on_lateral' extra convs read the last lateral, which the in-place projection must keep."""
+    torch.manual_seed(0)
+    neck = VTFPN(IN_CHANNELS, 32, 5, add_extra_convs='on_lateral').eval()
+    feats = _features(64, 64)
+    with torch.no_grad():
+        outs = neck(feats)
+        lateral = neck.lateral_features(feats)[-1]
+        assert torch.allclose(outs[-1], neck.extra_convs[0](lateral), atol=1e-6)
