@@ -29,7 +29,8 @@ def test_demo_data_layout_and_determinism(tmp_path):
     assert len(ids) == 6
     for i in ids:
         img = Image.open(a / 'TrainVal_images' / 'train_images' / f'{i}.jpg')
-        lbl = np.asarray(Image.open(a / 'TrainVal_parsing_annotations' / 'train_segmentations' / f'{i}.png'))
+        lbl = np.asarray(
+            Image.open(a / 'TrainVal_parsing_annotations' / 'train_segmentations' / f'{i}.png'))
         assert img.size == (96, 96) and img.mode == 'RGB'
         assert lbl.shape == (96, 96) and lbl.max() <= 19
     check_lip_root(str(a))
@@ -63,7 +64,8 @@ def test_flip_swaps_left_right_labels():
     seg[:, 1] = 16
     seg[:, 2] = 5
     seg[:, 5] = 19
-    results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(), seg_fields=['gt_seg_map'])
+    results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(),
+                   seg_fields=['gt_seg_map'])
     out = RandomFlipSwapLabels(prob=1.0, swap_pairs=LIP_FLIP_PAIRS)(results)
     flipped = out['gt_seg_map']
     assert (flipped[:, 5] == 15).all()  # the left arm moved right and became the right arm
@@ -71,7 +73,8 @@ def test_flip_swaps_left_right_labels():
     assert (flipped[:, 3] == 5).all()  # unpaired classes keep their label
     assert (flipped[:, 0] == 18).all()
     # vertical flips do not swap sides
-    results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(), seg_fields=['gt_seg_map'])
+    results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(),
+                   seg_fields=['gt_seg_map'])
     out = RandomFlipSwapLabels(prob=1.0, direction='vertical', swap_pairs=LIP_FLIP_PAIRS)(results)
     assert (out['gt_seg_map'][:, 0] == 14).all()
 

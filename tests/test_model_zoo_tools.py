@@ -48,7 +48,8 @@ def test_measure_two_configs_side_by_side(capsys):
 
 
 def test_default_input_sizes_follow_the_toolbox():
-    _, cfg, toolbox = benchmark.build_model('configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py')
+    _, cfg, toolbox = benchmark.build_model(
+        'configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py')
     assert benchmark.default_shape(cfg, toolbox) == (512, 512)
     _, cfg, toolbox = benchmark.build_model('configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py')
     assert benchmark.default_shape(cfg, toolbox) == (256, 256)
@@ -116,5 +117,6 @@ def test_synthetic_benchmark_trains_and_reports(tmp_path):
     assert [r['model'] for r in results] == ['Semantic FPN R-50 VT-FPN', 'RetinaNet R-18 VT-FPN']
     assert all(len(r['train']) >= 1 and r['train'][0]['loss'] > 0 for r in results)
     text = (tmp_path / 'results.md').read_text()
-    assert 'Synthetic data' in text and '| seg (LIP-layout) | Semantic FPN R-50 VT-FPN | 2 |' in text
+    assert 'Synthetic data' in text
+    assert '| seg (LIP-layout) | Semantic FPN R-50 VT-FPN | 2 |' in text
     assert (tmp_path / 'loss_curves.png').stat().st_size > 1000

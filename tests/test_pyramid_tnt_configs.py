@@ -1,13 +1,12 @@
 """PyramidTNT configs: mmpretrain classifiers and mmdet detectors build and run."""
 import pytest
 import torch
+from det_helpers import coco_batch, loss_step  # noqa: E402
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import vt_mm  # noqa: F401
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
-
-from det_helpers import coco_batch, loss_step  # noqa: E402
 
 
 @pytest.mark.parametrize('arch,params', [('ti', 10_578_529), ('s', 31_953_200), ('m', 84_943_572),
@@ -46,7 +45,8 @@ def test_detector_loss_and_predict_on_generated_coco(config, with_mask, coco):
     init_default_scope('mmdet')
     cfg = Config.fromfile(config)
     assert cfg.model.backbone.type == 'PyramidTNT' and cfg.model.backbone.upsample
-    assert cfg.optim_wrapper.optimizer.lr == 1e-4 and cfg.optim_wrapper.optimizer.weight_decay == 0.05
+    optimizer = cfg.optim_wrapper.optimizer
+    assert optimizer.lr == 1e-4 and optimizer.weight_decay == 0.05
     assert cfg.train_pipeline[2].scale == (1333, 800)
     cfg.model.backbone.init_cfg = None  # no ImageNet weights offline
     if 'bbox_head' in cfg.model:

@@ -16,7 +16,8 @@ def test_transform_visible_from_each_toolbox(scope):
 def test_custom_imports_line_registers(tmp_path):
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text("custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)\n"
-                        "model = dict(type='VTFPN', in_channels=[8, 16], out_channels=8, num_outs=2,"
+                        "model = dict(type='VTFPN', in_channels=[8, 16], out_channels=8, "
+                        "num_outs=2,"
                         " num_tokens=2, token_channels=16)\n")
     cfg = Config.fromfile(str(cfg_file))  # imports vt_mm through custom_imports
     from mmdet.registry import MODELS
@@ -24,8 +25,8 @@ def test_custom_imports_line_registers(tmp_path):
 
 
 def test_lip_configs_load_and_build():
-    from mmseg.registry import MODELS
     from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
     init_default_scope('mmseg')
     for name, neck in (('fpn_lip', 'FPN'), ('vtfpn_lip', 'VTFPN')):
         cfg = Config.fromfile(f'configs/{name}.py')

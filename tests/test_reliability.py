@@ -10,10 +10,9 @@ import time
 
 import pytest
 import torch
+from test_tools_e2e import DEMO_CFG, ROOT, TINY_CONFIG  # noqa: E402
 
 import vt_mm  # noqa: F401
-
-from test_tools_e2e import DEMO_CFG, ROOT, TINY_CONFIG  # noqa: E402
 
 # the end-to-end tests' tiny config (ResNet-18, narrow tokens), bit-reproducible
 TINY = TINY_CONFIG + "randomness = dict(seed=0, deterministic=True)\n"
@@ -83,7 +82,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(lip_root, tmp_path):
     assert f'Iter(train) [{resumed_from + 1}/{total}]' in out
     assert 'Iter(train) [1/' not in out  # continued, not restarted
 
-    ref, res = _weights(tmp_path / 'ref' / f'iter_{total}.pth'), _weights(work / f'iter_{total}.pth')
+    ref = _weights(tmp_path / 'ref' / f'iter_{total}.pth')
+    res = _weights(work / f'iter_{total}.pth')
     assert ref['meta']['iter'] == res['meta']['iter'] == total
     for key, value in ref['state_dict'].items():
         assert torch.equal(value, res['state_dict'][key]), key
@@ -242,7 +242,8 @@ def test_smallest_inputs_row_of_the_table(name, size, ok):
     """VT-ResNet and SeaFormer take any size (the coarsest maps shrink to 1x1); PyramidTNT needs
     32 px for its spatial reduction and says so."""
     from vt_mm.models import backbones
-    model = {'VTResNet': lambda: backbones.VTResNet(18), 'SeaFormer': lambda: backbones.SeaFormer('t'),
+    model = {'VTResNet': lambda: backbones.VTResNet(18),
+             'SeaFormer': lambda: backbones.SeaFormer('t'),
              'PyramidTNT': lambda: backbones.PyramidTNT('ti')}[name]()
     model.eval()
     x = torch.randn(1, 3, size, size)
@@ -255,8 +256,9 @@ def test_smallest_inputs_row_of_the_table(name, size, ok):
 
 
 def _rank_check_worker(rank, port, diverge, results):
-    import torch.distributed as dist
     from types import SimpleNamespace
+
+    import torch.distributed as dist
 
     from vt_mm.engine.hooks import RankConsistencyHook
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank,

@@ -33,7 +33,8 @@ CLS_LAYOUT = dict(tiny='SeaFormer_T_in1k_cls', small='SeaFormer_S_in1k_cls',
 def build_segmentor(arch, config=None):
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
-    cfg = Config.fromfile(config or f'configs/seaformer/seaformer-{arch}_8xb4-160k_ade20k-512x512.py')
+    cfg = Config.fromfile(config
+                          or f'configs/seaformer/seaformer-{arch}_8xb4-160k_ade20k-512x512.py')
     replace_syncbn(cfg)
     model = MODELS.build(cfg.model)
     model.init_weights()
@@ -185,7 +186,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
 
 
 def test_bad_arguments_give_clear_errors():
-    with pytest.raises(ValueError, match=r"SeaFormer: unknown arch 'huge'.*base.*large.*small.*tiny"):
+    with pytest.raises(ValueError, match=r"SeaFormer: unknown arch "
+                                         r"'huge'.*base.*large.*small.*tiny"):
         SeaFormer('huge')
     with pytest.raises(ValueError, match='out_indices'):
         SeaFormer('tiny', out_indices=(3, ))
@@ -219,9 +221,11 @@ data_root = {root!r}
 crop_size = (64, 64)
 model = dict(data_preprocessor=dict(size=crop_size), backbone=dict(drop_path_rate=0.0),
              decode_head=dict(num_classes=3))
-train_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+train_pipeline = [dict(type='LoadImageFromFile'),
+                  dict(type='LoadAnnotations', reduce_zero_label=True),
                   dict(type='RandomCrop', crop_size=crop_size), dict(type='PackSegInputs')]
-test_pipeline = [dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', reduce_zero_label=True),
+test_pipeline = [dict(type='LoadImageFromFile'),
+                 dict(type='LoadAnnotations', reduce_zero_label=True),
                  dict(type='PackSegInputs')]
 metainfo = dict(classes=('wall', 'building', 'sky'))  # ADE20K's first 3 classes
 train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
@@ -279,8 +283,8 @@ def _official_tiny_forward(w, x, heads=4, key_dim=(16, 24)):
         b, _, h, wd = x.shape
         q, k, v = (conv_bn(x, f'{p}.to_{n}') for n in 'qkv')
         dh = v.shape[1]
-        qkv = conv_bn(F.relu6(conv_bn(torch.cat([q, k, v], 1), f'{p}.dwconv', groups=2 * q.shape[1] + dh)),
-                      f'{p}.pwconv')
+        mixed = conv_bn(torch.cat([q, k, v], 1), f'{p}.dwconv', groups=2 * q.shape[1] + dh)
+        qkv = conv_bn(F.relu6(mixed), f'{p}.pwconv')
 
         def axial(qs, ks, vs, pq, pk, length):
             qs = qs + F.interpolate(w[f'{p}.{pq}.pos_embed'], size=length, mode='linear',
@@ -332,7 +336,8 @@ def _official_tiny_forward(w, x, heads=4, key_dim=(16, 24)):
         p = f'decode_head.fuse{i + 1}'
         local = conv_bn(detail, f'{p}.local_embedding', conv='conv')
         g = hsig(conv_bn(deep, f'{p}.global_act', conv='conv'))
-        detail = local * F.interpolate(g, size=local.shape[2:], mode='bilinear', align_corners=False)
+        detail = local * F.interpolate(
+            g, size=local.shape[2:], mode='bilinear', align_corners=False)
     fused = F.relu(conv_bn(detail, 'decode_head.linear_fuse', groups=detail.shape[1], conv='conv'))
     return F.conv2d(fused, w['decode_head.conv_seg.weight'], w['decode_head.conv_seg.bias'])
 

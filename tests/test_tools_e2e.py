@@ -104,6 +104,7 @@ def test_unreachable_pretrained_checkpoint_error(lip_root, tmp_path):
     # the paper config names mmseg's ImageNet ResNet-50 (open-mmlab://); with no network and no
     # cached copy, the message must say so and how to point at a local file
     from mmengine.config import Config
+
     from vt_mm.engine import runtime
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'vtfpn_lip.py'))
     original = runtime._resolves
@@ -126,6 +127,7 @@ def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch):
     for every scheme mmengine resolves (issue 12: open-mmlab:// used to map to no file)."""
     import torch
     from mmengine.config import Config
+
     from vt_mm.engine import runtime
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     monkeypatch.setattr(runtime, '_resolves', lambda ref: False)  # offline
@@ -162,7 +164,8 @@ def test_dist_train_two_cpu_processes(lip_root, tmp_path):
     """tools/dist_train.sh CONFIG 2: torchrun + gloo on the CPU; SyncBN becomes BN, logged."""
     cfg = _tiny_config(tmp_path, lip_root)
     with open(cfg, 'a') as f:
-        f.write("model.update(decode_head=dict(norm_cfg=dict(type='SyncBN', requires_grad=True)))\n")
+        f.write("model.update(decode_head=dict(norm_cfg=dict(type='SyncBN', "
+                "requires_grad=True)))\n")
     env = dict(os.environ, PORT='29731',
                PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
     work = str(tmp_path / 'dist')

@@ -29,7 +29,8 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 96), keep_ratio=True),
     dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
     data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
     data_prefix=dict(img='train/'), pipeline=train_pipeline))
@@ -54,10 +55,12 @@ train_pipeline = [dict(type='LoadImageFromFile'), dict(type='RandomResizedCrop',
                   dict(type='PackInputs')]
 test_pipeline = [dict(type='LoadImageFromFile'), dict(type='CenterCrop', crop_size=56),
                  dict(type='PackInputs')]
-train_dataloader = dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=True),
+train_dataloader = dict(batch_size=4, num_workers=0,
+                        sampler=dict(type='DefaultSampler', shuffle=True),
                         dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='train',
                                      pipeline=train_pipeline))
-val_dataloader = dict(batch_size=4, num_workers=0, sampler=dict(type='DefaultSampler', shuffle=False),
+val_dataloader = dict(batch_size=4, num_workers=0,
+                      sampler=dict(type='DefaultSampler', shuffle=False),
                       dataset=dict(type='CustomDataset', data_root=data_root, data_prefix='val',
                                    pipeline=test_pipeline))
 val_evaluator = dict(type='Accuracy', topk=(1, ))
@@ -93,8 +96,8 @@ def test_mmdet_retinanet_with_vtfpn_train_and_test(tmp_path):
     evaluated = ('coco/bbox_mAP', 'testing results of the whole dataset is empty')
     assert any(e in out for e in evaluated), out[-3000:]
     ckpt = str(work / 'epoch_1.pth')
-    out = _run(['tools/test.py', str(cfg), ckpt, '--work-dir', str(work / 'test'), '--show-dir', 'vis',
-                '--out', str(tmp_path / 'dets.pkl')])
+    out = _run(['tools/test.py', str(cfg), ckpt, '--work-dir', str(work / 'test'),
+                '--show-dir', 'vis', '--out', str(tmp_path / 'dets.pkl')])
     assert any(e in out for e in evaluated), out[-3000:]
     assert len(glob.glob(str(work / 'test' / '*' / 'vis' / '*.jpg'))) == 2
     with open(tmp_path / 'dets.pkl', 'rb') as f:
@@ -113,8 +116,8 @@ def test_mmpretrain_classifier_train_and_test(tmp_path):
     work = tmp_path / 'work'
     out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'accuracy/top1' in out
-    out = _run(['tools/test.py', str(cfg), str(work / 'epoch_1.pth'), '--work-dir', str(work / 'test'),
-                '--out', str(tmp_path / 'preds.pkl')])
+    out = _run(['tools/test.py', str(cfg), str(work / 'epoch_1.pth'), '--work-dir',
+                str(work / 'test'), '--out', str(tmp_path / 'preds.pkl')])
     assert 'accuracy/top1' in out
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         assert len(pickle.load(f)) == 6

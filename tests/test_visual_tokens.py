@@ -4,8 +4,14 @@ import math
 import pytest
 import torch
 
-from vt_mm.models.layers import (FilterTokenizer, RecurrentTokenizer, TokenPositionEncoding,
-                                 TokenProjector, TokenTransformer, VTModule)
+from vt_mm.models.layers import (
+    FilterTokenizer,
+    RecurrentTokenizer,
+    TokenPositionEncoding,
+    TokenProjector,
+    TokenTransformer,
+    VTModule,
+)
 
 torch.manual_seed(0)
 
@@ -13,7 +19,8 @@ torch.manual_seed(0)
 def _grads_reach_all(module, loss):
     module.zero_grad()
     loss.backward()
-    missing = [n for n, p in module.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [n for n, p in module.named_parameters()
+               if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, f'no gradient reaches {missing}'
 
 

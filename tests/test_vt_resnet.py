@@ -81,7 +81,8 @@ def test_module_counts_and_tokenizer_kinds():
     assert cls.vt_modules[0].projector is not None and cls.vt_modules[-1].projector is None
 
 
-@pytest.mark.parametrize('depth,channels', [(18, [64, 128, 256, 256]), (50, [256, 512, 1024, 1024])])
+@pytest.mark.parametrize('depth,channels', [(18, [64, 128, 256, 256]),
+                                            (50, [256, 512, 1024, 1024])])
 def test_dense_and_token_outputs_at_odd_size(depth, channels):
     x = torch.randn(2, 3, 225, 317)
     dense = VTResNet(depth, out_indices=(0, 1, 2, 3))
@@ -143,7 +144,8 @@ def test_norm_eval_keeps_bn_in_eval():
 
 
 def test_bad_arguments_and_inputs_give_clear_errors():
-    with pytest.raises(ValueError, match=r'VTResNet: unknown depth 42; choose one of \[18, 34, 50, 101\]'):
+    with pytest.raises(ValueError, match=r'VTResNet: unknown depth 42; choose one of \[18, 34, 50, '
+                                         r'101\]'):
         VTResNet(42)
     with pytest.raises(ValueError, match='out_indices'):
         VTResNet(18, out_indices=(4, ))

@@ -232,6 +232,7 @@ def test_fast_paths_give_the_plain_outputs(hw):
 
 def test_nearest_repeat_matches_interpolate():
     import torch.nn.functional as F
+
     from vt_mm.models.necks.vt_fpn import _nearest_repeat
     checked = 0
     for size in range(1, 40):

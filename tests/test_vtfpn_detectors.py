@@ -2,14 +2,13 @@
 import numpy as np
 import pytest
 import torch
+from det_helpers import coco_batch, loss_step  # noqa: E402
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import vt_mm  # noqa: F401
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
-
-from det_helpers import coco_batch, loss_step  # noqa: E402
 
 NUM = len(SHAPE_CLASSES)
 

@@ -23,8 +23,9 @@ FIRST_ROUND = dict(num_heads=1, groups=1, token_channels=1024,
 
 
 def _batches():
-    from mmseg.structures import SegDataSample
     from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
     from vt_mm.datasets.demo_cue import make_cue_sample
     rng = np.random.default_rng(0)
     samples = [make_cue_sample(SIZE, rng) for _ in range(4 * BATCH)]
@@ -44,6 +45,7 @@ def _batches():
 def _train(neck_type: str, **neck_kw):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
     from vt_mm.datasets.demo_cue import CUE_CLASSES
     init_default_scope('mmseg')
     torch.manual_seed(0)

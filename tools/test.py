@@ -4,8 +4,8 @@
                          [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 
 --show-dir writes prediction overlays (segmentation masks, detection boxes, class labels) to
-DIR; a relative DIR is under the work dir (mmdet: under its timestamped folder); --out keeps the raw predictions (mmseg: a folder
-of PNG label maps; mmdet / mmpretrain: a pickle file).
+DIR; a relative DIR is under the work dir (mmdet: under its timestamped folder); --out keeps the
+raw predictions (mmseg: a folder of PNG label maps; mmdet / mmpretrain: a pickle file).
 """
 import argparse
 import os
@@ -35,9 +35,11 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='write prediction overlays to this dir')
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config entries')
     parser.add_argument(
-        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none', help='job launcher')
+        '--cfg-options', nargs='+', action=DictAction, help='override config entries')
+    parser.add_argument(
+        '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
+        help='job launcher')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -70,13 +72,15 @@ def _enable_visualization(cfg: Config, toolbox: str, args) -> None:
 
 def _keep_outputs(cfg: Config, toolbox: str, out: str) -> None:
     if toolbox == 'mmseg':
-        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        evaluators = cfg.test_evaluator
+        evaluators = evaluators if isinstance(evaluators, list) else [evaluators]
         for ev in evaluators:
             ev['output_dir'] = out
             ev['keep_results'] = True
     else:
         if not out.endswith(('.pkl', '.pickle')):
-            raise SystemExit(f'--out {out}: mmdet / mmpretrain results are a pickle file; use a .pkl path')
+            raise SystemExit(f'--out {out}: mmdet / mmpretrain results are a pickle file; use a '
+                             '.pkl path')
         dump = ConfigDict(type='DumpDetResults' if toolbox == 'mmdet' else 'DumpResults',
                           out_file_path=out)
         if isinstance(cfg.test_evaluator, (list, tuple)):

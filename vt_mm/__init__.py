@@ -6,7 +6,7 @@ config) registers every public module in mmengine's *root* registries (``mmengin
 module is buildable by its plain name (``type='VTFPN'``) from configs of all three toolboxes.
 It also allow-lists the types mmengine checkpoints hold for torch's ``weights_only`` loading.
 """
-from .version import __version__
 from . import datasets, engine, models, utils  # noqa: F401  (registers modules)
+from .version import __version__
 
 __all__ = ['__version__']

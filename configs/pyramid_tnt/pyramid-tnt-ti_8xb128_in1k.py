@@ -1,7 +1,10 @@
-# PyramidTNT-Ti, ImageNet-1k, at its native 192x192. Reported: 75.2 top-1, 10.58M params, 0.59 GMACs.
+# PyramidTNT-Ti, ImageNet-1k, at its native 192x192.
+# Reported: 75.2 top-1, 10.58M params, 0.59 GMACs.
 _base_ = ['./pyramid-tnt-s_8xb128_in1k.py']
 img_size = 192
-model = dict(backbone=dict(arch='tiny', img_size=img_size, drop_path_rate=0.0), head=dict(in_channels=320))
+model = dict(
+    backbone=dict(arch='tiny', img_size=img_size, drop_path_rate=0.0),
+    head=dict(in_channels=320))
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=img_size, backend='pillow', interpolation='bicubic'),

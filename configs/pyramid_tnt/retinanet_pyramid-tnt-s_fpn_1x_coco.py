@@ -3,7 +3,8 @@
 # (./_base_/pyramid-tnt-s_detection.py). The FPN takes stages 1-3 (strides 8-32) plus P6/P7 as
 # for ResNet's C3-C5. 1333x800 as mmdet's config.
 # ImageNet weights: convert the official checkpoint with
-#   python tools/model_converters/pyramid_tnt2mmpretrain.py ptnt_s.pth checkpoints/pyramid-tnt-s_in1k.pth
+#   python tools/model_converters/pyramid_tnt2mmpretrain.py ptnt_s.pth \
+#       checkpoints/pyramid-tnt-s_in1k.pth
 # or train from scratch with --cfg-options model.backbone.init_cfg=None.
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/pyramid-tnt-s_detection.py']
 model = dict(

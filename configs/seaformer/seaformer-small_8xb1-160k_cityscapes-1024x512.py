@@ -1,5 +1,6 @@
 # SeaFormer-S on Cityscapes at half resolution (1024x512 input, 512x1024 crops), 160k iterations,
-# batch 8 (8 GPUs x 1), AdamW lr 3e-4, as the authors' 1x8 config. Reported: 71.1 mIoU. Their configs list
+# batch 8 (8 GPUs x 1), AdamW lr 3e-4, as the authors' 1x8 config. Reported: 71.1 mIoU.
+# Their configs list
 # 'absolute_pos_embed' for no decay, which matches no SeaFormer parameter; we keep the ADE20K rule
 # (no decay on the axial position embeddings) for all configs.
 _base_ = [

@@ -16,7 +16,8 @@ train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='RandomResizedCrop', scale=224),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
-    dict(type='AutoAugment', policies='imagenet', hparams=dict(pad_val=[round(x) for x in bgr_mean])),
+    dict(type='AutoAugment', policies='imagenet',
+         hparams=dict(pad_val=[round(x) for x in bgr_mean])),
     dict(type='PackInputs'),
 ]
 train_dataloader = dict(batch_size=256, dataset=dict(pipeline=train_pipeline))

@@ -1,8 +1,8 @@
 # mmdet's own Mask R-CNN 1x config with VT-FPN in place of FPN; nothing else changes. VT-FPN reads
 # the same neck arguments as FPN (in_channels, start_level, add_extra_convs, num_outs) from the
-# base config and replaces FPN's 3x3 output convolutions with visual tokens (VTFPN defaults: 8 x 1024
-# per level at out_channels 256, 16 heads, grouped projections,
-# one shared transformer).
+# base config and replaces FPN's 3x3 output convolutions with visual tokens (VTFPN defaults:
+# 8 tokens x 1024 channels per level at out_channels 256, 16 heads, grouped projections, one
+# shared transformer).
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
 custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
 model = dict(neck=dict(type='VTFPN'))

@@ -45,7 +45,8 @@ def timed(model, x, runs, warmup=1):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--archs', nargs='+', default=['ti', 's', 'm', 'b'])
     parser.add_argument('--runs', type=int, default=5)
     parser.add_argument('--det-runs', type=int, default=2)
@@ -66,20 +67,22 @@ def main(argv=None):
             x = torch.randn(1, 3, *hw)
             model.set_fused_attn(False)
             with torch.no_grad():
-                flops = FlopAnalyzer(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(
-                    False).total()
+                analyzer = FlopAnalyzer(model, x).unsupported_ops_warnings(False)
+                flops = analyzer.uncalled_modules_warnings(False).total()
             runs = args.runs if hw == native else args.det_runs
             fused_t, eager_t, diff = timed(model, x, runs)
             rows.append((arch, hw, params, flops, fused_t, eager_t, diff))
 
-    print(f'\nPyramidTNT backbone, batch 1, CPU {args.threads} threads, torch {torch.__version__}\n')
+    print(f'\nPyramidTNT backbone, batch 1, CPU {args.threads} threads, torch '
+          f'{torch.__version__}\n')
     print('| arch | input | params (M, with head) | paper params | GFLOPs | paper GMACs | '
           'fused ms | official-path ms | speed-up | max abs diff |')
     print('|---|---|---|---|---|---|---|---|---|---|')
     for arch, hw, params, flops, f, e, diff in rows:
         paper_p, paper_f = PAPER[arch]
         native = hw[0] == hw[1]
-        print(f'| {arch.upper()} | {hw[0]}x{hw[1]} | {params / 1e6:.2f} | {paper_p if native else "-"} | '
+        print(f'| {arch.upper()} | {hw[0]}x{hw[1]} | {params / 1e6:.2f} | '
+              f'{paper_p if native else "-"} | '
               f'{flops / 1e9:.2f} | {paper_f if native else "-"} | {f * 1e3:.1f} | {e * 1e3:.1f} | '
               f'{e / f:.2f}x | {diff:.1e} |')
     return rows

@@ -50,7 +50,8 @@ def main(argv=None):
 
     models = {}
     for arch in args.archs:
-        eager = build(osp.join(ROOT, f'configs/seaformer/seaformer-{arch}_8xb4-160k_ade20k-512x512.py'))
+        eager = build(
+            osp.join(ROOT, f'configs/seaformer/seaformer-{arch}_8xb4-160k_ade20k-512x512.py'))
         deploy = switch_to_deploy(copy.deepcopy(eager))
         with torch.no_grad():
             diff = (eager._forward(x) - deploy._forward(x)).abs().max().item()
@@ -71,7 +72,8 @@ def main(argv=None):
         results[threads] = {name: tuple(t * 1e3 for t in timing)
                             for name, timing in zip(models, timings)}
 
-    print(f'\nSegmentors at {args.size[0]}x{args.size[1]}, batch 1, CPU, torch {torch.__version__}; '
+    print(f'\nSegmentors at {args.size[0]}x{args.size[1]}, batch 1, CPU, torch '
+          f'{torch.__version__}; '
           'median (min-max) ms\n')
     header = '| model | params (M) | ' + ' | '.join(
         f'{t} thread{"s" if t > 1 else ""} ms | vs eager | vs LR-ASPP' for t in args.threads) + ' |'

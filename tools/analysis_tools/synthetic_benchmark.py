@@ -92,7 +92,8 @@ DET_MODELS = {
     'RetinaNet PyramidTNT-Ti FPN': "model.update(backbone=dict(_delete_=True, type='PyramidTNT', "
                                    "arch='ti', img_size=192, upsample=True, out_indices=(1, 2, 3), "
                                    "drop_path_rate=0.1), neck=dict(in_channels=[160, 320, 320], "
-                                   "start_level=0, out_channels=128), bbox_head=dict(num_classes=3, "
+                                   "start_level=0, out_channels=128), "
+                                   "bbox_head=dict(num_classes=3, "
                                    "in_channels=128, feat_channels=128))\n",
 }
 
@@ -175,7 +176,8 @@ def report(results, out_dir: str) -> str:
     plt.close(fig)
     lines = ['Synthetic data (generated, not LIP/COCO): these numbers show that each model learns',
              'and what an iteration costs on this CPU, not how the models compare on real data.',
-             '', '| task | model | iterations | s / iter (median) | first loss | last loss | metric |',
+             '', '| task | model | iterations | s / iter (median) | first loss | last loss | '
+                 'metric |',
              '|---|---|---|---|---|---|---|']
     for r in results:
         times = [t['time'] for t in r['train'] if 'time' in t]

@@ -110,7 +110,8 @@ val_dataset = dict(type='BaseSegDataset', data_root={root!r}, metainfo=metainfo,
 """
 ADAMW = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3, "
          "weight_decay=1e-4))")
-SGD = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, momentum=0.9, "
+SGD = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=0.01, "
+       "momentum=0.9, "
        "weight_decay=5e-4))")
 
 DET_BASE = """
@@ -197,8 +198,9 @@ def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
         iters = max(10, int(round(SEG_ITERS * scale)))
         data = (LIP_DATA.format(root=roots['lip']) if task == 'lip' else CUE_DATA.format(
             root=roots['cue'], classes=CUE_CLASSES))
-        text = SEG_BASE.format(size=SEG_SIZE, num_classes=20 if task == 'lip' else len(CUE_CLASSES), data=data,
-                               optim=optim, iters=iters, warmup=max(1, iters // 8))
+        num_classes = 20 if task == 'lip' else len(CUE_CLASSES)
+        text = SEG_BASE.format(size=SEG_SIZE, num_classes=num_classes, data=data, optim=optim,
+                               iters=iters, warmup=max(1, iters // 8))
     else:
         mask = task == 'mask-rcnn'
         base = ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
@@ -300,7 +302,8 @@ def main(argv=None):
     parser.add_argument('--jobs', type=int, default=2, help='training runs in parallel')
     parser.add_argument('--threads', type=int, default=1, help='threads per run')
     parser.add_argument('--scale', type=float, default=1.0,
-                        help='schedule length factor (SEG_ITERS seg iterations, DET_EPOCHS det epochs at 1.0)')
+                        help='schedule length factor (SEG_ITERS seg iterations, DET_EPOCHS det '
+                             'epochs at 1.0)')
     parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)

@@ -18,9 +18,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+from benchmark import time_alternately  # noqa: E402
 from mmengine.analysis import FlopAnalyzer  # noqa: E402
 from mmpretrain.models.backbones import ResNet  # noqa: E402
-from benchmark import time_alternately  # noqa: E402
 
 from vt_mm.models.backbones import VTResNet  # noqa: E402
 

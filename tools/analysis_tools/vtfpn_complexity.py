@@ -62,7 +62,8 @@ def train_step(model, size: int, batch: int):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--size', type=int, default=473)
     parser.add_argument('--runs', type=int, default=10)
     parser.add_argument('--threads', type=int, default=2)
@@ -86,7 +87,8 @@ def main(argv=None):
             neck_flops=flops(m.neck, feats),
             model_params=params(m),
             model_flops=flops(whole, img))
-    print(f'[bench] timing {args.runs} runs each at {args.size}x{args.size}, {args.threads} threads',
+    print(f'[bench] timing {args.runs} runs each at {args.size}x{args.size}, {args.threads} '
+          'threads',
           file=sys.stderr)
     neck_t = time_alternately([lambda m=m: m.neck(feats) for m in models.values()], args.runs, 2,
                               'cpu', 'necks')
@@ -99,7 +101,8 @@ def main(argv=None):
         row['neck_ms'], row['model_ms'], row['train_ms'] = nt[0] * 1e3, mt[0] * 1e3, tt[0] * 1e3
         row['neck_spread'] = (nt[1] * 1e3, nt[2] * 1e3)
 
-    print(f'\nSemantic FPN, ResNet-50, {args.size}x{args.size}, batch 1, CPU {args.threads} threads, '
+    print(f'\nSemantic FPN, ResNet-50, {args.size}x{args.size}, batch 1, CPU {args.threads} '
+          'threads, '
           f'torch {torch.__version__}\n')
     print('| neck | neck params (M) | neck GFLOPs | neck latency ms (min-max) | model params (M) '
           f'| model GFLOPs | model latency ms | train step ms ({args.train_batch}x'
@@ -114,7 +117,8 @@ def main(argv=None):
     print(f'\nFPN / VT-FPN: neck FLOPs {f["neck_flops"] / v["neck_flops"]:.2f}x (paper 6.40x), '
           f'neck latency {f["neck_ms"] / v["neck_ms"]:.2f}x, model FLOPs '
           f'{f["model_flops"] / v["model_flops"]:.2f}x (paper 37.1/26.4 = 1.41x), model latency '
-          f'{f["model_ms"] / v["model_ms"]:.2f}x, training step {f["train_ms"] / v["train_ms"]:.2f}x')
+          f'{f["model_ms"] / v["model_ms"]:.2f}x, training step '
+          f'{f["train_ms"] / v["train_ms"]:.2f}x')
     return rows
 
 

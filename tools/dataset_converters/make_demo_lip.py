@@ -13,7 +13,8 @@ from vt_mm.datasets.demo_lip import make_demo_lip  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('--out', default='data/LIP_demo', help='dataset root to write')
     parser.add_argument('--train', type=int, default=400, help='training images')
     parser.add_argument('--val', type=int, default=50, help='validation images')

@@ -94,7 +94,8 @@ def draw_figure(canvas: _Canvas, cx: float, top: float, height: float,
 
     # legs (drawn first, clothes go over them); left leg on the image's left
     lx, rx = cx - hip_w / 4, cx + hip_w / 4
-    lfoot, rfoot = (cx - hip_w / 4 - spread, foot_y - 0.3 * u), (cx + hip_w / 4 + spread, foot_y - 0.3 * u)
+    lfoot = (cx - hip_w / 4 - spread, foot_y - 0.3 * u)
+    rfoot = (cx + hip_w / 4 + spread, foot_y - 0.3 * u)
     canvas.polygon(16, _limb(lx, hip_y, lfoot[0], lfoot[1], leg_w))
     canvas.polygon(17, _limb(rx, hip_y, rfoot[0], rfoot[1], leg_w))
     if rng.random() < 0.4:  # socks on the lower legs
@@ -106,17 +107,17 @@ def draw_figure(canvas: _Canvas, cx: float, top: float, height: float,
     # arms; left arm on the image's left
     lhand = (cx - torso_w / 2 - arm_out, hip_y + rng.uniform(-0.8, 0.4) * u)
     rhand = (cx + torso_w / 2 + arm_out, hip_y + rng.uniform(-0.8, 0.4) * u)
-    canvas.polygon(14, _limb(cx - torso_w / 2 + limb_w / 2, shoulder_y + limb_w / 2, lhand[0], lhand[1],
-                             limb_w))
-    canvas.polygon(15, _limb(cx + torso_w / 2 - limb_w / 2, shoulder_y + limb_w / 2, rhand[0], rhand[1],
-                             limb_w))
+    canvas.polygon(14, _limb(cx - torso_w / 2 + limb_w / 2, shoulder_y + limb_w / 2, lhand[0],
+                             lhand[1], limb_w))
+    canvas.polygon(15, _limb(cx + torso_w / 2 - limb_w / 2, shoulder_y + limb_w / 2, rhand[0],
+                             rhand[1], limb_w))
     if rng.random() < 0.3:
         for hx, hy in (lhand, rhand):
             canvas.ellipse(3, (hx - 0.3 * u, hy - 0.3 * u, hx + 0.3 * u, hy + 0.3 * u))
 
     # clothes
-    torso = [(cx - torso_w / 2, shoulder_y), (cx + torso_w / 2, shoulder_y), (cx + hip_w / 2, hip_y),
-             (cx - hip_w / 2, hip_y)]
+    torso = [(cx - torso_w / 2, shoulder_y), (cx + torso_w / 2, shoulder_y),
+             (cx + hip_w / 2, hip_y), (cx - hip_w / 2, hip_y)]
     thigh_y = hip_y + 1.6 * u
     if outfit in ('shirt_pants', 'coat_pants'):
         canvas.polygon(9, [(cx - hip_w / 2, hip_y), (cx + hip_w / 2, hip_y),
@@ -125,7 +126,8 @@ def draw_figure(canvas: _Canvas, cx: float, top: float, height: float,
         canvas.polygon(5 if outfit == 'shirt_pants' else 7, torso)
     elif outfit == 'shirt_skirt':
         canvas.polygon(12, [(cx - hip_w / 2, hip_y), (cx + hip_w / 2, hip_y),
-                            (cx + hip_w / 2 + 0.5 * u, thigh_y), (cx - hip_w / 2 - 0.5 * u, thigh_y)])
+                            (cx + hip_w / 2 + 0.5 * u, thigh_y),
+                            (cx - hip_w / 2 - 0.5 * u, thigh_y)])
         canvas.polygon(5, torso)
     elif outfit == 'dress':
         canvas.polygon(6, torso[:2] + [(cx + hip_w / 2 + 0.6 * u, thigh_y),

@@ -68,7 +68,8 @@ def make_demo_coco(root: str,
             r = float(rng.uniform(0.1, 0.22) * min(w, h))
             cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
             poly = _shape_polygon(SHAPE_CLASSES[label], cx, cy, r)
-            colour = tuple(int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
+            colour = tuple(
+                int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
             draw.polygon(poly, fill=colour)
             xs, ys = [p[0] for p in poly], [p[1] for p in poly]
             x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)

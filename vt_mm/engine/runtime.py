@@ -5,7 +5,6 @@ gloo instead of NCCL for distributed runs, BN instead of SyncBN under CPU DDP, a
 for things the Runner reports badly (missing data, checkpoints that need the network, --amp
 without a GPU).
 """
-import os
 import os.path as osp
 import socket
 import urllib.parse
@@ -44,7 +43,8 @@ def toolbox_of(cfg: Config) -> str:
     """'mmseg', 'mmdet' or 'mmpretrain', from the config's default_scope."""
     scope = cfg.get('default_scope', None)
     if scope not in ('mmseg', 'mmdet', 'mmpretrain'):
-        raise ValueError(f"config default_scope is {scope!r}; vt-mm's tools handle 'mmseg', 'mmdet' "
+        raise ValueError(f"config default_scope is {scope!r}; vt-mm's tools handle 'mmseg', "
+                         "'mmdet' "
                          "and 'mmpretrain' configs (inherit from one of their base configs)")
     return scope
 
@@ -231,7 +231,8 @@ def check_checkpoints(cfg: Config) -> None:
                 f'--cfg-options {path}=None.')
         elif not osp.isfile(ref):
             raise CheckpointUnavailableError(
-                f'{path} = {ref!r}: no such file. Fix the path (--cfg-options {path}=/path/to/file.pth)'
+                f'{path} = {ref!r}: no such file. Fix the path (--cfg-options '
+                f'{path}=/path/to/file.pth)'
                 f' or set {path}=None.')
 
 

@@ -2,4 +2,8 @@
 _base_ = ['./seaformer-tiny.py']
 model = dict(
     backbone=dict(arch='large'),
-    decode_head=dict(in_channels=[128, 192, 256, 320], in_index=[0, 1, 2, 3], channels=192, embed_dims=[128, 160, 192]))
+    decode_head=dict(
+        in_channels=[128, 192, 256, 320],
+        in_index=[0, 1, 2, 3],
+        channels=192,
+        embed_dims=[128, 160, 192]))

@@ -21,12 +21,13 @@ tested against the official state-dict layout). What vt-mm adds, so that it work
   interpolated, so outputs are identical. Inputs whose sides are not multiples of 8 (the sentence
   stride) are zero-padded at the bottom/right; later stages pad odd grids as the official word
   aggregation does.
-* **Dense outputs** (``out_indices``), each layer-normalised (``norm{i}``; ``norm3`` is the official
-  final norm), and optionally the paper's detection upsampling (stride-2 transposed conv + BN + GELU,
-  3x3 conv + BN + GELU) that moves the stage strides from 8/16/32/64 to 4/8/16/32.
+* **Dense outputs** (``out_indices``), each layer-normalised (``norm{i}``; ``norm3`` is the
+  official final norm), and optionally the paper's detection upsampling (stride-2 transposed
+  conv + BN + GELU, 3x3 conv + BN + GELU) that moves the stage strides from 8/16/32/64 to
+  4/8/16/32.
 * Fused attention (``F.scaled_dot_product_attention`` with the relative bias as an additive mask);
-  ``fused_attn=False`` computes softmax(q k^T * scale + bias) v explicitly, op for op as the official
-  code, and serves as the reference in tests and benchmarks.
+  ``fused_attn=False`` computes softmax(q k^T * scale + bias) v explicitly, op for op as the
+  official code, and serves as the reference in tests and benchmarks.
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -267,7 +268,8 @@ class PyramidTNTStage(nn.Module):
                         self.native_kv_hw[0] * self.native_kv_hw[1]))
 
     def relative_bias(self, hw: Tuple[int, int]) -> Tensor:
-        """The relative position bias for a ``hw`` sentence grid (bicubic over query then key grid)."""
+        """The relative position bias for a ``hw`` sentence grid (bicubic over the query grid,
+        then the key grid)."""
         kv_hw = (hw[0] // self.sr_ratio, hw[1] // self.sr_ratio)
         if kv_hw[0] == 0 or kv_hw[1] == 0:
             raise ValueError(f'the sentence grid {hw} is smaller than the spatial-reduction ratio '
@@ -283,7 +285,8 @@ class PyramidTNTStage(nn.Module):
         bias = self.relative_bias(hw)
         for blk in self.blocks:
             if with_cp and sentences.requires_grad:
-                words, sentences = cp.checkpoint(blk, words, sentences, hw, bias, use_reentrant=False)
+                words, sentences = cp.checkpoint(
+                    blk, words, sentences, hw, bias, use_reentrant=False)
             else:
                 words, sentences = blk(words, sentences, hw, bias)
         return words, sentences, hw
@@ -383,7 +386,8 @@ class PyramidTNT(BackboneContract, BaseBackbone):
             stage_hw = (native[0] // 2**i, native[1] // 2**i)
             self.stages.append(
                 PyramidTNTStage(
-                    arch['sr_ratios'][i], depth, dims[i], word_dims[i], arch['num_heads'][i], arch['word_heads'][i],
+                    arch['sr_ratios'][i], depth, dims[i], word_dims[i], arch['num_heads'][i],
+                    arch['word_heads'][i],
                     stage_hw, None if i == 0 else (dims[i - 1], word_dims[i - 1]),
                     dpr[start:start + depth], fused_attn, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                     drop=drop_rate, attn_drop=attn_drop_rate))
@@ -396,9 +400,9 @@ class PyramidTNT(BackboneContract, BaseBackbone):
             for i in out_indices:
                 d = dims[i]
                 self.upsamples.append(nn.Sequential(
-                    nn.ConvTranspose2d(d, d, 2, stride=2), build_norm_layer(norm_cfg, d)[1], nn.GELU(),
-                    nn.Conv2d(d, d, 3, padding=1, bias=False), build_norm_layer(norm_cfg, d)[1],
-                    nn.GELU()))
+                    nn.ConvTranspose2d(d, d, 2, stride=2), build_norm_layer(norm_cfg, d)[1],
+                    nn.GELU(), nn.Conv2d(d, d, 3, padding=1, bias=False),
+                    build_norm_layer(norm_cfg, d)[1], nn.GELU()))
         self._freeze_stages()
 
     def init_weights(self):
@@ -492,11 +496,12 @@ _OFFICIAL_RENAMES = (
     ('norm.', 'norm3.'),
 )
 _BLOCK_RENAMES = (
-    ('inner_norm1.', 'word_norm1.'), ('inner_attn.', 'word_attn.'), ('inner_norm2.', 'word_norm2.'),
-    ('inner_mlp.', 'word_mlp.'), ('proj_norm1.', 'word_proj_norm1.'), ('proj.', 'word_proj.'),
-    ('proj_norm2.', 'word_proj_norm2.'), ('outer_norm1.', 'norm1.'), ('outer_attn.linear.', 'attn.sr.'),
-    ('outer_attn.norm.', 'attn.sr_norm.'), ('outer_attn.', 'attn.'), ('outer_norm2.', 'norm2.'),
-    ('outer_mlp.', 'mlp.'))
+    ('inner_norm1.', 'word_norm1.'), ('inner_attn.', 'word_attn.'),
+    ('inner_norm2.', 'word_norm2.'), ('inner_mlp.', 'word_mlp.'),
+    ('proj_norm1.', 'word_proj_norm1.'), ('proj.', 'word_proj.'),
+    ('proj_norm2.', 'word_proj_norm2.'), ('outer_norm1.', 'norm1.'),
+    ('outer_attn.linear.', 'attn.sr.'), ('outer_attn.norm.', 'attn.sr_norm.'),
+    ('outer_attn.', 'attn.'), ('outer_norm2.', 'norm2.'), ('outer_mlp.', 'mlp.'))
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:

@@ -265,7 +265,8 @@ class SeaFormer(BackboneContract, BaseBackbone):
             dim = arch['emb_dims'][i]
             if dim != self.stage_channels[self.sea_start + i]:
                 raise ValueError(f'emb_dims[{i}]={dim} must equal the channels of stage '
-                                 f'{self.sea_start + i} ({self.stage_channels[self.sea_start + i]})')
+                                 f'{self.sea_start + i} '
+                                 f'({self.stage_channels[self.sea_start + i]})')
             dpr = torch.linspace(0, drop_path_rate, arch['depths'][i]).tolist()
             self.sea_stages.append(nn.Sequential(*[
                 SeaFormerBlock(dim, arch['key_dims'][i], arch['num_heads'], arch['mlp_ratios'][i],

@@ -1,5 +1,11 @@
-from .visual_tokens import (FilterTokenizer, RecurrentTokenizer, TokenPositionEncoding,
-                            TokenProjector, TokenTransformer, VTModule)
+from .visual_tokens import (
+                            FilterTokenizer,
+                            RecurrentTokenizer,
+                            TokenPositionEncoding,
+                            TokenProjector,
+                            TokenTransformer,
+                            VTModule,
+)
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',

@@ -52,7 +52,8 @@ def _check_feature(x: Tensor, channels: int, who: str) -> None:
     if x.dim() != 4:
         raise ValueError(f'{who} expects a feature map (N, C, H, W), got shape {tuple(x.shape)}')
     if x.shape[1] != channels:
-        raise ValueError(f'{who} was built for {channels} input channels but got a feature map with '
+        raise ValueError(f'{who} was built for {channels} input channels but got a feature map '
+                         'with '
                          f'{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels to '
                          f'{x.shape[1]} or fix the preceding layer')
 
@@ -100,8 +101,8 @@ class FilterTokenizer(BaseModule):
     """Filter-based (static) tokenizer: ``T = softmax_HW(X W_A)^T X W_V``.
 
     Each of the ``num_tokens`` learned 1x1 filters ``W_A`` scores every pixel; a softmax over the
-    HW pixels turns the scores into a spatial attention map, and each token is the attention-weighted
-    average of the (value-projected) pixels.
+    HW pixels turns the scores into a spatial attention map, and each token is the
+    attention-weighted average of the (value-projected) pixels.
 
     Args:
         in_channels (int): Feature map channels C.
@@ -237,7 +238,8 @@ class TokenPositionEncoding(BaseModule):
                  fuse_groups: int = 1,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
-        _check_divisible(token_channels + pos_channels, fuse_groups, 'token_channels + pos_channels')
+        _check_divisible(token_channels + pos_channels, fuse_groups, 'token_channels + '
+                                                                     'pos_channels')
         _check_divisible(token_channels, fuse_groups, 'token_channels')
         self.grid_size = grid_size
         self.attn_to_pos = nn.Linear(grid_size * grid_size, pos_channels, bias=False)  # W_{A->P}

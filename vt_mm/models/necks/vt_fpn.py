@@ -167,13 +167,15 @@ class VTFPN(BaseModule):
         if end_level == -1 or end_level == self.num_ins - 1:
             self.backbone_end_level = self.num_ins
             if num_outs < self.num_ins - start_level:
-                raise ValueError(f'num_outs={num_outs} is smaller than the {self.num_ins - start_level} '
+                raise ValueError(f'num_outs={num_outs} is smaller than the '
+                                 f'{self.num_ins - start_level} '
                                  f'levels used (in_channels={self.in_channels}, '
                                  f'start_level={start_level})')
         else:
             self.backbone_end_level = end_level + 1
             if end_level >= self.num_ins or num_outs != end_level - start_level + 1:
-                raise ValueError(f'end_level={end_level} does not fit in_channels={self.in_channels} '
+                raise ValueError(f'end_level={end_level} does not fit '
+                                 f'in_channels={self.in_channels} '
                                  f'and num_outs={num_outs}')
         if not 0 <= start_level < self.backbone_end_level:
             raise ValueError(f'start_level={start_level} is out of range for '
@@ -199,7 +201,8 @@ class VTFPN(BaseModule):
                 act_cfg=act_cfg,
                 inplace=False) for i in range(start_level, self.backbone_end_level)
         ])
-        token_channels = TOKEN_WIDTH_RATIO * out_channels if token_channels is None else token_channels
+        if token_channels is None:
+            token_channels = TOKEN_WIDTH_RATIO * out_channels
         # None: the pseudo-code's 16, or the largest divisor of both widths below it (narrow necks)
         fit = math.gcd(16, out_channels, token_channels)
         num_heads = fit if num_heads is None else num_heads
@@ -258,8 +261,9 @@ class VTFPN(BaseModule):
                              "backbone's out_indices")
         actual = [int(x.shape[1]) for x in inputs]
         if actual != self.in_channels:
-            raise ValueError(f'VTFPN in_channels mismatch: expected {self.in_channels}, got feature '
-                             f'maps with {actual} channels; set neck.in_channels={actual}')
+            raise ValueError(f'VTFPN in_channels mismatch: expected {self.in_channels}, got '
+                             f'feature maps with {actual} channels; set '
+                             f'neck.in_channels={actual}')
 
     def tokenize(self, laterals: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """Tokens (N, C_T, L) and spatial attention maps (N, L, H, W) of every used level."""
