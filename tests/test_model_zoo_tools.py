@@ -9,11 +9,22 @@ import pytest
 import torch
 
 import vt_mm  # noqa: F401
+from vt_mm import analysis
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 
-import benchmark  # noqa: E402
+
+def _load_script(name):
+    """A script of tools/analysis_tools as a module (the scripts are not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        name, osp.join(ROOT, 'tools', 'analysis_tools', f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+benchmark = _load_script('benchmark')
 
 
 def test_fused_attention_is_counted_like_the_explicit_one():
@@ -23,10 +34,10 @@ def test_fused_attention_is_counted_like_the_explicit_one():
     model = PyramidTNT('ti')
     model.eval()
     x = torch.randn(1, 3, 192, 192)
-    fused, skipped = benchmark.count_flops(model, x)
+    fused, skipped = analysis.count_flops(model, x)
     assert 'aten::scaled_dot_product_attention' not in skipped
     model.set_fused_attn(False)
-    explicit, _ = benchmark.count_flops(model, x)
+    explicit, _ = analysis.count_flops(model, x)
     assert fused == explicit
     assert abs(fused / 0.59e9 - 1) < 0.02  # the paper's 0.59 GMACs
 
@@ -39,7 +50,7 @@ def test_measure_two_configs_side_by_side(capsys):
     ])
     out = capsys.readouterr().out
     assert [r['params'] for r in rows] == [1781096, sum(
-        p.numel() for p in benchmark.build_model('configs/vt_resnet/vt-resnet18_8xb32_in1k.py')[0]
+        p.numel() for p in analysis.build_model('configs/vt_resnet/vt-resnet18_8xb32_in1k.py')[0]
         .parameters())]
     assert all(r['latency_ms'] > 0 and r['latency_min_ms'] <= r['latency_ms'] <= r['latency_max_ms']
                for r in rows)
@@ -48,11 +59,11 @@ def test_measure_two_configs_side_by_side(capsys):
 
 
 def test_default_input_sizes_follow_the_toolbox():
-    _, cfg, toolbox = benchmark.build_model(
+    _, cfg, toolbox = analysis.build_model(
         'configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py')
-    assert benchmark.default_shape(cfg, toolbox) == (512, 512)
-    _, cfg, toolbox = benchmark.build_model('configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py')
-    assert benchmark.default_shape(cfg, toolbox) == (256, 256)
+    assert analysis.default_shape(cfg, toolbox) == (512, 512)
+    _, cfg, toolbox = analysis.build_model('configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py')
+    assert analysis.default_shape(cfg, toolbox) == (256, 256)
 
 
 def test_metafiles_list_every_config():
@@ -99,7 +110,7 @@ def test_attention_renderer_writes_a_grid(tmp_path):
 
 
 def test_attention_maps_are_distributions_over_pixels():
-    import vis_token_attention as vis
+    vis = _load_script('vis_token_attention')
     model, _, _ = vis.load_model('configs/vtfpn_lip.py')
     x = torch.randn(1, 3, 96, 128)
     for level, size in ((0, (24, 32)), (3, (3, 4))):
@@ -110,7 +121,7 @@ def test_attention_maps_are_distributions_over_pixels():
 
 @pytest.mark.slow
 def test_synthetic_benchmark_trains_and_reports(tmp_path):
-    import synthetic_benchmark as sb
+    sb = _load_script('synthetic_benchmark')
     results = sb.main(['--tasks', 'seg', 'det', '--iters', '2', '--det-epochs', '1',
                        '--det-images', '2', '--models', '^VT-FPN$|R-18 VT-FPN',
                        '--out', str(tmp_path)])

@@ -1,5 +1,6 @@
 """PyramidTNT: exact official parameters and keys, converter, any input size, options, errors."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -64,7 +65,8 @@ def test_converter_cli_and_pretrained_loading_give_identical_outputs(official, t
                 'state_dict_ema': {'module.' + k: v + 1 for k, v in state.items()}}, src)
     dst = tmp_path / 'converted.pth'
     proc = subprocess.run([sys.executable, 'tools/model_converters/pyramid_tnt2mmpretrain.py',
-                           str(src), str(dst)], cwd=ROOT, capture_output=True, text=True)
+                           str(src), str(dst)], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-3000:]
     converted = torch.load(dst, weights_only=True)['state_dict']
     assert 'head.fc.weight' in converted and 'backbone.norm3.weight' in converted
@@ -85,7 +87,8 @@ def test_converter_cli_and_pretrained_loading_give_identical_outputs(official, t
 
     # --ema picks the EMA weights
     subprocess.run([sys.executable, 'tools/model_converters/pyramid_tnt2mmpretrain.py', str(src),
-                    str(dst), '--ema'], cwd=ROOT, check=True, capture_output=True)
+                    str(dst), '--ema'], cwd=ROOT, check=True, capture_output=True,
+                   env=dict(os.environ, PYTHONPATH=ROOT))
     ema = torch.load(dst, weights_only=True)['state_dict']
     torch.testing.assert_close(ema['backbone.sentence_pos'], state['outer_pos'] + 1)
 

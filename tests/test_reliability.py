@@ -10,18 +10,10 @@ import time
 
 import pytest
 import torch
-from test_tools_e2e import DEMO_CFG, ROOT, TINY_CONFIG  # noqa: E402
 
 import vt_mm  # noqa: F401
 
-# the end-to-end tests' tiny config (ResNet-18, narrow tokens), bit-reproducible
-TINY = TINY_CONFIG + "randomness = dict(seed=0, deterministic=True)\n"
-
-
-def _config(tmp_path, root, name='tiny.py', extra=''):
-    path = tmp_path / name
-    path.write_text(TINY.format(demo=DEMO_CFG, root=str(root)) + extra)
-    return str(path)
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _env():
@@ -41,22 +33,14 @@ def _iters(n, val=None):
     return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
 
 
-@pytest.fixture(scope='module')
-def lip_root(tmp_path_factory):
-    from vt_mm.datasets import make_demo_lip
-    root = tmp_path_factory.mktemp('lip')
-    make_demo_lip(str(root), num_train=8, num_val=3, size=96, seed=0)
-    return root
-
-
 def _weights(path):
     return torch.load(path, map_location='cpu', weights_only=True)
 
 
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_uninterrupted_run(lip_root, tmp_path):
+def test_resume_after_sigkill_matches_uninterrupted_run(lip_root, tmp_path, tiny_config):
     """Kill a run between checkpoints, --resume it, and land on the uninterrupted run's weights."""
-    cfg = _config(tmp_path, lip_root)
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True)
     total = 8
     # reference: uninterrupted
     _run(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'ref')] + _iters(total, 100))
@@ -153,8 +137,8 @@ def test_nonfinite_loss_hook_message():
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_training_with_a_message(lip_root, tmp_path):
-    cfg = _config(tmp_path, lip_root)
+def test_nan_loss_stops_training_with_a_message(lip_root, tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True)
     code, out = _run(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w')] + _iters(4) +
                      ['model.decode_head.loss_decode.loss_weight=1e39'], expect_ok=False)
     assert code != 0
@@ -163,8 +147,8 @@ def test_nan_loss_stops_training_with_a_message(lip_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_num_classes_mismatch_is_refused(lip_root, tmp_path):
-    cfg = _config(tmp_path, lip_root)
+def test_num_classes_mismatch_is_refused(lip_root, tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True)
     code, out = _run(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w')] + _iters(2) +
                      ['model.decode_head.num_classes=19'], expect_ok=False)
     assert code != 0
@@ -172,14 +156,14 @@ def test_num_classes_mismatch_is_refused(lip_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_truncated_image_error_names_the_file(lip_root, tmp_path):
+def test_truncated_image_error_names_the_file(lip_root, tmp_path, tiny_config):
     import shutil
     root = tmp_path / 'lip'
     shutil.copytree(lip_root, root)
     images = sorted((root / 'TrainVal_images' / 'train_images').glob('*.jpg'))
     data = images[0].read_bytes()
     images[0].write_bytes(data[:len(data) // 2])  # a truncated download
-    cfg = _config(tmp_path, root)
+    cfg = tiny_config(tmp_path, root, deterministic=True)
     code, out = _run(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w')] + _iters(8),
                      expect_ok=False)
     assert code != 0
@@ -187,9 +171,9 @@ def test_truncated_image_error_names_the_file(lip_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_of_another_architecture_is_listed(lip_root, tmp_path):
+def test_checkpoint_of_another_architecture_is_listed(lip_root, tmp_path, tiny_config):
     from vt_mm.models.backbones import VTResNet
-    cfg = _config(tmp_path, lip_root)
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True)
     other = tmp_path / 'vt_resnet18.pth'
     torch.save({'state_dict': {'backbone.' + k: v for k, v in VTResNet(18).state_dict().items()}},
                other)

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
 
 
 def _run(args, cwd, expect_ok=True, timeout=600):
@@ -24,43 +23,14 @@ def _run(args, cwd, expect_ok=True, timeout=600):
     return proc.returncode, out
 
 
-TINY_CONFIG = """
-# The demo config with a ResNet-18 and narrow tokens, so that a few iterations take seconds.
-_base_ = [{demo!r}]
-data_root = {root!r}
-model = dict(backbone=dict(depth=18), neck=dict(in_channels=[64, 128, 256, 512], token_channels=64))
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                        dataset=dict(data_root=data_root))
-val_dataloader = dict(num_workers=0, persistent_workers=False, dataset=dict(data_root=data_root))
-test_dataloader = val_dataloader
-param_scheduler = [dict(type='ConstantLR', factor=1.0, by_epoch=False)]
-default_hooks = dict(checkpoint=dict(interval=2), logger=dict(interval=1))
-randomness = dict(seed=0)
-"""
-
-
-def _tiny_config(tmp_path, data_root):
-    path = tmp_path / 'tiny_vtfpn_lip.py'
-    path.write_text(TINY_CONFIG.format(demo=DEMO_CFG, root=str(data_root)))
-    return str(path)
-
-
 def _iters(n):
     return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={n}']
 
 
-@pytest.fixture(scope='module')
-def lip_root(tmp_path_factory):
-    from vt_mm.datasets import make_demo_lip
-    root = tmp_path_factory.mktemp('lip')
-    make_demo_lip(str(root), num_train=8, num_val=3, size=96, seed=0)
-    return str(root)
-
-
 @pytest.mark.slow
-def test_train_test_resume(lip_root, tmp_path):
+def test_train_test_resume(lip_root, tmp_path, tiny_config):
     work = str(tmp_path / 'work')
-    cfg = _tiny_config(tmp_path, lip_root)
+    cfg = tiny_config(tmp_path, lip_root)
     _, out = _run(['tools/train.py', cfg, '--work-dir', work] + _iters(4), cwd=ROOT)
     assert osp.isfile(osp.join(work, 'iter_4.pth')), out[-3000:]
     assert 'mIoU' in out
@@ -91,8 +61,8 @@ def test_train_test_resume(lip_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_missing_data_root_error(tmp_path):
-    cfg = _tiny_config(tmp_path, tmp_path / 'no_such_lip')
+def test_missing_data_root_error(tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, tmp_path / 'no_such_lip')
     code, out = _run(['tools/train.py', cfg, '--work-dir', str(tmp_path)] + _iters(2), cwd=ROOT,
                      expect_ok=False)
     assert code != 0
@@ -150,19 +120,19 @@ def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_amp_on_cpu_is_refused(lip_root, tmp_path):
+def test_amp_on_cpu_is_refused(lip_root, tmp_path, tiny_config):
     if torch.cuda.is_available():
         pytest.skip('a GPU is present')
-    cfg = _tiny_config(tmp_path, lip_root)
+    cfg = tiny_config(tmp_path, lip_root)
     code, out = _run(['tools/train.py', cfg, '--amp', '--work-dir', str(tmp_path)] + _iters(2),
                      cwd=ROOT, expect_ok=False)
     assert code != 0 and '--amp needs a GPU' in out
 
 
 @pytest.mark.slow
-def test_dist_train_two_cpu_processes(lip_root, tmp_path):
+def test_dist_train_two_cpu_processes(lip_root, tmp_path, tiny_config):
     """tools/dist_train.sh CONFIG 2: torchrun + gloo on the CPU; SyncBN becomes BN, logged."""
-    cfg = _tiny_config(tmp_path, lip_root)
+    cfg = tiny_config(tmp_path, lip_root)
     with open(cfg, 'a') as f:
         f.write("model.update(decode_head=dict(norm_cfg=dict(type='SyncBN', "
                 "requires_grad=True)))\n")

@@ -5,7 +5,9 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import fuse_conv_bn
 
-__all__ = ['fold_conv_bn', 'switch_to_deploy', 'SegmentorLogits', 'export_segmentor_onnx']
+from .analysis import ImageToOutputs
+
+__all__ = ['fold_conv_bn', 'switch_to_deploy', 'export_segmentor_onnx']
 
 
 def fold_conv_bn(module: nn.Module, channels_last: bool = False) -> nn.Module:
@@ -30,17 +32,6 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
     return fold_conv_bn(model)
 
 
-class SegmentorLogits(nn.Module):
-    """An mmseg segmentor as image -> decode-head logits (what FLOPs, latency and export see)."""
-
-    def __init__(self, segmentor):
-        super().__init__()
-        self.segmentor = segmentor
-
-    def forward(self, inputs):
-        return self.segmentor._forward(inputs)
-
-
 def export_segmentor_onnx(segmentor: nn.Module, path: str, size: Tuple[int, int],
                           opset: int = 17) -> None:
     """Export an mmseg segmentor (normalised image -> decode-head logits) to ONNX.
@@ -52,5 +43,6 @@ def export_segmentor_onnx(segmentor: nn.Module, path: str, size: Tuple[int, int]
     dummy = torch.randn(1, 3, *size)
     with torch.no_grad():
         # the TorchScript-based exporter: the dynamo one needs onnxscript, not in the stack
-        torch.onnx.export(SegmentorLogits(segmentor), (dummy, ), path, input_names=['input'],
-                          output_names=['logits'], opset_version=opset, dynamo=False)
+        torch.onnx.export(ImageToOutputs(segmentor, 'mmseg'), (dummy, ), path,
+                          input_names=['input'], output_names=['logits'], opset_version=opset,
+                          dynamo=False)

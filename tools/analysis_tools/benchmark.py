@@ -31,147 +31,13 @@ mmdet's benchmark tools do not.
 """
 import argparse
 import json
-import math
 import os.path as osp
-import statistics
 import sys
-import time
 from typing import Dict, List, Optional, Tuple
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
-from mmengine.analysis.jit_handles import get_shape  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import vt_mm  # noqa: E402,F401
-from vt_mm.engine import runtime  # noqa: E402
-
-
-def sdpa_flop_jit(inputs, outputs) -> int:
-    """q (.., Nq, d) @ k^T (.., d, Nk), then attn (.., Nq, Nk) @ v (.., Nk, dv)."""
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def baddbmm_flop_jit(inputs, outputs) -> int:
-    a, b = get_shape(inputs[1]), get_shape(inputs[2])
-    return a[0] * a[1] * a[2] * b[2]
-
-
-def resolve_config_path(config: str) -> str:
-    """Accepts 'mmseg::path/in/package.py' as well as file paths."""
-    if '::' in config:
-        import importlib
-        pkg, rel = config.split('::', 1)
-        module = importlib.import_module(pkg)
-        return osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
-    return config
-
-
-def build_model(config: str) -> Tuple[nn.Module, Config, str]:
-    cfg = Config.fromfile(resolve_config_path(config))
-    toolbox = runtime.toolbox_of(cfg)
-    runtime.replace_syncbn(cfg)
-    # benchmark a freshly initialised network: nothing is downloaded
-    if cfg.model.get('pretrained'):
-        cfg.model.pretrained = None
-    for _, parent, key in list(runtime._walk(cfg.model)):
-        value = parent[key]
-        if key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
-            parent[key] = None
-    init_default_scope(toolbox)
-    registry = {
-        'mmseg': 'mmseg.registry',
-        'mmdet': 'mmdet.registry',
-        'mmpretrain': 'mmpretrain.registry'
-    }[toolbox]
-    import importlib
-    models = importlib.import_module(registry).MODELS
-    model = models.build(cfg.model)
-    model.init_weights()
-    model.eval()
-    return model, cfg, toolbox
-
-
-def default_shape(cfg: Config, toolbox: str) -> Tuple[int, int]:
-    if toolbox == 'mmseg':
-        size = cfg.get('crop_size', None)
-        return tuple(size) if size else (512, 512)
-    if toolbox == 'mmdet':
-        return (800, 1333)
-    for step in cfg.get('test_pipeline', None) or cfg.test_dataloader.dataset.get('pipeline', []):
-        if step.get('type') == 'CenterCrop':
-            crop = step['crop_size']
-            return (crop, crop) if isinstance(crop, int) else tuple(crop)[::-1]
-    return (224, 224)
-
-
-class NetworkForward(nn.Module):
-    """Normalised images -> raw network outputs, for every toolbox."""
-
-    def __init__(self, model: nn.Module, toolbox: str):
-        super().__init__()
-        self.model, self.toolbox = model, toolbox
-
-    def forward(self, x):
-        if self.toolbox == 'mmpretrain':
-            return self.model(x, mode='tensor')
-        if self.toolbox == 'mmdet':  # two-stage detectors need the image metadata
-            from mmdet.structures import DetDataSample
-            shape = tuple(x.shape[2:])
-            samples = [
-                DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
-                                            batch_input_shape=shape, scale_factor=(1.0, 1.0)))
-                for _ in range(x.shape[0])
-            ]
-            return self.model._forward(x, samples)
-        return self.model._forward(x)
-
-
-def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tuple[int, List[str]]:
-    analyzer = FlopAnalyzer(net, (x, ))
-    analyzer.set_op_handle(**{
-        'aten::scaled_dot_product_attention': sdpa_flop_jit,
-        'aten::baddbmm': baddbmm_flop_jit,
-        'aten::baddbmm_': baddbmm_flop_jit,  # VT-FPN accumulates in place when not training
-    })
-    analyzer.unsupported_ops_warnings(False)
-    analyzer.uncalled_modules_warnings(False)
-    with torch.no_grad():
-        total = analyzer.total()
-        if not count_bn:  # set_op_handle(..., None) does not remove a default handle
-            total -= analyzer.by_operator().get('batch_norm', 0)
-    skipped = sorted(analyzer.unsupported_ops().keys())
-    return total, skipped
-
-
-def time_alternately(fns: List, runs: int, warmup: int, device: str, label: str = '',
-                     grad: bool = False) -> List[Tuple[float, float, float]]:
-    """(median, min, max) seconds per callable, the callables timed in alternation.
-
-    Without autograd unless ``grad`` (to time training steps)."""
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    times: List[List[float]] = [[] for _ in fns]
-    with torch.set_grad_enabled(grad):
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        sync()
-        started = time.perf_counter()
-        for r in range(runs):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                times[i].append(time.perf_counter() - t0)
-            if time.perf_counter() - started > 5:  # progress on long runs
-                print(f'[benchmark] {label} run {r + 1}/{runs}', file=sys.stderr, flush=True)
-    return [(statistics.median(t), min(t), max(t)) for t in times]
+from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately
 
 
 def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: int = 10,
@@ -183,7 +49,7 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
         hw = tuple(shape) if shape else default_shape(cfg, toolbox)
         divisor = getattr(model.data_preprocessor, 'pad_size_divisor', 1) or 1
         hw = tuple(-(-v // divisor) * divisor for v in hw)  # as the preprocessor pads batches
-        net = NetworkForward(model, toolbox).to(device)
+        net = ImageToOutputs(model, toolbox).to(device)
         x = torch.randn(batch, 3, *hw, device=device)
         flops, skipped = count_flops(net, x[:1], count_bn)
         rows.append(dict(config=config, toolbox=toolbox, shape=list(hw),

@@ -12,17 +12,14 @@ baseline); both timed alternately in the same run, reported as a ratio. Outputs 
 compared too.
 """
 import argparse
-import os.path as osp
 import statistics
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
+from mmengine.analysis import FlopAnalyzer
 
-import torch  # noqa: E402
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
-
-from vt_mm.models.backbones import PyramidTNT  # noqa: E402
+from vt_mm.models.backbones import PyramidTNT
 
 PAPER = {'ti': (10.58, 0.59), 's': (31.95, 3.28), 'm': (84.94, 8.20), 'b': (156.99, 15.97)}
 

@@ -15,13 +15,10 @@ import copy
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-from benchmark import build_model, time_alternately  # noqa: E402
-
-from vt_mm.deploy import switch_to_deploy  # noqa: E402
+from vt_mm.analysis import build_model, time_alternately
+from vt_mm.deploy import switch_to_deploy
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 BASELINES = {

@@ -26,7 +26,6 @@ import subprocess
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
 
 SEG_COMMON = """
 _base_ = [{demo!r}]

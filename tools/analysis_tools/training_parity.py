@@ -306,7 +306,6 @@ def main(argv=None):
                              'epochs at 1.0)')
     parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
     args = parser.parse_args(argv)
-    sys.path.insert(0, ROOT)
     os.makedirs(args.out, exist_ok=True)
     roots = make_data(args.out)
     jobs = []

@@ -11,22 +11,18 @@ then one panel per token with its attention map (softmax over the pixels, so eac
 import argparse
 import math
 import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import numpy as np
+import torch
+import torch.nn.functional as F
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-import vt_mm  # noqa: E402,F401
-from vt_mm.models.backbones import VTResNet  # noqa: E402
-from vt_mm.models.necks import VTFPN  # noqa: E402
+import vt_mm  # noqa: F401
+from vt_mm.models.backbones import VTResNet
+from vt_mm.models.necks import VTFPN
 
 
 def load_model(config: str, checkpoint=None):
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-    from benchmark import build_model
+    from vt_mm.analysis import build_model
     model, cfg, toolbox = build_model(config)
     if checkpoint:
         from mmengine.runner import load_checkpoint

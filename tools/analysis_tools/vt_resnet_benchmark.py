@@ -10,19 +10,15 @@ paper reports the VT stage 2.4x-6.9x cheaper. Latency: median of --runs forward 
 after warm-up, the two models timed alternately in the same run; the table gives their ratio.
 """
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
+from mmpretrain.models.backbones import ResNet
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-from benchmark import time_alternately  # noqa: E402
-from mmengine.analysis import FlopAnalyzer  # noqa: E402
-from mmpretrain.models.backbones import ResNet  # noqa: E402
-
-from vt_mm.models.backbones import VTResNet  # noqa: E402
+from vt_mm.analysis import time_alternately
+from vt_mm.models.backbones import VTResNet
 
 # depth -> (ResNet GFLOPs, M params), (VT-ResNet GFLOPs, M params, table) as reported
 PAPER = {

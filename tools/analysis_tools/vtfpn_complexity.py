@@ -14,13 +14,9 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import torch
 
-import torch  # noqa: E402
-from benchmark import build_model, count_flops, time_alternately  # noqa: E402
-
-from vt_mm.deploy import SegmentorLogits  # noqa: E402
+from vt_mm.analysis import ImageToOutputs, build_model, count_flops, time_alternately
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -81,7 +77,7 @@ def main(argv=None):
         feats = models['FPN'].backbone(img)
     rows = {}
     for name, m in models.items():
-        whole = SegmentorLogits(m)
+        whole = ImageToOutputs(m)
         rows[name] = dict(
             neck_params=params(m.neck),
             neck_flops=flops(m.neck, feats),

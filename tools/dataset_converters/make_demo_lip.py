@@ -4,12 +4,8 @@
                                                      --size 128 --seed 0 --overwrite]
 """
 import argparse
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from vt_mm.datasets.demo_lip import make_demo_lip  # noqa: E402
+from vt_mm.datasets.demo_lip import make_demo_lip
 
 
 def main(argv=None):

@@ -8,19 +8,16 @@ normalised image (1, 3, H, W) to the decode head's logits; the script runs it wi
 and prints the largest difference from PyTorch's output. Needs ``pip install onnx onnxruntime``.
 """
 import argparse
-import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+import numpy as np
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import vt_mm  # noqa: E402,F401
-from vt_mm.deploy import export_segmentor_onnx, switch_to_deploy  # noqa: E402
-from vt_mm.engine.runtime import replace_syncbn  # noqa: E402
+import vt_mm  # noqa: F401
+from vt_mm.deploy import export_segmentor_onnx, switch_to_deploy
+from vt_mm.engine.runtime import replace_syncbn
 
 
 def main(argv=None):

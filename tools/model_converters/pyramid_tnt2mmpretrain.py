@@ -7,13 +7,10 @@ SRC may be a bare state_dict or wrapped in state_dict / state_dict_ema / model, 
 ``head.fc.*``), usable by the mmpretrain configs in configs/pyramid_tnt/ and, for detection, as
 ``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
 """
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from vt_mm.models.backbones.pyramid_tnt import checkpoint_filter_fn  # noqa: E402
-from vt_mm.utils.checkpoint import convert_checkpoint_cli  # noqa: E402
+from vt_mm.models.backbones.pyramid_tnt import checkpoint_filter_fn
+from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
 def convert(state_dict: dict) -> dict:

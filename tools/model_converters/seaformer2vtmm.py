@@ -10,13 +10,10 @@ SRC is either
   configs/seaformer/*in1k.py, and its backbone initialises segmentation training with
   ``init_cfg=dict(type='Pretrained', checkpoint=DST, prefix='backbone.')``.
 """
-import os.path as osp
-import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from vt_mm.models.backbones.seaformer import checkpoint_filter_fn  # noqa: E402
-from vt_mm.utils.checkpoint import convert_checkpoint_cli  # noqa: E402
+from vt_mm.models.backbones.seaformer import checkpoint_filter_fn
+from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
 def main(argv=None):

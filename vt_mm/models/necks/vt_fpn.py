@@ -100,7 +100,11 @@ class VTFPN(BaseModule):
     128: 0.069, so the paper's width costs nothing in trainability here).
 
     With ResNet-50 at 473x473, FPN costs 12.9 GMACs and this neck 2.0 (the paper: 12.8 and 2.0);
-    ``tools/analysis_tools/vtfpn_complexity.py`` measures it.
+    ``tools/analysis_tools/vtfpn_complexity.py`` measures it. On 2 CPU threads the neck runs 3.0x
+    faster than FPN and a training step is 1.08x faster: the laterals are matrix products into
+    which the top-down sum is accumulated in place, integer-factor nearest upsampling is a
+    broadcast copy, and without autograd the projectors add onto the laterals in place (all
+    exact; tests/test_vtfpn.py compares them with the plain forward).
 
     Extra levels (``num_outs`` > number of used inputs) follow mmdet's FPN exactly: max-pooling
     when ``add_extra_convs=False``, otherwise stride-2 3x3 convs on the input

@@ -1,0 +1,170 @@
+"""Analysis helpers shared by every script under ``tools/analysis_tools`` (one of each):
+
+* :func:`build_model`: a config (path or ``mmseg::...``) -> a freshly initialised model in eval
+  mode, nothing downloaded, SyncBN as BN;
+* :class:`ImageToOutputs`: the network from a normalised image batch to its raw outputs
+  (segmentation logits, detector head maps before NMS, classifier logits), for every toolbox;
+  what FLOPs, latency and ONNX export see;
+* :func:`count_flops`: mmengine.analysis multiply-adds (1 MAC = 1 FLOP, the papers' convention)
+  with fused attention and ``baddbmm``/``baddbmm_`` counted; BatchNorm left out unless
+  ``count_bn`` (it folds into the preceding conv at inference);
+* :func:`time_alternately`: median/min/max seconds of several callables timed in alternation, so
+  machine noise hits all of them.
+"""
+import math
+import os.path as osp
+import statistics
+import sys
+import time
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis.jit_handles import get_shape
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from .engine import runtime
+
+__all__ = ['build_model', 'default_shape', 'ImageToOutputs', 'count_flops', 'time_alternately',
+           'resolve_config_path']
+
+
+def sdpa_flop_jit(inputs, outputs) -> int:
+    """q (.., Nq, d) @ k^T (.., d, Nk), then attn (.., Nq, Nk) @ v (.., Nk, dv)."""
+    q, k, v = (get_shape(x) for x in inputs[:3])
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def baddbmm_flop_jit(inputs, outputs) -> int:
+    a, b = get_shape(inputs[1]), get_shape(inputs[2])
+    return a[0] * a[1] * a[2] * b[2]
+
+
+def resolve_config_path(config: str) -> str:
+    """Accepts 'mmseg::path/in/package.py' as well as file paths."""
+    if '::' in config:
+        import importlib
+        pkg, rel = config.split('::', 1)
+        module = importlib.import_module(pkg)
+        return osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
+    return config
+
+
+def build_model(config: str) -> Tuple[nn.Module, Config, str]:
+    cfg = Config.fromfile(resolve_config_path(config))
+    toolbox = runtime.toolbox_of(cfg)
+    runtime.replace_syncbn(cfg)
+    # benchmark a freshly initialised network: nothing is downloaded
+    if cfg.model.get('pretrained'):
+        cfg.model.pretrained = None
+    for _, parent, key in list(runtime._walk(cfg.model)):
+        value = parent[key]
+        if key == 'init_cfg' and isinstance(value, dict) and value.get('type') == 'Pretrained':
+            parent[key] = None
+    init_default_scope(toolbox)
+    registry = {
+        'mmseg': 'mmseg.registry',
+        'mmdet': 'mmdet.registry',
+        'mmpretrain': 'mmpretrain.registry'
+    }[toolbox]
+    import importlib
+    models = importlib.import_module(registry).MODELS
+    model = models.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    return model, cfg, toolbox
+
+
+def default_shape(cfg: Config, toolbox: str) -> Tuple[int, int]:
+    if toolbox == 'mmseg':
+        size = cfg.get('crop_size', None)
+        return tuple(size) if size else (512, 512)
+    if toolbox == 'mmdet':
+        return (800, 1333)
+    for step in cfg.get('test_pipeline', None) or cfg.test_dataloader.dataset.get('pipeline', []):
+        if step.get('type') == 'CenterCrop':
+            crop = step['crop_size']
+            return (crop, crop) if isinstance(crop, int) else tuple(crop)[::-1]
+    return (224, 224)
+
+
+def toolbox_of_model(model: nn.Module) -> str:
+    """'mmseg', 'mmdet' or 'mmpretrain': the toolbox whose model base class ``model`` is."""
+    for cls in type(model).__mro__:
+        root = cls.__module__.split('.')[0]
+        if root in ('mmseg', 'mmdet', 'mmpretrain'):
+            return root
+    raise TypeError(f'{type(model).__name__} is not an mmseg, mmdet or mmpretrain model; pass '
+                    "toolbox='mmseg' | 'mmdet' | 'mmpretrain'")
+
+
+class ImageToOutputs(nn.Module):
+    """Normalised images (N, 3, H, W) -> raw network outputs, for every toolbox.
+
+    Args:
+        model: an mmseg segmentor, mmdet detector or mmpretrain classifier.
+        toolbox (str, optional): 'mmseg', 'mmdet' or 'mmpretrain'; default: from the model's
+            class (the toolbox its base class comes from).
+    """
+
+    def __init__(self, model: nn.Module, toolbox: Optional[str] = None):
+        super().__init__()
+        self.model, self.toolbox = model, toolbox or toolbox_of_model(model)
+
+    def forward(self, x):
+        if self.toolbox == 'mmpretrain':
+            return self.model(x, mode='tensor')
+        if self.toolbox == 'mmdet':  # two-stage detectors need the image metadata
+            from mmdet.structures import DetDataSample
+            shape = tuple(x.shape[2:])
+            samples = [
+                DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                            batch_input_shape=shape, scale_factor=(1.0, 1.0)))
+                for _ in range(x.shape[0])
+            ]
+            return self.model._forward(x, samples)
+        return self.model._forward(x)
+
+
+def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tuple[int, List[str]]:
+    analyzer = FlopAnalyzer(net, (x, ))
+    analyzer.set_op_handle(**{
+        'aten::scaled_dot_product_attention': sdpa_flop_jit,
+        'aten::baddbmm': baddbmm_flop_jit,
+        'aten::baddbmm_': baddbmm_flop_jit,  # VT-FPN accumulates in place when not training
+    })
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    with torch.no_grad():
+        total = analyzer.total()
+        if not count_bn:  # set_op_handle(..., None) does not remove a default handle
+            total -= analyzer.by_operator().get('batch_norm', 0)
+    skipped = sorted(analyzer.unsupported_ops().keys())
+    return total, skipped
+
+
+def time_alternately(fns: List, runs: int, warmup: int, device: str, label: str = '',
+                     grad: bool = False) -> List[Tuple[float, float, float]]:
+    """(median, min, max) seconds per callable, the callables timed in alternation.
+
+    Without autograd unless ``grad`` (to time training steps)."""
+    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+    times: List[List[float]] = [[] for _ in fns]
+    with torch.set_grad_enabled(grad):
+        for _ in range(warmup):
+            for fn in fns:
+                fn()
+        sync()
+        started = time.perf_counter()
+        for r in range(runs):
+            for i, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                times[i].append(time.perf_counter() - t0)
+            if time.perf_counter() - started > 5:  # progress on long runs
+                print(f'[benchmark] {label} run {r + 1}/{runs}', file=sys.stderr, flush=True)
+    return [(statistics.median(t), min(t), max(t)) for t in times]
