@@ -311,8 +311,8 @@ class VTFPN(BaseModule):
         (h, w), (fh, fw) = coarse.shape[2:], fine.shape[2:]
         if 'scale_factor' in self.upsample_cfg:
             up = F.interpolate(coarse, **self.upsample_cfg)
-        elif (self.upsample_cfg == dict(mode='nearest') and _nearest_repeat(h, fh)
-              and _nearest_repeat(w, fw)):
+        elif (self.upsample_cfg == dict(mode='nearest') and _nearest_repeat(int(h), int(fh))
+              and _nearest_repeat(int(w), int(fw))):  # int: shapes are tensors when traced
             # nearest upsampling by an integer factor is a broadcast copy: identical to
             # F.interpolate and on the CPU several times faster than its kernel for some sizes
             # (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms)
