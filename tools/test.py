@@ -94,7 +94,7 @@ def build_config(args) -> Config:
     toolbox = runtime.toolbox_of(cfg)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r}: no such file')
-    cfg.load_from = args.checkpoint
+    cfg.load_from = None  # loaded strictly by runtime.load_checkpoint_strictly
     if args.show or args.show_dir:
         _enable_visualization(cfg, toolbox, args)
     if args.tta:
@@ -114,7 +114,7 @@ def main(argv=None):
     runtime.preflight(lambda: runtime.check_data(cfg, ('test_dataloader', )))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runtime.check_checkpoint_fits(runner.model, args.checkpoint)
+    runtime.load_checkpoint_strictly(runner, args.checkpoint)
     runtime.explain_sample_errors(runner.test_dataloader.dataset)
     return runner.test()
 

@@ -6,6 +6,7 @@ for things the Runner reports badly (missing data, checkpoints that need the net
 without a GPU).
 """
 import os.path as osp
+import re
 import socket
 import urllib.parse
 from typing import Iterator, List, Optional, Tuple
@@ -333,40 +334,44 @@ class CheckpointMismatchError(RuntimeError):
     """The checkpoint does not fit the model of the config."""
 
 
-def check_checkpoint_fits(model, path: str, max_listed: int = 8) -> None:
-    """Refuse to test with a checkpoint of another architecture.
+def load_checkpoint_strictly(runner, path: str, max_listed: int = 8) -> None:
+    """Load a test checkpoint into the runner's model through mmengine, strictly.
 
-    mmengine loads test checkpoints non-strictly and only logs a warning, so a wrong checkpoint
-    produces a meaningless score. Here every missing, unexpected or differently shaped key is
-    counted and the first ones are listed.
+    mmengine's Runner loads ``load_from`` non-strictly and only logs a warning, so a checkpoint
+    of another architecture would give a meaningless score. Here the file is read by mmengine's
+    ``CheckpointLoader`` (any scheme it supports), compared key by key with the model (the TTA
+    wrapper unwrapped, as mmengine does), refused with the first missing, unexpected and
+    differently shaped keys listed, and otherwise loaded by ``runner.load_checkpoint(...,
+    strict=True)``. The caller leaves ``cfg.load_from`` unset so that nothing loads it twice.
     """
-    from ..utils.checkpoint import load_checkpoint_file, unwrap_state_dict
-    state = unwrap_state_dict(load_checkpoint_file(path))
-    model = model.module if hasattr(model, 'module') else model
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    from mmengine.runner.checkpoint import _load_checkpoint
+    checkpoint = _load_checkpoint(path, map_location='cpu')
+    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
+    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}  # as the Runner revises
+    model = runner.model
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    # a TTA wrapper holds the segmentor under "module."
-    if all(k.startswith('module.') for k in expected) and not any(
-            k.startswith('module.') for k in state):
-        expected = {k[len('module.'):]: v for k, v in expected.items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = sorted(k for k in set(expected) & set(state)
                     if tuple(state[k].shape) != tuple(expected[k]))
-    if not (missing or unexpected or shapes):
-        return
+    if missing or unexpected or shapes:
 
-    def listing(keys):
-        more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
-        return ', '.join(keys[:max_listed]) + more
+        def listing(keys):
+            more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
+            return ', '.join(keys[:max_listed]) + more
 
-    lines = [f'checkpoint {path} does not fit the model of this config:']
-    if missing:
-        lines.append(f'  {len(missing)} missing keys: {listing(missing)}')
-    if unexpected:
-        lines.append(f'  {len(unexpected)} unexpected keys: {listing(unexpected)}')
-    if shapes:
-        lines.append('  %d keys with other shapes: %s' % (len(shapes), listing(
-            [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes])))
-    lines.append('Use the checkpoint trained with this config, or convert an official one with '
-                 'tools/model_converters/.')
-    raise CheckpointMismatchError('\n'.join(lines))
+        lines = [f'checkpoint {path} does not fit the model of this config:']
+        if missing:
+            lines.append(f'  {len(missing)} missing keys: {listing(missing)}')
+        if unexpected:
+            lines.append(f'  {len(unexpected)} unexpected keys: {listing(unexpected)}')
+        if shapes:
+            lines.append('  %d keys with other shapes: %s' % (len(shapes), listing(
+                [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes])))
+        lines.append('Use the checkpoint trained with this config, or convert an official one '
+                     'with tools/model_converters/.')
+        raise CheckpointMismatchError('\n'.join(lines))
+    runner.load_checkpoint(path, map_location='cpu', strict=True)
