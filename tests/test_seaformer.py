@@ -17,7 +17,7 @@ from vt_mm.analysis import ImageToOutputs
 from vt_mm.deploy import switch_to_deploy
 from vt_mm.engine.runtime import replace_syncbn
 from vt_mm.models.backbones import SeaFormer
-from vt_mm.models.backbones.seaformer import checkpoint_filter_fn
+from vt_mm.models.backbones.seaformer import checkpoint_filter_fn, convert_head_keys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 OFFICIAL = json.load(open(osp.join(ROOT, 'tests/data/seaformer_official_state_dicts.json')))
@@ -110,13 +110,20 @@ def test_axial_position_embedding_follows_the_input():
                                attn.row_pos_q.pos_embed.view(1, -1, 8, 2).mean(-1))
 
 
+def _convert(official):
+    """What tools/model_converters/seaformer2vtmm.py writes: backbone keys prefixed, heads."""
+    out = {'backbone.' + k: v for k, v in checkpoint_filter_fn(official).items()}
+    out.update(convert_head_keys(official))
+    return out
+
+
 @pytest.mark.parametrize('arch', ARCHS)
 def test_converter_loads_official_layouts_strictly(arch):
     torch.manual_seed(0)
     seg_official = {k: torch.randn(v) if v else torch.tensor(3)
                     for k, v in OFFICIAL[SEG_LAYOUT[arch]].items()}
     seg = build_segmentor(arch)
-    converted = checkpoint_filter_fn(seg_official)
+    converted = _convert(seg_official)
     result = seg.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     # values land where they belong, e.g. the official classifier conv and a pos embedding
@@ -128,7 +135,10 @@ def test_converter_loads_official_layouts_strictly(arch):
     cls_official = {k: torch.randn(v) if v else torch.tensor(3)
                     for k, v in OFFICIAL[CLS_LAYOUT[arch]].items()}
     cls = build_classifier(arch)
-    result = cls.load_state_dict(checkpoint_filter_fn(cls_official), strict=True)
+    result = cls.load_state_dict(_convert(cls_official), strict=True)
+    # the filter alone gives the backbone's own keys (timm's contract)
+    result = cls.backbone.load_state_dict(checkpoint_filter_fn(cls_official), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
     assert not result.missing_keys and not result.unexpected_keys
     torch.testing.assert_close(cls.head.fc.weight, cls_official['linear.weight'])
 
@@ -152,7 +162,7 @@ def test_converter_cli_and_expand_less_blocks(tmp_path):
                                ema['smb1.layer1.conv.0.c.weight'])
     large = checkpoint_filter_fn({k: torch.zeros(v) for k, v in
                                   OFFICIAL['SeaFormer_L_in1k_cls'].items() if 'smb1.layer1' in k})
-    assert 'backbone.mv2_stages.0.0.expand.conv.weight' in large
+    assert 'mv2_stages.0.0.expand.conv.weight' in large
 
 
 @pytest.mark.parametrize('arch', ['small', 'large'])
@@ -359,7 +369,7 @@ def test_converted_official_weights_give_the_official_outputs():
         else:
             official[k] = torch.randn(shape) * (0.5 if 'pos_emb' in k else 0.2)
     seg = build_segmentor('tiny')
-    seg.load_state_dict(checkpoint_filter_fn(official), strict=True)
+    seg.load_state_dict(_convert(official), strict=True)
     x = torch.randn(1, 3, 200, 312)
     with torch.no_grad():
         ours = seg._forward(x)

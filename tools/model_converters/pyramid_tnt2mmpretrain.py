@@ -14,10 +14,11 @@ from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
 def convert(state_dict: dict) -> dict:
-    """Official keys -> mmpretrain ImageClassifier keys."""
-    out = {}
-    for k, v in checkpoint_filter_fn(state_dict).items():
-        out[('head.fc.' + k[len('head.'):]) if k.startswith('head.') else 'backbone.' + k] = v
+    """Official keys -> mmpretrain ImageClassifier keys: the backbone's own keys
+    (``checkpoint_filter_fn``) under ``backbone.``, the classifier ``head.*`` as ``head.fc.*``."""
+    out = {'backbone.' + k: v for k, v in checkpoint_filter_fn(state_dict).items()}
+    out.update({'head.fc.' + k[len('head.'):]: v for k, v in state_dict.items()
+                if k.startswith('head.')})
     return out
 
 

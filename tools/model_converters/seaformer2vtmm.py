@@ -12,12 +12,20 @@ SRC is either
 """
 
 
-from vt_mm.models.backbones.seaformer import checkpoint_filter_fn
+from vt_mm.models.backbones.seaformer import checkpoint_filter_fn, convert_head_keys
 from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
+def convert(state_dict: dict) -> dict:
+    """Official keys -> mmseg EncoderDecoder / mmpretrain ImageClassifier keys: the backbone's
+    own keys (``checkpoint_filter_fn``) under ``backbone.``, plus the head."""
+    out = {'backbone.' + k: v for k, v in checkpoint_filter_fn(state_dict).items()}
+    out.update(convert_head_keys(state_dict))
+    return out
+
+
 def main(argv=None):
-    converted = convert_checkpoint_cli(argv, __doc__, checkpoint_filter_fn, 'seaformer2vtmm')
+    converted = convert_checkpoint_cli(argv, __doc__, convert, 'seaformer2vtmm')
     kind = 'segmentation' if any(k.startswith('decode_head.') for k in converted) else \
         'classification'
     print(f'[seaformer2vtmm] {kind} checkpoint')

@@ -505,13 +505,18 @@ _BLOCK_RENAMES = (
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official PyramidTNT state_dict -> vt-mm PyramidTNT keys (classifier ``head.*`` kept as is).
+    """Official PyramidTNT state_dict -> :class:`PyramidTNT` keys (backbone-local, timm's
+    contract). The classifier ``head.*`` is left out; the converter tool
+    (tools/model_converters/pyramid_tnt2mmpretrain.py) adds it as mmpretrain's ``head.fc.*``
+    and the ``backbone.`` prefix.
 
     ``word_merges.k`` / ``sentence_merges.k`` move into ``stages.(k+1)``; blocks use the paper's
     names (word = inner, sentence = outer); the final ``norm`` becomes ``norm3``.
     """
     out = {}
     for key, value in state_dict.items():
+        if key.startswith('head.'):  # the classifier: not a backbone weight
+            continue
         new = key
         if key.startswith(('word_merges.', 'sentence_merges.')):
             kind, idx, rest = key.split('.', 2)

@@ -38,7 +38,7 @@ from torch import Tensor
 from ...deploy import fold_conv_bn
 from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
 
-__all__ = ['SeaFormer', 'checkpoint_filter_fn']
+__all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']
 
 
 class ConvBN(nn.Module):
@@ -363,34 +363,39 @@ def _convert_backbone_key(key: str, with_expand: Dict[str, bool]) -> str:
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """Official SeaFormer keys -> vt-mm keys.
+    """Official SeaFormer backbone weights -> :class:`SeaFormer` keys (backbone-local, timm's
+    contract: the result loads into ``SeaFormer(...)`` itself).
 
     Accepts the classification layout (backbone keys unprefixed + ``linear.*``, as in
     ``state_dict``/``state_dict_ema`` of the timm checkpoints) and the segmentation layout
-    (``backbone.*`` + ``decode_head.*``). Returns keys for an mmpretrain ``ImageClassifier``
-    (``backbone.*``, ``head.fc.*``) or an mmseg ``EncoderDecoder`` (``backbone.*``,
-    ``decode_head.*``).
+    (``backbone.*`` + ``decode_head.*``); head keys are left out (see :func:`convert_head_keys`).
+    The converter tool (tools/model_converters/seaformer2vtmm.py) adds the model prefixes.
     """
-    segmentation = any(k.startswith('decode_head.') for k in state_dict)
     # which inverted residuals have an expansion conv: those with a conv.4 entry
+    bare = {(k[len('backbone.'):] if k.startswith('backbone.') else k): v
+            for k, v in state_dict.items() if not k.startswith(('decode_head.', 'linear.'))}
+    if any(k.startswith('decode_head.') for k in state_dict):
+        stray = [k for k in state_dict if not k.startswith(('backbone.', 'decode_head.'))]
+        if stray:
+            raise KeyError(f'Unexpected key {stray[0]!r} in a SeaFormer segmentation checkpoint')
     with_expand = {}
-    for key in state_dict:
-        bare = key[len('backbone.'):] if key.startswith('backbone.') else key
-        m = re.match(r'^smb(\d+)\.layer(\d+)\.conv\.(\d)\.', bare)
+    for key in bare:
+        m = re.match(r'^smb(\d+)\.layer(\d+)\.conv\.(\d)\.', key)
         if m:
             block = f'mv2_stages.{int(m[1]) - 1}.{int(m[2]) - 1}'
             with_expand[block] = with_expand.get(block, False) or m[3] == '4'
+    return {_convert_backbone_key(k, with_expand): v for k, v in bare.items()}
+
+
+def convert_head_keys(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
+    """The official heads' weights with vt-mm model keys: the segmentation ``decode_head.*``
+    (LightHead) and the classifier ``linear.*`` (mmpretrain's ``head.fc.*``)."""
     out = {}
     for key, value in state_dict.items():
         if key.startswith('decode_head.'):
             out[_convert_head_key(key)] = value
         elif key.startswith('linear.'):
             out['head.fc.' + key[len('linear.'):]] = value
-        else:
-            bare = key[len('backbone.'):] if key.startswith('backbone.') else key
-            if segmentation and not key.startswith('backbone.'):
-                raise KeyError(f'Unexpected key {key!r} in a SeaFormer segmentation checkpoint')
-            out['backbone.' + _convert_backbone_key(bare, with_expand)] = value
     return out
 
 
