@@ -19,6 +19,8 @@ from typing import Dict, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ._stamp import is_current, write_stamp
+
 CUE_COLOURS = (('red', (220, 40, 40)), ('green', (40, 200, 60)), ('blue', (40, 80, 230)),
                ('yellow', (230, 210, 40)))
 SHAPE_KINDS = ('disc', 'square')
@@ -79,9 +81,8 @@ def make_cue_seg(root: str,
     Deterministic: the same arguments give byte-identical files. Existing complete data with the
     same arguments is kept unless ``overwrite``.
     """
-    stamp = osp.join(root, '.demo_cue')
     signature = f'{num_train},{num_val},{size},{seed}'
-    if not overwrite and osp.isfile(stamp) and open(stamp).read().strip() == signature:
+    if is_current(root, '.demo_cue', signature, overwrite):
         return dict(train=num_train, val=num_val)
     for split, count, split_seed in (('train', num_train, seed), ('val', num_val, seed + 7919)):
         img_dir, ann_dir = osp.join(root, 'img_dir', split), osp.join(root, 'ann_dir', split)
@@ -92,6 +93,5 @@ def make_cue_seg(root: str,
             img, lbl = make_cue_sample(size, rng)
             Image.fromarray(img).save(osp.join(img_dir, f'{i:05d}.png'))
             Image.fromarray(lbl).save(osp.join(ann_dir, f'{i:05d}.png'))
-    with open(stamp, 'w') as f:
-        f.write(signature + '\n')
+    write_stamp(root, '.demo_cue', signature)
     return dict(train=num_train, val=num_val)

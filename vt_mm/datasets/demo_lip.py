@@ -19,6 +19,8 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ._stamp import is_current, write_stamp
+
 LIP_CLASSES = ('Background', 'Hat', 'Hair', 'Glove', 'Sunglasses', 'UpperClothes', 'Dress', 'Coat',
                'Socks', 'Pants', 'Jumpsuits', 'Scarf', 'Skirt', 'Face', 'Left-arm', 'Right-arm',
                'Left-leg', 'Right-leg', 'Left-shoe', 'Right-shoe')
@@ -181,9 +183,8 @@ def make_demo_lip(root: str,
     Deterministic: the same arguments give byte-identical label maps and ids. Existing complete
     data with the same arguments is kept unless ``overwrite``.
     """
-    stamp = osp.join(root, '.demo_lip')
     signature = f'{num_train},{num_val},{size},{seed}'
-    if not overwrite and osp.isfile(stamp) and open(stamp).read().strip() == signature:
+    if is_current(root, '.demo_lip', signature, overwrite):
         return dict(train=num_train, val=num_val)
     splits = (('train', num_train, seed), ('val', num_val, seed + 1_000_003))
     for split, count, split_seed in splits:
@@ -201,8 +202,7 @@ def make_demo_lip(root: str,
             ids.append(stem)
         with open(osp.join(root, 'TrainVal_images', f'{split}_id.txt'), 'w') as f:
             f.write('\n'.join(ids) + '\n')
-    with open(stamp, 'w') as f:
-        f.write(signature + '\n')
+    write_stamp(root, '.demo_lip', signature)
     return dict(train=num_train, val=num_val)
 
 

@@ -218,6 +218,10 @@ class VTFPN(BaseModule):
                                      f'{arg} among the divisors of {what} (e.g. 8 or 16 for '
                                      'widths that are multiples of 16)')
         self.token_channels = token_channels
+        # plain 1x1 laterals (no norm / activation): the top-down sum is accumulated in place
+        self._fused_laterals = all(
+            _plain_1x1(conv) and not conv.with_norm and not conv.with_activation
+            for conv in self.lateral_convs)
         self.tokenizers = nn.ModuleList([
             FilterTokenizer(out_channels, token_channels, num_tokens, value_groups=groups)
             for _ in range(num_levels)
@@ -284,9 +288,7 @@ class VTFPN(BaseModule):
         """1x1 laterals plus FPN's top-down pathway: the maps the tokenizers read."""
         self._check_inputs(inputs)
         inputs = inputs[self.start_level:self.backbone_end_level]
-        fused = all(_plain_1x1(conv) and not conv.with_norm and not conv.with_activation
-                    for conv in self.lateral_convs)
-        if not fused:
+        if not self._fused_laterals:
             laterals = [_conv_module_1x1(conv, x) for conv, x in zip(self.lateral_convs, inputs)]
             for i in range(len(laterals) - 1, 0, -1):
                 laterals[i - 1] = laterals[i - 1] + self._upsample(laterals[i], laterals[i - 1])
