@@ -7,8 +7,8 @@ _base_ = [
     'mmseg::_base_/datasets/coco-stuff164k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_80k.py',
+    './_base_/vt_mm_runtime.py',
 ]
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
 crop_size = (640, 640)
 data_preprocessor = dict(size=crop_size)
 model = dict(data_preprocessor=data_preprocessor, decode_head=dict(num_classes=171))

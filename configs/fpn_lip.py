@@ -7,8 +7,8 @@ _base_ = [
     './_base_/datasets/lip.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py',
+    './_base_/vt_mm_runtime.py',
 ]
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
 crop_size = (473, 473)
 data_preprocessor = dict(size=crop_size)
 model = dict(

@@ -107,3 +107,30 @@ def test_vt_attention_maps_share_one_name():
     neck = VTFPN([32, 64], 32, 2).eval()
     maps = neck.attention_maps([torch.randn(1, 32, 16, 16), torch.randn(1, 64, 8, 8)])
     assert [tuple(m.shape) for m in maps] == [(1, 8, 16, 16), (1, 8, 8, 8)]
+
+
+def test_attention_maps_of_pyramid_tnt_and_seaformer():
+    """One name on every backbone; the weights are the ones the forward pass uses (rows sum to
+    1; PyramidTNT's fused kernel output equals the explicit path that records them)."""
+    from vt_mm.models.backbones import PyramidTNT, SeaFormer
+    ptnt = PyramidTNT('tiny').eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        fused = ptnt(x)
+    maps = ptnt.attention_maps(x)
+    assert len(maps) == sum(len(s.blocks) for s in ptnt.stages)
+    # stage 1: 8x12 sentences (stride 8), keys spatially reduced by 4 -> 2x3
+    assert maps[0].shape == (1, 2, 8 * 12, 2 * 3)
+    assert all(torch.allclose(m.sum(-1), torch.ones(())) for m in maps)
+    assert all(m._attention_store is None for m in ptnt._attention_modules())
+    with torch.no_grad():
+        after = ptnt(x)  # recording is off again: the fused path, same outputs
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fused, after))
+
+    sea = SeaFormer('tiny').eval()
+    maps = sea.attention_maps(torch.randn(1, 3, 64, 96))
+    assert len(maps) == len(sea._attention_modules()) > 0
+    rows, cols = maps[0]
+    assert rows.shape[-2:] == (2, 2) and cols.shape[-2:] == (3, 3)  # stride 32: 2x3 grid
+    assert torch.allclose(rows.sum(-1), torch.ones(())) and torch.allclose(cols.sum(-1),
+                                                                             torch.ones(()))

@@ -144,7 +144,7 @@ def test_dist_train_two_cpu_processes(lip_root, tmp_path, tiny_config):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     assert 'SyncBN is replaced by BN' in out
-    # both ranks end with identical weights (RankConsistencyHook, added by tools/train.py)
+    # both ranks end with identical weights (RankConsistencyHook of the runtime base config)
     assert 'end of training: parameters identical across 2 ranks' in out, out[-3000:]
     assert "'backend': 'gloo'" in out or 'gloo' in out
     state = torch.load(osp.join(work, 'iter_2.pth'), map_location='cpu', weights_only=True)

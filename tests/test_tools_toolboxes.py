@@ -9,11 +9,11 @@ import sys
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+RUNTIME_CFG = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
 
 RETINANET_VTFPN = """
 # mmdet's own RetinaNet config; the neck is VT-FPN (P3-P5 from C3-C5, P6/P7 on the input).
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', {runtime!r}]
 data_root = {root!r}
 metainfo = dict(classes=('square', 'circle', 'triangle'))
 model = dict(
@@ -45,8 +45,8 @@ default_hooks = dict(logger=dict(interval=1))
 """
 
 RESNET_CLS = """
-_base_ = ['mmpretrain::_base_/models/resnet18.py', 'mmpretrain::_base_/default_runtime.py']
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['mmpretrain::_base_/models/resnet18.py', 'mmpretrain::_base_/default_runtime.py',
+          {runtime!r}]
 data_root = {root!r}
 model = dict(head=dict(num_classes=3, topk=(1, )))
 data_preprocessor = dict(num_classes=3, mean=[123.675, 116.28, 103.53],
@@ -88,7 +88,7 @@ def test_mmdet_retinanet_with_vtfpn_train_and_test(tmp_path):
     make_demo_coco(str(data), 'train', num_images=4, seed=0)
     make_demo_coco(str(data), 'val', num_images=2, seed=1)
     cfg = tmp_path / 'retinanet_vtfpn.py'
-    cfg.write_text(RETINANET_VTFPN.format(root=str(data)))
+    cfg.write_text(RETINANET_VTFPN.format(root=str(data), runtime=RUNTIME_CFG))
     work = tmp_path / 'work'
     out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'Epoch(train) [1][2/2]' in out
@@ -112,7 +112,7 @@ def test_mmpretrain_classifier_train_and_test(tmp_path):
     make_demo_imagefolder(str(data), 'train', per_class=4, seed=0)
     make_demo_imagefolder(str(data), 'val', per_class=2, seed=1)
     cfg = tmp_path / 'resnet18_shapes.py'
-    cfg.write_text(RESNET_CLS.format(root=str(data)))
+    cfg.write_text(RESNET_CLS.format(root=str(data), runtime=RUNTIME_CFG))
     work = tmp_path / 'work'
     out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'accuracy/top1' in out

@@ -256,3 +256,18 @@ def test_on_lateral_extra_conv_reads_the_unprojected_lateral():
         outs = neck(feats)
         lateral = neck.lateral_features(feats)[-1]
         assert torch.allclose(outs[-1], neck.extra_convs[0](lateral), atol=1e-6)
+
+
+def test_zero_init_projection_starts_as_laterals():
+    """zero_init_projection: after init_weights the outputs are the laterals + top-down sum;
+    by default the projectors add something."""
+    feats = _features(64, 48)
+    for zero in (True, False):
+        torch.manual_seed(0)
+        neck = _small_neck(zero_init_projection=zero)
+        neck.init_weights()
+        with torch.no_grad():
+            outs = neck(feats)
+            laterals = neck.lateral_features(feats)
+        same = all(torch.equal(o, x) for o, x in zip(outs, laterals))
+        assert same is zero

@@ -80,7 +80,7 @@ def main(argv=None):
         lambda: runtime.check_data(cfg, ('train_dataloader', 'val_dataloader')),
         lambda: None if cfg.get('resume', False) else runtime.check_checkpoints(cfg))
     runtime.setup_cpu_distributed(cfg, args.launcher)
-    runtime.add_reliability_hooks(cfg)
+    runtime.check_reliability_hooks(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runtime.check_num_classes(cfg, runner.train_dataloader.dataset)
     runtime.explain_sample_errors(runner.train_dataloader.dataset)

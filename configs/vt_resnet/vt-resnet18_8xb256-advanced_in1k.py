@@ -32,5 +32,6 @@ param_scheduler = [
 ]
 train_cfg = dict(by_epoch=True, max_epochs=400, val_interval=1)
 # mmengine's EMA momentum is the weight of the new value: 1 - 0.99985
-custom_hooks = [dict(type='EMAHook', momentum=1.5e-4, priority='ABOVE_NORMAL')]
+custom_hooks = [dict(type='EMAHook', momentum=1.5e-4, priority='ABOVE_NORMAL')
+                ] + _base_.custom_hooks
 auto_scale_lr = dict(base_batch_size=2048)

@@ -6,8 +6,8 @@ _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs32.py',
     'mmpretrain::_base_/schedules/imagenet_bs256.py',
     'mmpretrain::_base_/default_runtime.py',
+    '../_base_/vt_mm_runtime.py',
 ]
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
 model = dict(
     type='ImageClassifier',
     # out_type='tokens': the backbone returns the final 16 visual tokens (N, 1024, 16)

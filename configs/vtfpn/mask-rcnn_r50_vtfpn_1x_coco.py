@@ -3,6 +3,5 @@
 # base config and replaces FPN's 3x3 output convolutions with visual tokens (VTFPN defaults:
 # 8 tokens x 1024 channels per level at out_channels 256, 16 heads, grouped projections, one
 # shared transformer).
-_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/vt_mm_runtime.py']
 model = dict(neck=dict(type='VTFPN'))

@@ -4,5 +4,13 @@
 # 8 tokens x 1024 channels per level at out_channels 256, 16 heads, grouped projections, one
 # shared transformer).
 _base_ = ['mmdet::panoptic_fpn/panoptic-fpn_r50_fpn_1x_coco.py']
+# What ../_base_/vt_mm_runtime.py declares, restated: mmdet's Panoptic FPN config sets
+# custom_hooks = [] and mmengine allows no key in two bases (tests/test_configs.py checks that
+# every vt-mm config carries the runtime base's import and hooks).
 custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+custom_hooks = [
+    dict(type='ResumeRNGHook'),
+    dict(type='NonFiniteLossHook'),
+    dict(type='RankConsistencyHook'),
+]
 model = dict(neck=dict(type='VTFPN'))

@@ -50,8 +50,7 @@ SEG_MODELS = {
 }
 
 DET_COMMON = """
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', {runtime!r}]
 data_root = {root!r}
 metainfo = dict(classes=('square', 'circle', 'triangle'))
 model = dict(bbox_head=dict(num_classes=3))
@@ -147,7 +146,8 @@ def run_det(out_dir: str, epochs: int, num_train: int = 32, num_val: int = 8, pa
     for name, extra in _selected(DET_MODELS, pattern).items():
         cfg = osp.join(out_dir, 'det_' + re.sub(r'[^a-z0-9]+', '_', name.lower()) + '.py')
         with open(cfg, 'w') as f:
-            f.write(DET_COMMON.format(root=root, epochs=epochs) + extra)
+            f.write(DET_COMMON.format(root=root, epochs=epochs, runtime=osp.join(
+                ROOT, 'configs', '_base_', 'vt_mm_runtime.py')) + extra)
         print(f'[synthetic] det {name}: {epochs} epochs', file=sys.stderr, flush=True)
         out, train = _train(cfg, osp.join(out_dir, 'work_' + osp.basename(cfg)[:-3]))
         results.append(dict(task='det (COCO-format shapes)', model=name, train=train,

@@ -36,10 +36,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+RUNTIME = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
 
 SEG_BASE = """
-_base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/default_runtime.py']
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/default_runtime.py', {runtime!r}]
 norm_cfg = dict(type='BN', requires_grad=True)
 crop_size = ({size}, {size})
 model = dict(
@@ -115,8 +115,7 @@ SGD = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=
        "weight_decay=5e-4))")
 
 DET_BASE = """
-_base_ = [{base!r}]
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = [{base!r}, {runtime!r}]
 data_root = {root!r}
 metainfo = dict(classes=('square', 'circle', 'triangle'))
 train_pipeline = [
@@ -191,7 +190,7 @@ def make_data(out_dir: str) -> dict:
     return roots
 
 
-def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
+def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str = '') -> str:
     task, optim, _, _, _ = ROWS[row]
     if task in ('lip', 'cue'):
         from vt_mm.datasets.demo_cue import CUE_CLASSES
@@ -199,17 +198,20 @@ def config_text(row: str, neck: str, roots: dict, scale: float) -> str:
         data = (LIP_DATA.format(root=roots['lip']) if task == 'lip' else CUE_DATA.format(
             root=roots['cue'], classes=CUE_CLASSES))
         num_classes = 20 if task == 'lip' else len(CUE_CLASSES)
-        text = SEG_BASE.format(size=SEG_SIZE, num_classes=num_classes, data=data, optim=optim,
-                               iters=iters, warmup=max(1, iters // 8))
+        text = SEG_BASE.format(runtime=RUNTIME, size=SEG_SIZE, num_classes=num_classes,
+                               data=data, optim=optim, iters=iters, warmup=max(1, iters // 8))
     else:
         mask = task == 'mask-rcnn'
         base = ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
                 if mask else 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
-        text = DET_BASE.format(base=base, root=roots['coco'], mask=mask,
+        text = DET_BASE.format(base=base, runtime=RUNTIME, root=roots['coco'], mask=mask,
                                metrics=['bbox', 'segm'] if mask else 'bbox',
                                epochs=max(1, int(round(DET_EPOCHS * scale))),
                                heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS)
-    return text + NECKS[neck]
+    text += NECKS[neck]
+    if neck == 'VT-FPN' and vt_options:
+        text += f"model['neck'].update(dict({vt_options}))\n"
+    return text
 
 
 def train_once(config: str, work: str, seed: int, threads: int, key: str) -> dict:
@@ -304,16 +306,20 @@ def main(argv=None):
     parser.add_argument('--scale', type=float, default=1.0,
                         help='schedule length factor (SEG_ITERS seg iterations, DET_EPOCHS det '
                              'epochs at 1.0)')
+    parser.add_argument('--necks', nargs='+', choices=list(NECKS), default=list(NECKS),
+                        help='run only these necks (the report needs both)')
+    parser.add_argument('--vt-options', default='',
+                        help="extra VTFPN arguments for experiments, e.g. 'num_tokens=16'")
     parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     roots = make_data(args.out)
     jobs = []
     for row in args.rows:
-        for neck in NECKS:
+        for neck in args.necks:
             cfg = osp.join(args.out, f'{row}_{neck.replace("-", "").lower()}.py')
             with open(cfg, 'w') as f:
-                f.write(config_text(row, neck, roots, args.scale))
+                f.write(config_text(row, neck, roots, args.scale, args.vt_options))
             for seed in args.seeds:
                 work = osp.join(args.out, 'work', f'{row}_{neck}_{seed}')
                 jobs.append((row, neck, seed, cfg, work))
@@ -330,6 +336,12 @@ def main(argv=None):
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(run, jobs))
+    if len(args.necks) < len(NECKS):
+        for row in args.rows:
+            for neck in args.necks:
+                print(f'{row} {neck}: ' + ', '.join(f'{r["metric"]:.3f}'
+                                                     for r in results[row][neck]))
+        return results
     text = report(results, args.seeds, args.out)
     print(text)
     print(f'[parity] {len(jobs)} runs in {time.time() - started:.0f} s', file=sys.stderr)

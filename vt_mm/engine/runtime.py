@@ -5,6 +5,7 @@ gloo instead of NCCL for distributed runs, BN instead of SyncBN under CPU DDP, a
 for things the Runner reports badly (missing data, checkpoints that need the network, --amp
 without a GPU).
 """
+import logging
 import os.path as osp
 import re
 import socket
@@ -104,10 +105,12 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     changed = replace_syncbn(cfg)
-    if changed and dist.get_rank() == 0:
-        print_log(
-            'No GPU: SyncBN is replaced by BN (per-process statistics) at ' + ', '.join(changed),
-            logger='current')
+    if dist.get_rank() == 0:
+        print_log('No GPU: env_cfg.dist_cfg.backend = gloo, model_wrapper_cfg.device_ids = None '
+                  '(CPU DDP)', logger='current')
+        if changed:
+            print_log('No GPU: SyncBN is replaced by BN (per-process statistics) at ' +
+                      ', '.join(changed), logger='current')
 
 
 def preflight(*checks) -> None:
@@ -237,19 +240,21 @@ def check_checkpoints(cfg: Config) -> None:
                 f' or set {path}=None.')
 
 
-def add_reliability_hooks(cfg) -> None:
-    """Append vt-mm's reliability hooks (exact resume, NaN stop, rank check) to custom_hooks.
+def check_reliability_hooks(cfg) -> List[str]:
+    """Logs which of vt-mm's reliability hooks the config does not declare; returns them.
 
-    A config can opt out of one by listing it itself (its settings win) or by setting
-    ``vtmm_reliability_hooks = False``.
+    The hooks are declared by ``configs/_base_/vt_mm_runtime.py``, which every vt-mm config
+    inherits, so that the toolboxes' own train tools run them too. This only reports; it
+    changes nothing (a config may leave a hook out on purpose).
     """
     from .hooks import RELIABILITY_HOOKS
-    if not cfg.get('vtmm_reliability_hooks', True):
-        return
-    hooks = list(cfg.get('custom_hooks', None) or [])
-    present = {h.get('type') for h in hooks}
-    hooks += [dict(h) for h in RELIABILITY_HOOKS if h['type'] not in present]
-    cfg.custom_hooks = hooks
+    present = {h.get('type') for h in (cfg.get('custom_hooks', None) or [])}
+    missing = [h['type'] for h in RELIABILITY_HOOKS if h['type'] not in present]
+    if missing:
+        print_log(f'custom_hooks has no {", ".join(missing)}: exact resume / NaN stop / rank '
+                  'check are off for this run; inherit configs/_base_/vt_mm_runtime.py to get '
+                  'them', logger='current', level=logging.WARNING)
+    return missing
 
 
 def _num_classes_of_model(model_cfg) -> dict:

@@ -1,7 +1,7 @@
 # What every PyramidTNT-S detector config shares (the paper's detection setting). The names are
 # distinct from mmdet's (model, optim_wrapper) because mmengine allows no key in two bases; the
 # detector configs plug them in with {{_base_.ptnt_*}}.
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['../../_base_/vt_mm_runtime.py']
 # ImageNet weights converted with tools/model_converters/pyramid_tnt2mmpretrain.py
 pretrained = 'checkpoints/pyramid-tnt-s_in1k.pth'
 # PyramidTNT was trained with mean = std = 0.5

@@ -1,5 +1,5 @@
 # SeaFormer-T + LightHead (official settings; 150 classes by default).
-custom_imports = dict(imports=['vt_mm'], allow_failed_imports=False)
+_base_ = ['../../_base_/vt_mm_runtime.py']
 norm_cfg = dict(type='SyncBN', requires_grad=True)
 data_preprocessor = dict(
     type='SegDataPreProcessor',

@@ -13,13 +13,17 @@ Written once here, as mmpretrain's and mmseg's backbones do it:
   (:meth:`BackboneContract._frozen_parts`); freezing and the ``train()`` override are here;
 * ``train()`` returns ``self``, so ``model = build(...).eval()`` works (mmpretrain's
   ``ResNet.train`` returns None);
-* ``attention_maps(x)``: the attention a backbone can show, one name across vt-mm (VT-FPN's
-  neck uses it too).
+* ``attention_maps(x)``: the attention weights a backbone computes, one name across vt-mm
+  (VT-FPN's neck uses it too). A backbone lists its attention modules
+  (:meth:`BackboneContract._attention_modules`); each calls :func:`record_attention` with its
+  softmax weights, which are kept only while ``attention_maps`` runs.
 """
 import warnings
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+import torch
 import torch.nn as nn
+from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
 # one alias scheme for every family's variant names
@@ -77,6 +81,20 @@ def pretrained_to_init_cfg(owner: str, pretrained: Optional[str], init_cfg):
     return dict(type='Pretrained', checkpoint=pretrained)
 
 
+def recording_attention(module: nn.Module) -> bool:
+    """Whether ``attention_maps`` is collecting this module's weights (then a fused kernel that
+    hides them must take its explicit path)."""
+    return getattr(module, '_attention_store', None) is not None
+
+
+def record_attention(module: nn.Module, weights) -> None:
+    """Keeps an attention module's softmax weights while ``attention_maps`` runs; else a no-op."""
+    store = getattr(module, '_attention_store', None)
+    if store is not None:
+        store.append(weights.detach() if isinstance(weights, Tensor) else tuple(
+            w.detach() for w in weights))
+
+
 class BackboneContract:
     """Mixin placed first in a backbone's bases (before mmpretrain's ``BaseBackbone`` or
     ``ResNet``): freezing, ``norm_eval`` and ``train()`` for every vt-mm backbone.
@@ -91,6 +109,26 @@ class BackboneContract:
         """Modules and parameters that ``frozen_stages`` freezes (may be called while the
         backbone is still being built: list only what exists)."""
         raise NotImplementedError
+
+    def _attention_modules(self) -> List[nn.Module]:
+        """The modules whose weights :meth:`attention_maps` returns, in forward order."""
+        raise NotImplementedError(f'{type(self).__name__} has no attention maps to show')
+
+    def attention_maps(self, x: Tensor) -> List:
+        """The attention weights of every attention module for images ``x``, in forward order
+        (what each entry holds is in the backbone's docstring). Runs one forward pass without
+        autograd; fused attention kernels take their explicit path for it."""
+        modules = self._attention_modules()
+        maps: List = []
+        for m in modules:
+            m._attention_store = maps
+        try:
+            with torch.no_grad():
+                self.forward(x)
+        finally:
+            for m in modules:
+                m._attention_store = None
+        return maps
 
     def _freeze_stages(self) -> None:
         if getattr(self, 'frozen_stages', -1) < 0:

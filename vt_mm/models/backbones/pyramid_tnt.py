@@ -43,7 +43,13 @@ from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
-from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
+from .base import (
+    BackboneContract,
+    pretrained_to_init_cfg,
+    record_attention,
+    recording_attention,
+    resolve_arch,
+)
 
 WORDS_SIDE = 4  # every sentence holds 4x4 words
 SENTENCE_STRIDE = 8  # pixels per sentence side in the first stage
@@ -109,7 +115,7 @@ class SRAttention(nn.Module):
             grid = F.avg_pool2d(grid, self.sr_ratio, self.sr_ratio).flatten(2).transpose(1, 2)
             x = self.sr_norm(self.sr(grid))
         k, v = self.kv(x).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
-        if self.fused_attn:
+        if self.fused_attn and not recording_attention(self):
             mask = None
             if bias is not None:
                 # A mask that requires grad sends SDPA from the CPU flash kernel to its ~2.5x slower
@@ -121,7 +127,9 @@ class SRAttention(nn.Module):
             attn = (q @ k.transpose(-2, -1)) * self.scale
             if bias is not None:
                 attn = attn + bias
-            out = self.attn_drop(attn.softmax(dim=-1)) @ v
+            attn = attn.softmax(dim=-1)
+            record_attention(self, attn)
+            out = self.attn_drop(attn) @ v
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
@@ -432,6 +440,12 @@ class PyramidTNT(BackboneContract, BaseBackbone):
         parts += list(self.stages[:self.frozen_stages])
         parts += [getattr(self, f'norm{i}') for i in self.out_indices if i < self.frozen_stages]
         return parts
+
+    def _attention_modules(self) -> List[nn.Module]:
+        """``attention_maps(x)``: the outer (sentence) attention of every block, (B, heads,
+        H_i W_i, H_i W_i / sr_i^2) with the relative position bias included; each query row sums
+        to 1."""
+        return [blk.attn for stage in self.stages for blk in stage.blocks]
 
     def set_fused_attn(self, fused: bool) -> None:
         """Switches every attention between the fused kernel and the explicit softmax path."""

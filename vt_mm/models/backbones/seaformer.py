@@ -36,7 +36,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
 from ...deploy import fold_conv_bn
-from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
+from .base import BackboneContract, pretrained_to_init_cfg, record_attention, resolve_arch
 
 __all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']
 
@@ -119,21 +119,25 @@ class SeaAttention(nn.Module):
         self.detail_pw = ConvBN(2 * qk + vd, dim, norm_cfg=norm_cfg)
 
     def _axial(self, q, k, v, pos_q, pos_k):
-        """Multi-head attention along one squeezed axis: q, k (N, qk, L), v (N, vd, L)."""
+        """Multi-head attention along one squeezed axis: q, k (N, qk, L), v (N, vd, L); returns
+        the output (N, vd, L) and the weights (N, heads, L, L)."""
         n, _, length = q.shape
         h = self.num_heads
         q = pos_q(q).reshape(n, h, -1, length).transpose(2, 3)  # N, h, L, d
         k = pos_k(k).reshape(n, h, -1, length)  # N, h, d, L
         v = v.reshape(n, h, -1, length).transpose(2, 3)  # N, h, L, dv
         attn = (torch.matmul(q, k) * self.scale).softmax(dim=-1)
-        return torch.matmul(attn, v).transpose(2, 3).reshape(n, self.value_dim, length)
+        return torch.matmul(attn, v).transpose(2, 3).reshape(n, self.value_dim, length), attn
 
     def forward(self, x):
         n, _, hgt, wid = x.shape
         q, k, v = self.q(x), self.k(x), self.v(x)
         detail = self.detail_pw(F.relu6(self.detail_dw(torch.cat([q, k, v], dim=1))))
-        rows = self._axial(q.mean(-1), k.mean(-1), v.mean(-1), self.row_pos_q, self.row_pos_k)
-        cols = self._axial(q.mean(-2), k.mean(-2), v.mean(-2), self.col_pos_q, self.col_pos_k)
+        rows, row_attn = self._axial(q.mean(-1), k.mean(-1), v.mean(-1), self.row_pos_q,
+                                     self.row_pos_k)
+        cols, col_attn = self._axial(q.mean(-2), k.mean(-2), v.mean(-2), self.col_pos_q,
+                                     self.col_pos_k)
+        record_attention(self, (row_attn, col_attn))
         rows = self.row_proj(F.relu6(rows.unsqueeze(3)))  # N, vd, H, 1
         cols = self.col_proj(F.relu6(cols.unsqueeze(2)))  # N, vd, 1, W
         gate = self.out_proj(F.relu6(v + rows + cols))
@@ -313,6 +317,12 @@ class SeaFormer(BackboneContract, BaseBackbone):
             if i in self.output_stages:
                 outs.append(x)
         return tuple(outs[i] for i in self.out_indices)
+
+    def _attention_modules(self):
+        """``attention_maps(x)``: per SeaFormer block, in forward order, a pair (row weights
+        (N, heads, H_i, H_i), column weights (N, heads, W_i, W_i)) of its squeezed axial
+        attention; each query row sums to 1."""
+        return [m for m in self.modules() if isinstance(m, SeaAttention)]
 
     def _frozen_parts(self):
         """The stem and the first ``frozen_stages`` stages (with their SeaFormer blocks)."""
