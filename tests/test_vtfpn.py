@@ -110,7 +110,9 @@ def test_paper_defaults_and_flops_vs_fpn():
         by_op, skipped = vt_count.by_operator(), vt_count.unsupported_ops()
     # every product of the neck is counted: none is left out of the total
     assert not [op for op in skipped if 'mm' in op or 'conv' in op or 'einsum' in op], skipped
-    assert by_op.get('baddbmm_', 0) > 0.5e9, by_op  # the lateral products (1.76 G) among them
+    # the counter traces the network, and while tracing VT-FPN takes its plain path (no in-place
+    # accumulation): the lateral products (1.76 G) are baddbmm with the bias
+    assert by_op.get('baddbmm', 0) > 1.7e9, by_op
     assert 12.0e9 < fpn_flops < 13.5e9  # paper: 12.8 G
     assert fpn_flops / vt_flops >= 6.0, (fpn_flops, vt_flops)
 

@@ -113,6 +113,9 @@ class ImageToOutputs(nn.Module):
     def __init__(self, model: nn.Module, toolbox: Optional[str] = None):
         super().__init__()
         self.model, self.toolbox = model, toolbox or toolbox_of_model(model)
+        # a new Module is in training mode; torch.onnx.export restores the wrapper's mode
+        # afterwards, recursively, which would leave an eval model training (BN on batch stats)
+        self.train(model.training)
 
     def forward(self, x):
         if self.toolbox == 'mmpretrain':

@@ -43,6 +43,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
+from ..layers import tracing
 from .base import (
     BackboneContract,
     pretrained_to_init_cfg,
@@ -57,14 +58,19 @@ SENTENCE_STRIDE = 8  # pixels per sentence side in the first stage
 
 def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim: int,
                      mode: str = 'bicubic') -> Tensor:
-    """Resizes the flattened 2-D grid at dimension ``dim`` of ``x`` from ``src`` to ``dst``."""
-    if tuple(src) == tuple(dst):
+    """Resizes the flattened 2-D grid at dimension ``dim`` of ``x`` from ``src`` to ``dst``
+    (a traced graph always resizes: ``dst`` is the input's size, which varies)."""
+    if tuple(src) == tuple(dst) and not tracing():
         return x
-    x = x.movedim(dim, -1)
+    # explicit permutations: the ONNX exporter writes movedim(dim, -1) with a negative axis
+    rank = x.dim()
+    order = [i for i in range(rank) if i != dim] + [dim]
+    x = x.permute(order)
     lead = x.shape[:-1]
     grid = x.reshape(1, -1, src[0], src[1])
     grid = F.interpolate(grid, size=dst, mode=mode, align_corners=False)
-    return grid.reshape(*lead, dst[0] * dst[1]).movedim(-1, dim)
+    back = list(range(dim)) + [rank - 1] + list(range(dim, rank - 1))
+    return grid.reshape(*lead, dst[0] * dst[1]).permute(back)
 
 
 class Mlp(nn.Module):
@@ -212,7 +218,7 @@ class WordAggregation(nn.Module):
         c = x.shape[-1]
         x = self.norm(x).reshape(-1, hw[0], hw[1], s, s, c)
         pad_h, pad_w = hw[0] % 2, hw[1] % 2
-        if pad_h or pad_w:
+        if pad_h or pad_w or tracing():  # traced: the padding depends on the input size
             x = F.pad(x.permute(0, 3, 4, 5, 1, 2), (0, pad_w, 0, pad_h)).permute(0, 4, 5, 1, 2, 3)
         top = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2]], 3)  # sentence below -> more rows
         bottom = torch.cat([x[:, 0::2, 1::2], x[:, 1::2, 1::2]], 3)
@@ -460,7 +466,7 @@ class PyramidTNT(BackboneContract, BaseBackbone):
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % SENTENCE_STRIDE, -w % SENTENCE_STRIDE
-        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w or tracing() else x
 
     def forward_features(self, x: Tensor) -> List[Tuple[Tensor, Tuple[int, int]]]:
         """Sentence tokens (B, N, D) and grid size after every stage."""

@@ -5,9 +5,11 @@ from .visual_tokens import (
                             TokenProjector,
                             TokenTransformer,
                             VTModule,
+                            adaptive_avg_pool2d,
+                            tracing,
 )
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
-    'TokenProjector', 'VTModule'
+    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'tracing'
 ]

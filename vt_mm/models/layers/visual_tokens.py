@@ -39,7 +39,7 @@ from torch import Tensor
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
-    'TokenProjector', 'VTModule'
+    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'tracing'
 ]
 
 
@@ -56,6 +56,35 @@ def _check_feature(x: Tensor, channels: int, who: str) -> None:
                          'with '
                          f'{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels to '
                          f'{x.shape[1]} or fix the preceding layer')
+
+
+def tracing() -> bool:
+    """True while the model is traced (ONNX export, ``torch.jit.trace``): shape-dependent fast
+    paths, which would bake the example's sizes into the graph, step aside then."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
+def adaptive_avg_pool2d(x: Tensor, size: int) -> Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``, also for traced graphs of any input size.
+
+    ONNX has no adaptive pooling for sizes that are not multiples of the output, so while tracing
+    the pooling is written as ``P_H X P_W^T`` with the averaging matrices built from the input's
+    (dynamic) size: output cell ``i`` averages input rows ``[floor(i H / s), ceil((i + 1) H / s))``,
+    PyTorch's bins. Same result up to float rounding.
+    """
+    if not tracing():
+        return F.adaptive_avg_pool2d(x, size)
+
+    def bins(length):
+        idx = torch.arange(length, device=x.device)
+        cell = torch.arange(size, device=x.device)
+        start = torch.div(cell * length, size, rounding_mode='floor')
+        end = torch.div((cell + 1) * length + size - 1, size, rounding_mode='floor')
+        inside = (idx[None] >= start[:, None]) & (idx[None] < end[:, None])
+        weights = inside.to(x.dtype)
+        return weights / weights.sum(dim=1, keepdim=True)  # (size, length)
+
+    return bins(x.shape[-2]) @ x @ bins(x.shape[-1]).transpose(0, 1)
 
 
 def _pool_tokens(x: Tensor, attn: Tensor) -> Tensor:
@@ -246,7 +275,7 @@ class TokenPositionEncoding(BaseModule):
         self.fuse = nn.Conv1d(token_channels + pos_channels, token_channels, 1, groups=fuse_groups)
 
     def forward(self, tokens: Tensor, attn: Tensor) -> Tensor:
-        pooled = F.adaptive_avg_pool2d(attn, self.grid_size).flatten(2)  # N, L, g*g
+        pooled = adaptive_avg_pool2d(attn, self.grid_size).flatten(2)  # N, L, g*g
         pos = self.attn_to_pos(pooled).transpose(1, 2)  # N, C_P, L
         return pointwise(self.fuse, torch.cat([tokens, pos], dim=1))
 
@@ -439,7 +468,7 @@ class TokenProjector(BaseModule):
         v = pointwise(self.value, tokens)  # N, C, L
         # X + V A per head, the residual fused into the product
         args = (v.view(n * h, c // h, num), attn.view(n * h, num, hgt * wid))
-        if inplace and not torch.is_grad_enabled() and x.is_contiguous():
+        if inplace and not torch.is_grad_enabled() and x.is_contiguous() and not tracing():
             return x.view(n * h, c // h, hgt * wid).baddbmm_(*args).view(n, c, hgt, wid)
         out = torch.baddbmm(x.reshape(n * h, c // h, hgt * wid), *args)
         return out.view(n, c, hgt, wid)

@@ -16,7 +16,7 @@ from mmengine.registry import MODELS
 from torch import Tensor
 
 from ..layers import FilterTokenizer, TokenPositionEncoding, TokenProjector, TokenTransformer
-from ..layers.visual_tokens import pointwise
+from ..layers.visual_tokens import pointwise, tracing
 
 # Default token width as a multiple of out_channels (the paper: 1024 token channels over 256).
 TOKEN_WIDTH_RATIO = 4
@@ -134,6 +134,11 @@ class VTFPN(BaseModule):
         act_cfg (dict, optional): Activation config of lateral and extra convs.
         upsample_cfg (dict): ``F.interpolate`` arguments of the top-down pathway.
             Default: dict(mode='nearest').
+        zero_init_projection (bool): Start the projectors' token values at zero, so that the
+            untrained neck is FPN's laterals and top-down sum (as mmcv's ``NonLocal2d`` does with
+            its output). Default: False: tried on the training-parity rows where VT-FPN trails
+            (3 seeds each, docs/benchmarks.md) it moved nothing beyond the seed spread: lip-sgd
+            36.97 +- 0.22 vs 36.86 +- 0.16 mIoU, lip-adamw 55.09 +- 1.10 vs 54.73 +- 0.86.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -157,6 +162,7 @@ class VTFPN(BaseModule):
                  norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = None,
                  upsample_cfg: dict = dict(mode='nearest'),
+                 zero_init_projection: bool = False,
                  init_cfg=dict(type='Xavier', layer=['Conv2d', 'Conv1d'], distribution='uniform')):
         super().__init__(init_cfg)
         if not isinstance(in_channels, (list, tuple)) or not in_channels:
@@ -167,6 +173,7 @@ class VTFPN(BaseModule):
         self.num_outs = num_outs
         self.relu_before_extra_convs = relu_before_extra_convs
         self.upsample_cfg = dict(upsample_cfg)
+        self.zero_init_projection = zero_init_projection
 
         if end_level == -1 or end_level == self.num_ins - 1:
             self.backbone_end_level = self.num_ins
@@ -262,6 +269,15 @@ class VTFPN(BaseModule):
                         act_cfg=act_cfg,
                         inplace=False))
 
+    def init_weights(self) -> None:
+        super().init_weights()
+        if self.zero_init_projection:
+            # the projectors' token values start at zero: the neck starts as FPN's laterals and
+            # top-down sum (mmcv's NonLocal2d zero-initialises its residual output the same way)
+            for proj in self.projectors:
+                nn.init.zeros_(proj.value.weight)
+                nn.init.zeros_(proj.value.bias)
+
     def _check_inputs(self, inputs: Sequence[Tensor]) -> None:
         if len(inputs) != self.num_ins:
             raise ValueError(f'VTFPN was built for {self.num_ins} inputs (in_channels='
@@ -288,7 +304,7 @@ class VTFPN(BaseModule):
         """1x1 laterals plus FPN's top-down pathway: the maps the tokenizers read."""
         self._check_inputs(inputs)
         inputs = inputs[self.start_level:self.backbone_end_level]
-        if not self._fused_laterals:
+        if not self._fused_laterals or tracing():  # in-place accumulation is not for graphs
             laterals = [_conv_module_1x1(conv, x) for conv, x in zip(self.lateral_convs, inputs)]
             for i in range(len(laterals) - 1, 0, -1):
                 laterals[i - 1] = laterals[i - 1] + self._upsample(laterals[i], laterals[i - 1])
@@ -313,8 +329,8 @@ class VTFPN(BaseModule):
         (h, w), (fh, fw) = coarse.shape[2:], fine.shape[2:]
         if 'scale_factor' in self.upsample_cfg:
             up = F.interpolate(coarse, **self.upsample_cfg)
-        elif (self.upsample_cfg == dict(mode='nearest') and _nearest_repeat(int(h), int(fh))
-              and _nearest_repeat(int(w), int(fw))):  # int: shapes are tensors when traced
+        elif (self.upsample_cfg == dict(mode='nearest') and not tracing()
+              and _nearest_repeat(h, fh) and _nearest_repeat(w, fw)):
             # nearest upsampling by an integer factor is a broadcast copy: identical to
             # F.interpolate and on the CPU several times faster than its kernel for some sizes
             # (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms)

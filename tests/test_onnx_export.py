@@ -1,0 +1,119 @@
+"""ONNX export of every family with dynamic height/width, checked against PyTorch with
+onnxruntime at the trace size and at an odd size (issue 13): Semantic FPN with VT-FPN,
+VT-ResNet and PyramidTNT classifiers, PyramidTNT's detection backbone (upsample=True) and
+VT-FPN in RetinaNet (backbone + neck), SeaFormer segmentation and classification."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+pytest.importorskip('onnx')
+pytest.importorskip('onnxruntime')
+
+from vt_mm.analysis import build_model  # noqa: E402
+from vt_mm.deploy import check_onnx, export_onnx  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOL = 1e-4
+
+SMALL_SEMANTIC_VTFPN = """
+_base_ = [{base!r}]
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(pretrained=None, backbone=dict(depth=18, norm_cfg=norm_cfg),
+             neck=dict(in_channels=[64, 128, 256, 512], out_channels=32, token_channels=64),
+             decode_head=dict(in_channels=[32, 32, 32, 32], channels=32, norm_cfg=norm_cfg))
+"""
+
+
+def _trained_like_bn(model):
+    """BatchNorm with non-trivial statistics and affine terms, so that an export that got BN
+    wrong (e.g. in training mode) cannot pass."""
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
+                m.bias.data.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+    return model
+
+
+def _export_and_check(config, trace, odd, tmp_path, randomize_bn=True):
+    torch.manual_seed(0)
+    model, _, toolbox = build_model(config)
+    if randomize_bn:
+        _trained_like_bn(model)
+    model.eval()
+    path = str(tmp_path / 'model.onnx')
+    export_onnx(model, path, trace, dynamic=True, toolbox=toolbox)
+    rows = check_onnx(model, path, [trace, odd], toolbox=toolbox)
+    assert rows[0]['shapes'] != rows[1]['shapes']  # the graph really follows the input size
+    for row in rows:
+        # 1e-4 absolute for outputs of order 1; relative beyond (float32 sums of outputs in the
+        # hundreds, as the randomised BN gives ResNet-50, differ by ~1e-5 relative)
+        assert row['max_abs_diff'] <= TOL * max(1.0, row['max_abs_output']), row
+        assert row['max_abs_output'] > 1e-2, row  # the comparison is not between zeros
+    return rows
+
+
+def test_semantic_fpn_with_vtfpn(tmp_path):
+    """VT-FPN's shape-dependent fast paths (integer-factor nearest upsampling, in-place
+    accumulation) step aside while tracing: traced at 64x64 (integer factors), the graph is
+    right at 75x53, where the factors are not integers."""
+    cfg = tmp_path / 'vtfpn_small.py'
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    rows = _export_and_check(str(cfg), (64, 64), (75, 53), tmp_path)
+    assert rows[1]['shapes'] == [(1, 20, 19, 14)]
+
+
+@pytest.mark.parametrize('config,trace,odd,classes', [
+    ('vt_resnet/vt-resnet18_8xb32_in1k.py', (64, 64), (71, 45), 1000),
+    ('pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py', (64, 64), (75, 53), 1000),
+    ('seaformer/seaformer-tiny_8xb128_in1k.py', (64, 64), (75, 53), 1000),
+])
+def test_classifiers(config, trace, odd, classes, tmp_path):
+    path = osp.join(ROOT, 'configs', config)
+    torch.manual_seed(0)
+    model, _, toolbox = build_model(path)
+    _trained_like_bn(model).eval()
+    onnx_path = str(tmp_path / 'cls.onnx')
+    export_onnx(model, onnx_path, trace, dynamic=True, toolbox=toolbox)
+    for row in check_onnx(model, onnx_path, [trace, odd], toolbox=toolbox):
+        assert row['shapes'] == [(1, classes)] and row['max_abs_diff'] <= TOL, row
+
+
+def test_seaformer_segmentor(tmp_path):
+    rows = _export_and_check(
+        osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb4-160k_ade20k-512x512.py'),
+        (64, 64), (75, 53), tmp_path)
+    assert rows[1]['shapes'] == [(1, 150, 10, 7)]
+
+
+@pytest.mark.parametrize('config', [
+    'pyramid_tnt/retinanet_pyramid-tnt-s_fpn_1x_coco.py',  # PyramidTNT-S, upsample=True, FPN
+    'vtfpn/retinanet_r50_vtfpn_1x_coco.py',  # ResNet-50 + VT-FPN (P3-P7)
+])
+def test_detector_backbone_and_neck(config, tmp_path):
+    # BN as initialised: randomised statistics through 50 layers without zero-initialised
+    # residuals give activations in the hundreds, whose float32 rounding then exceeds 1e-4
+    rows = _export_and_check(osp.join(ROOT, 'configs', config), (96, 128), (75, 53), tmp_path,
+                             randomize_bn=False)
+    assert len(rows[0]['shapes']) == 5  # P3-P7
+    assert rows[0]['shapes'][0] == (1, 256, 12, 16)
+
+
+def test_cli_checks_and_reports(tmp_path):
+    cfg = tmp_path / 'vtfpn_small.py'
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    proc = subprocess.run([
+        sys.executable, 'tools/deployment/export_onnx.py', str(cfg), '--shape', '64', '64',
+        '--out-dir', str(tmp_path / 'out')
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert '| 64x64 |' in proc.stdout and '| 49x49 |' in proc.stdout  # the odd default
+    assert osp.isfile(tmp_path / 'out' / 'vtfpn_small.onnx')
