@@ -376,3 +376,37 @@ def test_converted_official_weights_give_the_official_outputs():
         reference = _official_tiny_forward(official, x)
     assert ours.shape == reference.shape == (1, 150, 25, 39)
     torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
+@pytest.mark.parametrize('dataset,classes,crop,batch', [
+    ('pascal-context-480x480', 60, (480, 480), None),
+    ('pascal-context-59-480x480', 59, (480, 480), 4),
+    ('coco-stuff10k-512x512', 171, (512, 512), 4),
+])
+def test_pascal_context_and_coco_stuff10k_configs(arch, dataset, classes, crop, batch):
+    """The authors' other datasets: same backbone and head as ADE20K, only the class count
+    differs (parameters: ADE20K's + (channels + 1) x (classes - 150)); their 80k recipe."""
+    import glob
+    found = glob.glob(osp.join(ROOT, f'configs/seaformer/seaformer-{arch}_8xb*-80k_{dataset}.py'))
+    assert len(found) == 1, found
+    cfg = Config.fromfile(found[0])
+    ade = build_segmentor(arch)
+    seg = build_segmentor(arch, found[0])
+    head = seg.decode_head
+    assert head.num_classes == classes and head.conv_seg.out_channels == classes
+    n_ade = sum(p.numel() for p in ade.parameters())
+    n_new = sum(p.numel() for p in seg.parameters())
+    assert n_new - n_ade == (head.channels + 1) * (classes - 150)
+    differs = {k for k, v in seg.state_dict().items() if v.shape != ade.state_dict()[k].shape}
+    assert differs == {'decode_head.conv_seg.weight', 'decode_head.conv_seg.bias'}
+    assert set(seg.state_dict()) == set(ade.state_dict())
+    # the recipe: 80k iterations, AdamW 2e-4, warm-up 1500, crop, batch per GPU
+    assert cfg.train_cfg.max_iters == 80000 and cfg.optim_wrapper.optimizer.lr == 2e-4
+    assert cfg.param_scheduler[1].end == 80000 and cfg.param_scheduler[0].end == 1500
+    assert tuple(cfg.crop_size) == crop and tuple(cfg.model.data_preprocessor.size) == crop
+    expected_batch = batch or (2 if arch == 'small' else 4)  # as the authors' files set it
+    assert cfg.train_dataloader.batch_size == expected_batch
+    assert cfg.train_dataloader.dataset.type == dict(
+        pascal='PascalContextDataset', coco='COCOStuffDataset')[dataset.split('-')[0]] + (
+            '59' if '-59-' in dataset else '')
