@@ -58,6 +58,22 @@ def test_measure_two_configs_side_by_side(capsys):
     assert rows[0]['shape'] == [64, 64]
 
 
+def test_onnxruntime_column(capsys):
+    """--onnxruntime times the exported graph alternately with eager: the whole network for a
+    classifier, backbone + neck (with its own eager time) for a detector."""
+    pytest.importorskip('onnxruntime')
+    rows = benchmark.main(['configs/seaformer/seaformer-tiny_8xb128_in1k.py', '--shape', '64', '64',
+                           '--runs', '2', '--warmup', '1', '--onnxruntime'])
+    (row, ) = rows
+    assert row['exported'] == 'whole network' and row['onnxruntime_ms'] > 0
+    assert row['eager_exported_ms'] == row['latency_ms']
+    assert 'eager / onnxruntime' in capsys.readouterr().out
+    (det, ) = benchmark.measure(['configs/vtfpn/retinanet_r50_vtfpn_1x_coco.py'], (64, 96), runs=1,
+                                warmup=0, onnxruntime=True)
+    assert det['exported'] == 'backbone + neck' and det['onnxruntime_ms'] > 0
+    assert det['eager_exported_ms'] != det['latency_ms']
+
+
 def test_default_input_sizes_follow_the_toolbox():
     _, cfg, toolbox = analysis.build_model(
         'configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py')
@@ -84,6 +100,7 @@ def test_model_zoo_table_from_the_tool(tmp_path):
     out = tmp_path / 'zoo.md'
     text = benchmark.write_model_zoo(str(out), only='seaformer-tiny_8xb4-160k|pyramid-tnt-ti|'
                                      'vt-resnet50_8xb32', runs=0)
+    assert '| CPU ms | onnxruntime ms, speed-up |' in text
     rows = [line for line in text.splitlines() if line.startswith('| ') and 'model |' not in line]
     assert len(rows) == 3
     sea = next(r for r in rows if r.startswith('| seaformer-tiny'))

@@ -3,8 +3,9 @@ configs side by side.
 
     python tools/analysis_tools/benchmark.py CONFIG [CONFIG_B] [--shape H W] [--runs 10]
         [--warmup 2] [--threads 2] [--device cpu|cuda] [--batch 1] [--no-latency] [--json FILE]
+        [--onnxruntime]
     python tools/analysis_tools/benchmark.py --model-zoo docs/model_zoo.md [--only REGEX]
-        [--runs 3] [--threads 2]
+        [--runs 3] [--threads 2] [--no-onnxruntime]
 
 ``--model-zoo`` measures every model listed in model-index.yml (the OpenMMLab metafiles under
 configs/) at the paper's resolution and writes the model-zoo table: our params and FLOPs next
@@ -24,6 +25,9 @@ What is measured: the network from a normalised image batch to the raw head outp
 * Latency: ``--warmup`` untimed passes, then ``--runs`` timed ones (CUDA synchronised when on
   GPU); median, min and max in ms and throughput in images/s. With two configs both are timed
   alternately in the same loop, so machine noise hits both, and the ratio is printed.
+* ``--onnxruntime``: the exported graph (vt_mm.deploy; static shape) run by onnxruntime's CPU
+  provider with as many threads as torch, timed in the same alternating loop as PyTorch eager
+  on the same input; detectors export (and compare) their backbone + neck.
 
 Input size: ``--shape``, else the config's ``crop_size`` (mmseg), 800x1333 (mmdet) or the test
 crop (mmpretrain). Works on CPU-only machines and mmengine 0.10.x, where mmseg's get_flops and
@@ -40,10 +44,33 @@ import torch
 from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately
 
 
+def onnxruntime_runner(model, toolbox: str, x: torch.Tensor, path: str):
+    """The exported part of ``model`` (vt_mm.deploy.exportable: the whole network for
+    segmentors and classifiers, backbone + neck for detectors) as an eager callable and as an
+    onnxruntime session on the same input and the same number of threads (static shape: ORT
+    optimises fixed shapes better, which is how one deploys at a known size)."""
+    import onnxruntime as ort
+
+    from vt_mm.deploy import export_onnx, exportable
+    part = exportable(model, toolbox)
+    export_onnx(model, path, tuple(x.shape[2:]), dynamic=False, toolbox=toolbox)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    feed = {'input': x.cpu().numpy()}
+    return (lambda: part(x)), (lambda: session.run(None, feed))
+
+
 def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: int = 10,
             warmup: int = 2, device: str = 'cpu', batch: int = 1, latency: bool = True,
-            count_bn: bool = False) -> List[Dict]:
-    rows, fns = [], []
+            count_bn: bool = False, onnxruntime: bool = False) -> List[Dict]:
+    """One row per config; ``onnxruntime`` (CPU) adds the exported graph's latency, timed in
+    the same alternating loop as PyTorch eager (for detectors also the eager backbone + neck,
+    the part that is exported)."""
+    import tempfile
+    rows, fns, extra = [], [], []
+    tmp = tempfile.TemporaryDirectory() if onnxruntime else None
     for config in configs:
         model, cfg, toolbox = build_model(config)
         hw = tuple(shape) if shape else default_shape(cfg, toolbox)
@@ -56,24 +83,56 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
                          params=sum(p.numel() for p in model.parameters()), flops=flops,
                          uncounted_ops=skipped))
         fns.append(lambda net=net, x=x: net(x))
+        if onnxruntime and latency:
+            if device != 'cpu':
+                raise ValueError('the onnxruntime column is measured on the CPU')
+            path = osp.join(tmp.name, f'{len(rows)}.onnx')
+            eager_part, ort_run = onnxruntime_runner(model, toolbox, x, path)
+            # segmentors and classifiers export the whole network: its eager time is the row's
+            extra.append((len(rows) - 1, eager_part if toolbox == 'mmdet' else None, ort_run))
     if latency:
         label = ' vs '.join(osp.basename(c) for c in configs)
-        for row, (med, lo, hi) in zip(rows, time_alternately(fns, runs, warmup, device, label)):
+        timed = list(fns)
+        for _, part, ort_run in extra:
+            timed += ([part] if part is not None else []) + [ort_run]
+        times = time_alternately(timed, runs, warmup, device, label)
+        for row, (med, lo, hi) in zip(rows, times):
             row.update(latency_ms=med * 1e3, latency_min_ms=lo * 1e3, latency_max_ms=hi * 1e3,
                        images_per_s=batch / med, device=device, batch=batch,
                        threads=torch.get_num_threads() if device == 'cpu' else None)
+        k = len(fns)
+        for i, part, _ in extra:
+            if part is not None:
+                rows[i]['eager_exported_ms'] = times[k][0] * 1e3
+                k += 1
+            else:
+                rows[i]['eager_exported_ms'] = rows[i]['latency_ms']
+            rows[i]['onnxruntime_ms'] = times[k][0] * 1e3
+            rows[i]['exported'] = 'backbone + neck' if part is not None else 'whole network'
+            k += 1
+    if tmp is not None:
+        tmp.cleanup()
     return rows
 
 
 def format_rows(rows: List[Dict]) -> str:
-    lines = ['| config | input | params (M) | GFLOPs | latency ms (min-max) | images/s |',
-             '|---|---|---|---|---|---|']
+    with_ort = any('onnxruntime_ms' in r for r in rows)
+    ort_head = ' exported | eager ms | onnxruntime ms | eager / onnxruntime |' if with_ort else ''
+    lines = ['| config | input | params (M) | GFLOPs | latency ms (min-max) | images/s |' +
+             ort_head, '|---|---|---|---|---|---|' + ('---|' * 4 if with_ort else '')]
     for r in rows:
         lat = (f"{r['latency_ms']:.1f} ({r['latency_min_ms']:.1f}-{r['latency_max_ms']:.1f})"
                if 'latency_ms' in r else '-')
         ips = f"{r['images_per_s']:.2f}" if 'images_per_s' in r else '-'
+        ort_cells = ''
+        if with_ort:
+            ort_cells = (f" {r['exported']} | {r['eager_exported_ms']:.1f} | "
+                         f"{r['onnxruntime_ms']:.1f} | "
+                         f"{r['eager_exported_ms'] / r['onnxruntime_ms']:.2f}x |"
+                         if 'onnxruntime_ms' in r else ' - | - | - | - |')
         lines.append(f"| {r['config']} | {r['shape'][0]}x{r['shape'][1]} | "
-                     f"{r['params'] / 1e6:.2f} | {r['flops'] / 1e9:.3f} | {lat} | {ips} |")
+                     f"{r['params'] / 1e6:.2f} | {r['flops'] / 1e9:.3f} | {lat} | {ips} |" +
+                     ort_cells)
     if len(rows) == 2 and all('latency_ms' in r for r in rows):
         a, b = rows
         lines.append(f"\nA / B: params {a['params'] / b['params']:.2f}x, FLOPs "
@@ -114,7 +173,8 @@ def _params_verdict(measured: int, meta: Dict) -> str:
     return 'no reference'
 
 
-def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup: int = 1) -> str:
+def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup: int = 1,
+                    onnxruntime: bool = True) -> str:
     import re
     rows = []
     models = [m for m in load_model_index() if not only or re.search(only, m['Name'])]
@@ -126,10 +186,10 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
               flush=True)
         try:
             (r, ) = measure([osp.join(ROOT, m['Config'])], shape, runs, warmup,
-                            latency=runs > 0)
+                            latency=runs > 0, onnxruntime=onnxruntime and runs > 0)
         except Exception as e:  # noqa: BLE001 - one failing model must not lose the table
             print(f'[benchmark] {m["Name"]} failed: {type(e).__name__}: {e}', file=sys.stderr)
-            rows.append(f"| {m['Name']} | - | - | - | - | - | - | - | measurement failed: "
+            rows.append(f"| {m['Name']} | - | - | - | - | - | - | - | - | measurement failed: "
                         f"{type(e).__name__} | - |")
             continue
         result = ', '.join(f'{k} {v}' for res in m.get('Results', []) or []
@@ -140,9 +200,15 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
         source = f"[{m.get('Note', paper.get('Title', ''))}]({paper.get('URL', '')})"
         paper_flops = f"{meta['FLOPs'] / 1e9:.3f}" if 'FLOPs' in meta else '-'
         lat = f"{r['latency_ms']:.0f}" if 'latency_ms' in r else '-'
+        ort_ms = '-'
+        if 'onnxruntime_ms' in r:
+            part = ' (backbone + neck)' if r['exported'] == 'backbone + neck' else ''
+            ort_ms = (f"{r['onnxruntime_ms']:.0f}{part}, "
+                      f"{r['eager_exported_ms'] / r['onnxruntime_ms']:.2f}x")
         rows.append(f"| {m['Name']} | {dataset} | {r['shape'][0]}x{r['shape'][1]} | "
                     f"{r['params'] / 1e6:.2f} | {_params_verdict(r['params'], meta)} | "
-                    f"{r['flops'] / 1e9:.3f} | {paper_flops} | {lat} | {result} | {source} |")
+                    f"{r['flops'] / 1e9:.3f} | {paper_flops} | {lat} | {ort_ms} | {result} | "
+                    f"{source} |")
     header = [
         '# Model zoo',
         '',
@@ -154,11 +220,15 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
         f'({torch.get_num_threads()} threads, torch {torch.__version__}), image to raw head',
         'outputs (detectors: before the final NMS; two-stage RoI heads run on the RPN\'s 1000',
         'proposals, which dominates their FLOPs). "Params vs official" compares with the',
-        'authors\' model where one exists, else with the paper\'s rounded figure.',
+        'authors\' model where one exists, else with the paper\'s rounded figure. "onnxruntime',
+        'ms": the graph of `tools/deployment/export_onnx.py` (static shape) in onnxruntime\'s CPU',
+        'provider with the same threads, timed alternately with PyTorch eager on the same input,',
+        'and eager / onnxruntime; for detectors the exported part is the backbone + neck and the',
+        'ratio compares it with the eager backbone + neck.',
         '',
         '| model | data | input HxW | params (M) | params vs official | GFLOPs | paper GFLOPs '
-        '| CPU ms | paper result | source |',
-        '|---|---|---|---|---|---|---|---|---|---|',
+        '| CPU ms | onnxruntime ms, speed-up | paper result | source |',
+        '|---|---|---|---|---|---|---|---|---|---|---|',
     ]
     if only and osp.isfile(out):  # update these rows of an existing table, keep the others
         fresh = {r.split(' | ')[0]: r for r in rows}
@@ -187,12 +257,17 @@ def main(argv=None):
     parser.add_argument('--no-latency', action='store_true')
     parser.add_argument('--count-bn', action='store_true', help='include BatchNorm in FLOPs')
     parser.add_argument('--json', help='also write the rows as JSON')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help='also time the exported ONNX graph in onnxruntime (CPU); always on '
+                        'for --model-zoo unless --no-onnxruntime')
+    parser.add_argument('--no-onnxruntime', action='store_true')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model_zoo:
         text = write_model_zoo(args.model_zoo, args.only,
-                               0 if args.no_latency else args.runs, args.warmup)
+                               0 if args.no_latency else args.runs, args.warmup,
+                               onnxruntime=not args.no_onnxruntime)
         print(text)
         return text
     if not 1 <= len(args.configs) <= 2:
@@ -201,7 +276,7 @@ def main(argv=None):
         parser.error('--device cuda: no GPU is available')
     torch.manual_seed(0)
     rows = measure(args.configs, args.shape, args.runs, args.warmup, args.device, args.batch,
-                   not args.no_latency, args.count_bn)
+                   not args.no_latency, args.count_bn, args.onnxruntime)
     print(format_rows(rows))
     if args.json:
         with open(args.json, 'w') as f:
