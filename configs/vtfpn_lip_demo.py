@@ -16,7 +16,7 @@ train_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=crop_size, ratio_range=(0.8, 1.25), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size),
-    dict(type='RandomFlipSwapLabels', prob=0.5, swap_pairs={{_base_.lip_flip_pairs}}),
+    dict(type='RandomFlip', prob=0.5, swap_seg_labels={{_base_.lip_flip_pairs}}),
     dict(type='PackSegInputs'),
 ]
 test_pipeline = [

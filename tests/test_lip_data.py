@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vt_mm.datasets import LIP_FLIP_PAIRS, RandomFlipSwapLabels, check_lip_root, make_demo_lip
+from vt_mm.datasets import LIP_FLIP_PAIRS, check_lip_root, make_demo_lip
 from vt_mm.datasets.transforms import swap_label_lut
 
 
@@ -59,6 +59,14 @@ def test_missing_root_names_path_and_tool(tmp_path):
 
 
 def test_flip_swaps_left_right_labels():
+    """The LIP configs' flip (mmcv RandomFlip with swap_seg_labels) turns a left arm on the left
+    into a right arm on the right; unpaired classes keep their label."""
+    from mmcv.transforms import RandomFlip
+    from mmengine.config import Config
+    cfg = Config.fromfile('configs/_base_/datasets/lip.py')
+    (flip, ) = [dict(t) for t in cfg.train_pipeline if 'Flip' in t['type']]
+    assert flip.pop('type') == 'RandomFlip'
+    assert [tuple(p) for p in flip['swap_seg_labels']] == [tuple(p) for p in LIP_FLIP_PAIRS]
     seg = np.zeros((4, 6), np.uint8)
     seg[:, 0] = 14  # left arm on the left
     seg[:, 1] = 16
@@ -66,17 +74,12 @@ def test_flip_swaps_left_right_labels():
     seg[:, 5] = 19
     results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(),
                    seg_fields=['gt_seg_map'])
-    out = RandomFlipSwapLabels(prob=1.0, swap_pairs=LIP_FLIP_PAIRS)(results)
+    out = RandomFlip(**dict(flip, prob=1.0))(results)
     flipped = out['gt_seg_map']
     assert (flipped[:, 5] == 15).all()  # the left arm moved right and became the right arm
     assert (flipped[:, 4] == 17).all()
     assert (flipped[:, 3] == 5).all()  # unpaired classes keep their label
     assert (flipped[:, 0] == 18).all()
-    # vertical flips do not swap sides
-    results = dict(img=np.zeros((4, 6, 3), np.uint8), gt_seg_map=seg.copy(),
-                   seg_fields=['gt_seg_map'])
-    out = RandomFlipSwapLabels(prob=1.0, direction='vertical', swap_pairs=LIP_FLIP_PAIRS)(results)
-    assert (out['gt_seg_map'][:, 0] == 14).all()
 
 
 def test_swap_lut_rejects_bad_pairs():

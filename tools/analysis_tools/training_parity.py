@@ -82,7 +82,7 @@ train_pipeline = [
     dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=crop_size, ratio_range=(0.8, 1.25), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size),
-    dict(type='RandomFlipSwapLabels', prob=0.5, swap_pairs=[[14, 15], [16, 17], [18, 19]]),
+    dict(type='RandomFlip', prob=0.5, swap_seg_labels=[[14, 15], [16, 17], [18, 19]]),
     dict(type='PackSegInputs')]
 test_pipeline = [
     dict(type='LoadImageFromFile'), dict(type='Resize', scale=crop_size, keep_ratio=False),

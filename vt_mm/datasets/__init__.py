@@ -1,7 +1,7 @@
 from .demo_lip import LIP_CLASSES, LIP_FLIP_PAIRS, check_lip_root, make_demo_lip
-from .transforms import RandomFlipSwapLabels, swap_label_lut
+from .transforms import swap_label_lut
 
 __all__ = [
-    'LIP_CLASSES', 'LIP_FLIP_PAIRS', 'check_lip_root', 'make_demo_lip', 'RandomFlipSwapLabels',
+    'LIP_CLASSES', 'LIP_FLIP_PAIRS', 'check_lip_root', 'make_demo_lip',
     'swap_label_lut'
 ]

@@ -1,9 +1,10 @@
-"""Data transforms."""
+"""Label-swap lookup for left/right classes (used by the flip test-time augmentation).
+
+Training flips that swap labels are mmcv's ``RandomFlip(swap_seg_labels=...)``.
+"""
 from typing import Sequence
 
 import numpy as np
-from mmcv.transforms import RandomFlip
-from mmengine.registry import TRANSFORMS
 
 
 def swap_label_lut(swap_pairs: Sequence[Sequence[int]], num_values: int = 256) -> np.ndarray:
@@ -20,34 +21,3 @@ def swap_label_lut(swap_pairs: Sequence[Sequence[int]], num_values: int = 256) -
         seen.update((a, b))
         lut[a], lut[b] = b, a
     return lut
-
-
-@TRANSFORMS.register_module()
-class RandomFlipSwapLabels(RandomFlip):
-    """mmcv's RandomFlip that also swaps mirrored labels after a horizontal flip.
-
-    For human parsing, flipping an image turns a left arm into a right arm: the label map must
-    swap those classes, or the model is taught that both sides are the same class. LIP's pairs
-    are ``[[14, 15], [16, 17], [18, 19]]`` (arm, leg, shoe). Vertical flips do not swap.
-
-    Args:
-        swap_pairs (Sequence[Sequence[int]]): Label pairs to exchange on a horizontal flip.
-        **kwargs: ``prob`` and ``direction`` of :class:`mmcv.transforms.RandomFlip`.
-    """
-
-    def __init__(self, swap_pairs: Sequence[Sequence[int]], **kwargs):
-        super().__init__(**kwargs)
-        self.swap_pairs = [list(p) for p in swap_pairs]
-        self._lut = swap_label_lut(self.swap_pairs)
-
-    def _flip(self, results: dict) -> None:
-        super()._flip(results)
-        if results.get('flip_direction') != 'horizontal':
-            return
-        for key in results.get('seg_fields', ['gt_seg_map']):
-            seg = results.get(key)
-            if seg is not None:
-                results[key] = self._lut[seg].astype(seg.dtype)
-
-    def __repr__(self) -> str:
-        return super().__repr__()[:-1] + f', swap_pairs={self.swap_pairs})'

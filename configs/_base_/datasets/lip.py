@@ -1,7 +1,8 @@
 # LIP (Look Into Person) human parsing, 20 classes, at 473x473, in the official layout:
 #   data/LIP/TrainVal_images/{train_images,val_images,train_id.txt,val_id.txt}
 #   data/LIP/TrainVal_parsing_annotations/{train_segmentations,val_segmentations}
-# Horizontal flips swap the left/right part labels (14<->15, 16<->17, 18<->19).
+# Horizontal flips swap the left/right part labels (14<->15, 16<->17, 18<->19): mmcv's RandomFlip
+# with swap_seg_labels (it swaps on every flip it makes; these pipelines flip horizontally only).
 dataset_type = 'LIPDataset'
 data_root = 'data/LIP'
 crop_size = (473, 473)
@@ -11,7 +12,7 @@ train_pipeline = [
     dict(type='LoadAnnotations'),
     dict(type='RandomResize', scale=crop_size, ratio_range=(0.5, 2.0), keep_ratio=True),
     dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlipSwapLabels', prob=0.5, swap_pairs=lip_flip_pairs),
+    dict(type='RandomFlip', prob=0.5, swap_seg_labels=lip_flip_pairs),
     dict(type='PhotoMetricDistortion'),
     dict(type='PackSegInputs'),
 ]

@@ -13,10 +13,10 @@ class FlipSwapSegTTAModel(SegTTAModel):
     """mmseg's ``SegTTAModel`` for datasets whose labels have a handedness.
 
     A horizontally flipped image shows a person's left arm where the right arm was, and a model
-    trained with label-swapping flips (``RandomFlipSwapLabels``) calls it "right arm". mmseg
-    flips the flipped view's logits back spatially but keeps the channels, so averaging would mix
-    left and right. Here the channels of every flipped view are swapped pairwise first, then
-    the views are averaged as in ``SegTTAModel``.
+    trained with label-swapping flips (mmcv ``RandomFlip(swap_seg_labels=...)``) calls it "right
+    arm". mmseg flips the flipped view's logits back spatially but keeps the channels, so
+    averaging would mix left and right. Here the channels of every flipped view are swapped
+    pairwise first, then the views are averaged as in ``SegTTAModel``.
 
     Args:
         module (dict): The segmentor.
