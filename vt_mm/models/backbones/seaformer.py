@@ -29,7 +29,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import build_norm_layer
+from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
 from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
@@ -41,20 +41,21 @@ from .base import BackboneContract, pretrained_to_init_cfg, record_attention, re
 __all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']
 
 
-class ConvBN(nn.Module):
-    """Conv2d (no bias) + BatchNorm: the official ``Conv2d_BN`` unit."""
+def conv_bn(in_channels, out_channels, kernel_size=1, stride=1, groups=1, bn_weight_init=1.0,
+            norm_cfg=dict(type='BN')) -> ConvModule:
+    """The official ``Conv2d_BN`` unit (conv without bias, then norm, no activation) as mmcv's
+    ``ConvModule``: same parameters, same state-dict keys (``conv.*``, ``bn.*``), same outputs.
 
-    def __init__(self, in_channels, out_channels, kernel_size=1, stride=1, groups=1,
-                 bn_weight_init=1.0, norm_cfg=dict(type='BN')):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
-                              groups=groups, bias=False)
-        self.bn = build_norm_layer(norm_cfg, out_channels)[1]
-        nn.init.constant_(self.bn.weight, bn_weight_init)
-        nn.init.constant_(self.bn.bias, 0)
-
-    def forward(self, x):
-        return self.bn(self.conv(x))
+    The BN affine terms start at ``bn_weight_init`` / 0 as the official unit sets them.
+    ``ConvModule.init_weights`` (Kaiming conv, BN weight 1) does not run for the backbone:
+    :meth:`SeaFormer.init_weights` applies the official initialisation instead, and with a
+    ``Pretrained`` init_cfg the checkpoint overwrites every parameter.
+    """
+    module = ConvModule(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                        groups=groups, bias=False, norm_cfg=norm_cfg, act_cfg=None)
+    nn.init.constant_(module.bn.weight, bn_weight_init)
+    nn.init.constant_(module.bn.bias, 0)
+    return module
 
 
 class InvertedResidual(nn.Module):
@@ -65,9 +66,9 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = int(round(in_channels * expand_ratio))
         self.use_residual = stride == 1 and in_channels == out_channels
-        self.expand = ConvBN(in_channels, hidden, norm_cfg=norm_cfg) if expand_ratio != 1 else None
-        self.dw = ConvBN(hidden, hidden, kernel_size, stride, groups=hidden, norm_cfg=norm_cfg)
-        self.project = ConvBN(hidden, out_channels, norm_cfg=norm_cfg)
+        self.expand = conv_bn(in_channels, hidden, norm_cfg=norm_cfg) if expand_ratio != 1 else None
+        self.dw = conv_bn(hidden, hidden, kernel_size, stride, groups=hidden, norm_cfg=norm_cfg)
+        self.project = conv_bn(hidden, out_channels, norm_cfg=norm_cfg)
 
     def forward(self, x):
         out = x if self.expand is None else F.relu(self.expand(x))
@@ -104,19 +105,19 @@ class SeaAttention(nn.Module):
         qk = key_dim * num_heads
         self.value_dim = int(attn_ratio * key_dim) * num_heads
         vd = self.value_dim
-        self.q = ConvBN(dim, qk, norm_cfg=norm_cfg)
-        self.k = ConvBN(dim, qk, norm_cfg=norm_cfg)
-        self.v = ConvBN(dim, vd, norm_cfg=norm_cfg)
+        self.q = conv_bn(dim, qk, norm_cfg=norm_cfg)
+        self.k = conv_bn(dim, qk, norm_cfg=norm_cfg)
+        self.v = conv_bn(dim, vd, norm_cfg=norm_cfg)
         # ReLU6 then conv-BN; BN weight initialised to 0 as the official code
-        self.row_proj = ConvBN(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
-        self.col_proj = ConvBN(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
-        self.out_proj = ConvBN(vd, dim, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.row_proj = conv_bn(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.col_proj = conv_bn(vd, vd, bn_weight_init=0, norm_cfg=norm_cfg)
+        self.out_proj = conv_bn(vd, dim, bn_weight_init=0, norm_cfg=norm_cfg)
         self.row_pos_q = AxialPositionEmbedding(qk)
         self.row_pos_k = AxialPositionEmbedding(qk)
         self.col_pos_q = AxialPositionEmbedding(qk)
         self.col_pos_k = AxialPositionEmbedding(qk)
-        self.detail_dw = ConvBN(2 * qk + vd, 2 * qk + vd, 3, groups=2 * qk + vd, norm_cfg=norm_cfg)
-        self.detail_pw = ConvBN(2 * qk + vd, dim, norm_cfg=norm_cfg)
+        self.detail_dw = conv_bn(2 * qk + vd, 2 * qk + vd, 3, groups=2 * qk + vd, norm_cfg=norm_cfg)
+        self.detail_pw = conv_bn(2 * qk + vd, dim, norm_cfg=norm_cfg)
 
     def _axial(self, q, k, v, pos_q, pos_k):
         """Multi-head attention along one squeezed axis: q, k (N, qk, L), v (N, vd, L); returns
@@ -149,9 +150,9 @@ class ConvMlp(nn.Module):
 
     def __init__(self, dim, hidden, norm_cfg=dict(type='BN')):
         super().__init__()
-        self.fc1 = ConvBN(dim, hidden, norm_cfg=norm_cfg)
+        self.fc1 = conv_bn(dim, hidden, norm_cfg=norm_cfg)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
-        self.fc2 = ConvBN(hidden, dim, norm_cfg=norm_cfg)
+        self.fc2 = conv_bn(hidden, dim, norm_cfg=norm_cfg)
 
     def forward(self, x):
         return self.fc2(F.relu6(self.dwconv(self.fc1(x))))
@@ -250,7 +251,7 @@ class SeaFormer(BackboneContract, BaseBackbone):
         num_sea = len(arch['depths'])
         num_mv2 = len(arch['mv2'])
 
-        self.stem = ConvBN(in_channels, arch['stem_channels'], 3, 2, norm_cfg=norm_cfg)
+        self.stem = conv_bn(in_channels, arch['stem_channels'], 3, 2, norm_cfg=norm_cfg)
         channels = arch['stem_channels']
         self.mv2_stages = nn.ModuleList()
         self.stage_channels = []
