@@ -158,11 +158,11 @@ def test_converter_cli_and_expand_less_blocks(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'classification' in proc.stdout
     converted = torch.load(dst, weights_only=True)['state_dict']
-    torch.testing.assert_close(converted['backbone.mv2_stages.0.0.dw.conv.weight'],
+    torch.testing.assert_close(converted['backbone.mv2_stages.0.0.depthwise_conv.conv.weight'],
                                ema['smb1.layer1.conv.0.c.weight'])
     large = checkpoint_filter_fn({k: torch.zeros(v) for k, v in
                                   OFFICIAL['SeaFormer_L_in1k_cls'].items() if 'smb1.layer1' in k})
-    assert 'mv2_stages.0.0.expand.conv.weight' in large
+    assert 'mv2_stages.0.0.expand_conv.conv.weight' in large
 
 
 @pytest.mark.parametrize('arch', ['small', 'large'])

@@ -33,6 +33,7 @@ from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks import DropPath
 from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from mmpretrain.models.utils import InvertedResidual
 from torch import Tensor
 
 from ...deploy import fold_conv_bn
@@ -56,24 +57,6 @@ def conv_bn(in_channels, out_channels, kernel_size=1, stride=1, groups=1, bn_wei
     nn.init.constant_(module.bn.weight, bn_weight_init)
     nn.init.constant_(module.bn.bias, 0)
     return module
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: [1x1 expand + ReLU] -> kxk depthwise + ReLU -> 1x1 project."""
-
-    def __init__(self, in_channels, out_channels, kernel_size, stride, expand_ratio,
-                 norm_cfg=dict(type='BN')):
-        super().__init__()
-        hidden = int(round(in_channels * expand_ratio))
-        self.use_residual = stride == 1 and in_channels == out_channels
-        self.expand = conv_bn(in_channels, hidden, norm_cfg=norm_cfg) if expand_ratio != 1 else None
-        self.dw = conv_bn(hidden, hidden, kernel_size, stride, groups=hidden, norm_cfg=norm_cfg)
-        self.project = conv_bn(hidden, out_channels, norm_cfg=norm_cfg)
-
-    def forward(self, x):
-        out = x if self.expand is None else F.relu(self.expand(x))
-        out = self.project(F.relu(self.dw(out)))
-        return x + out if self.use_residual else out
 
 
 class AxialPositionEmbedding(nn.Module):
@@ -258,7 +241,11 @@ class SeaFormer(BackboneContract, BaseBackbone):
         for table in arch['mv2']:
             blocks = []
             for kernel, expand, out, stride in table:
-                blocks.append(InvertedResidual(channels, out, kernel, stride, expand, norm_cfg))
+                # mmpretrain's MobileNetV2 block, as the official one: [1x1 expand-BN-ReLU] ->
+                # kxk depthwise-BN-ReLU -> 1x1-BN, residual when the shape is kept
+                blocks.append(InvertedResidual(channels, out, int(round(channels * expand)),
+                                               kernel, stride, norm_cfg=norm_cfg,
+                                               act_cfg=dict(type='ReLU')))
                 channels = out
             self.mv2_stages.append(nn.Sequential(*blocks))
             self.stage_channels.append(channels)
@@ -364,11 +351,13 @@ _KEY_RULES = [
 def _convert_backbone_key(key: str, with_expand: Dict[str, bool]) -> str:
     for pattern, repl in _KEY_RULES:
         key = re.sub(pattern, repl, key)
-    # inverted residual: conv.0/conv.2/conv.4 = expand/dw/project, or conv.0/conv.2 = dw/project
+    # inverted residual (mmpretrain's): official conv.0/conv.2/conv.4 = expand/depthwise/linear,
+    # or conv.0/conv.2 = depthwise/linear
     m = re.match(r'^(mv2_stages\.\d+\.\d+)\.conv\.(\d)\.(.*)$', key)
     if m:
         block, idx, rest = m[1], int(m[2]), m[3]
-        names = ['expand', 'dw', 'project'] if with_expand[block] else ['dw', 'project']
+        names = ['expand_conv', 'depthwise_conv', 'linear_conv']
+        names = names if with_expand[block] else names[1:]
         key = f'{block}.{names[idx // 2]}.{rest}'
     return key
 
