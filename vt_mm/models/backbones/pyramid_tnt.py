@@ -38,6 +38,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmcv.cnn.bricks import DropPath
+from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model.weight_init import trunc_normal_
 from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
@@ -59,7 +60,12 @@ SENTENCE_STRIDE = 8  # pixels per sentence side in the first stage
 def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim: int,
                      mode: str = 'bicubic') -> Tensor:
     """Resizes the flattened 2-D grid at dimension ``dim`` of ``x`` from ``src`` to ``dst``
-    (a traced graph always resizes: ``dst`` is the input's size, which varies)."""
+    (a traced graph always resizes: ``dst`` is the input's size, which varies).
+
+    Not mmpretrain's ``resize_pos_embed``: that one resizes one grid of (1, L, C) embeddings,
+    while the relative position bias has two (queries and keys, dims 2 and 3), and it returns
+    its input when the sizes match, which an ONNX trace at the native size would freeze.
+    """
     if tuple(src) == tuple(dst) and not tracing():
         return x
     # explicit permutations: the ONNX exporter writes movedim(dim, -1) with a negative axis
@@ -73,18 +79,11 @@ def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim:
     return grid.reshape(*lead, dst[0] * dst[1]).permute(back)
 
 
-class Mlp(nn.Module):
-    """Linear - GELU - Linear."""
-
-    def __init__(self, dim: int, hidden: int, drop: float = 0.):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+def mlp(dim: int, hidden: int, drop: float = 0.) -> FFN:
+    """Linear - GELU - Dropout - Linear - Dropout, the official ``Mlp``, as mmcv's ``FFN``
+    (without its residual: the block adds it). Keys ``layers.0.0.*`` / ``layers.1.*`` stand for
+    the official ``fc1.*`` / ``fc2.*`` (the converter renames them)."""
+    return FFN(dim, hidden, act_cfg=dict(type='GELU'), ffn_drop=drop, add_identity=False)
 
 
 class SRAttention(nn.Module):
@@ -158,7 +157,7 @@ class TNTBlock(nn.Module):
             self.word_attn = SRAttention(word_dim, word_heads, qkv_bias, attn_drop, drop,
                                          fused_attn=fused_attn)
             self.word_norm2 = nn.LayerNorm(num_words * word_dim)
-            self.word_mlp = Mlp(word_dim, int(word_dim * mlp_ratio), drop)
+            self.word_mlp = mlp(word_dim, int(word_dim * mlp_ratio), drop)
             self.word_proj_norm1 = nn.LayerNorm(num_words * word_dim)
             self.word_proj = nn.Linear(num_words * word_dim, dim, bias=False)
             self.word_proj_norm2 = nn.LayerNorm(dim)
@@ -166,7 +165,7 @@ class TNTBlock(nn.Module):
         self.attn = SRAttention(dim, num_heads, qkv_bias, attn_drop, drop, sr_ratio, fused_attn)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.mlp = mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, words: Tensor, sentences: Tensor, hw: Tuple[int, int],
                 bias: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
@@ -549,6 +548,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
                 if rest.startswith(old):
                     rest = repl + rest[len(old):]
                     break
+            # the MLPs are mmcv FFNs: fc1 -> layers.0.0, fc2 -> layers.1
+            rest = rest.replace('mlp.fc1.', 'mlp.layers.0.0.').replace('mlp.fc2.', 'mlp.layers.1.')
             new = f'{head}.blocks.{j}.{rest}'
         else:
             for old, repl in _OFFICIAL_RENAMES:
