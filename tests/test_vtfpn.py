@@ -273,21 +273,3 @@ def test_zero_init_projection_starts_as_laterals():
             laterals = neck.lateral_features(feats)
         same = all(torch.equal(o, x) for o, x in zip(outs, laterals))
         assert same is zero
-
-
-def test_depthwise_refine_adds_a_residual_dw3x3():
-    """depthwise_refine (an experiment, off by default): out = x + dw3x3(x) per level; with
-    the depthwise weights and biases at zero it gives the plain outputs."""
-    feats = _features(64, 48)
-    torch.manual_seed(0)
-    plain = _small_neck().eval()
-    torch.manual_seed(0)
-    refined = _small_neck(depthwise_refine=True).eval()
-    refined.load_state_dict(plain.state_dict(), strict=False)
-    assert plain.refines is None and len(refined.refines) == 4
-    with torch.no_grad():
-        assert not any(torch.equal(a, b) for a, b in zip(plain(feats), refined(feats)))
-        for conv in refined.refines:
-            conv.weight.zero_()
-            conv.bias.zero_()
-        assert all(torch.equal(a, b) for a, b in zip(plain(feats), refined(feats)))

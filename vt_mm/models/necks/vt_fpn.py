@@ -139,9 +139,6 @@ class VTFPN(BaseModule):
             its output). Default: False: tried on the training-parity rows where VT-FPN trails
             (3 seeds each, docs/benchmarks.md) it moved nothing beyond the seed spread: lip-sgd
             36.97 +- 0.22 vs 36.86 +- 0.16 mIoU, lip-adamw 55.09 +- 1.10 vs 54.73 +- 0.86.
-        depthwise_refine (bool): A residual depthwise 3x3 convolution on every output, ``x +
-            dw3x3(x)`` (not in the paper; ~0.03 GFLOPs at R-50 / 473x473). An experiment on the
-            parity rows where VT-FPN trails FPN (docs/benchmarks.md). Default: False.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -166,7 +163,6 @@ class VTFPN(BaseModule):
                  act_cfg: Optional[dict] = None,
                  upsample_cfg: dict = dict(mode='nearest'),
                  zero_init_projection: bool = False,
-                 depthwise_refine: bool = False,
                  init_cfg=dict(type='Xavier', layer=['Conv2d', 'Conv1d'], distribution='uniform')):
         super().__init__(init_cfg)
         if not isinstance(in_channels, (list, tuple)) or not in_channels:
@@ -252,12 +248,6 @@ class VTFPN(BaseModule):
             TokenProjector(out_channels, token_channels, num_heads=num_heads, query_groups=groups)
             for _ in range(num_levels)
         ])
-
-        # not in the paper: a residual depthwise 3x3 on every output (experiment, default off)
-        self.refines = nn.ModuleList([
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, groups=out_channels)
-            for _ in range(num_levels)
-        ]) if depthwise_refine else None
 
         self.extra_convs = nn.ModuleList()
         num_extra = num_outs - num_levels
@@ -375,9 +365,6 @@ class VTFPN(BaseModule):
             proj(x, t, inplace=not (keep_last and i == last))
             for i, (proj, x, t) in enumerate(zip(self.projectors, laterals, mixed))
         ]
-
-        if self.refines is not None:
-            outs = [x + refine(x) for x, refine in zip(outs, self.refines)]
 
         num_extra = self.num_outs - len(outs)
         if num_extra > 0:
