@@ -188,8 +188,8 @@ def test_onnx_export_matches_pytorch(tmp_path):
     path = str(tmp_path / 'seaformer-tiny.onnx')
     with torch.no_grad():
         expected = seg._forward(x).numpy()
-        from vt_mm.deploy import export_segmentor_onnx
-        export_segmentor_onnx(seg, path, (512, 512))
+        from vt_mm.deploy import export_onnx
+        export_onnx(seg, path, (512, 512), dynamic=False)
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     (got, ) = session.run(None, {'input': x.numpy()})
     assert got.shape == (1, 150, 64, 64)

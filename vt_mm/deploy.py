@@ -12,8 +12,7 @@ from mmcv.cnn import fuse_conv_bn
 from .analysis import ImageToOutputs, toolbox_of_model
 
 __all__ = [
-    'fold_conv_bn', 'switch_to_deploy', 'BackboneNeck', 'exportable', 'export_onnx', 'check_onnx',
-    'export_segmentor_onnx'
+    'fold_conv_bn', 'switch_to_deploy', 'BackboneNeck', 'exportable', 'export_onnx', 'check_onnx'
 ]
 
 
@@ -39,7 +38,7 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
     return fold_conv_bn(model)
 
 
-class BackboneNeck(nn.Module):
+class BackboneNeck(ImageToOutputs):
     """An mmdet detector's backbone + neck (the part vt-mm provides): image -> feature maps.
 
     The heads' post-processing (anchors, NMS, RoI ops) is mmdet's and is exported by mmdeploy,
@@ -47,12 +46,10 @@ class BackboneNeck(nn.Module):
     """
 
     def __init__(self, detector: nn.Module):
-        super().__init__()
-        self.detector = detector
-        self.train(detector.training)
+        super().__init__(detector, 'mmdet')
 
     def forward(self, x: torch.Tensor):
-        return tuple(self.detector.extract_feat(x))
+        return tuple(self.model.extract_feat(x))
 
 
 def exportable(model: nn.Module, toolbox: Optional[str] = None) -> nn.Module:
@@ -145,11 +142,3 @@ def check_onnx(model: nn.Module, path: str, sizes: Sequence[Tuple[int, int]],
         rows.append(dict(size=tuple(hw), shapes=[tuple(g.shape) for g in got], max_abs_diff=diff,
                          max_abs_output=max(float(e.abs().max()) for e in expected)))
     return rows
-
-
-def export_segmentor_onnx(segmentor: nn.Module, path: str, size: Tuple[int, int],
-                          opset: int = 17, dynamic: bool = False) -> None:
-    """Export an mmseg segmentor (normalised image -> decode-head logits) to ONNX: one input
-    ``input`` (1, 3, H, W) and one output ``logits``; resizing to the image size and argmax are
-    left to the caller, as in mmdeploy's segmentation exports. See :func:`export_onnx`."""
-    export_onnx(segmentor, path, size, dynamic=dynamic, toolbox='mmseg', opset=opset)

@@ -44,20 +44,24 @@ import torch
 from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately
 
 
-def onnxruntime_runner(model, toolbox: str, x: torch.Tensor, path: str):
+def onnxruntime_runner(model, toolbox: str, x: torch.Tensor):
     """The exported part of ``model`` (vt_mm.deploy.exportable: the whole network for
-    segmentors and classifiers, backbone + neck for detectors) as an eager callable and as an
-    onnxruntime session on the same input and the same number of threads (static shape: ORT
-    optimises fixed shapes better, which is how one deploys at a known size)."""
+    segmentors and classifiers, backbone + neck for detectors) as an onnxruntime session on the
+    same input and the same number of threads (static shape: ORT optimises fixed shapes better,
+    which is how one deploys at a known size); returns ``(eager part, onnxruntime run)``."""
+    import tempfile
+
     import onnxruntime as ort
 
     from vt_mm.deploy import export_onnx, exportable
-    part = exportable(model, toolbox)
-    export_onnx(model, path, tuple(x.shape[2:]), dynamic=False, toolbox=toolbox)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
-    session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    with tempfile.TemporaryDirectory() as tmp:  # the session keeps the graph in memory
+        path = osp.join(tmp, 'model.onnx')
+        export_onnx(model, path, tuple(x.shape[2:]), dynamic=False, toolbox=toolbox)
+        session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+    part = exportable(model, toolbox)
     feed = {'input': x.cpu().numpy()}
     return (lambda: part(x)), (lambda: session.run(None, feed))
 
@@ -68,10 +72,10 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
     """One row per config; ``onnxruntime`` (CPU) adds the exported graph's latency, timed in
     the same alternating loop as PyTorch eager (for detectors also the eager backbone + neck,
     the part that is exported)."""
-    import tempfile
-    rows, fns, extra = [], [], []
-    tmp = tempfile.TemporaryDirectory() if onnxruntime else None
-    for config in configs:
+    if onnxruntime and latency and device != 'cpu':
+        raise ValueError('the onnxruntime column is measured on the CPU')
+    rows, timed = [], []  # timed: (callable, row index, what it times)
+    for i, config in enumerate(configs):
         model, cfg, toolbox = build_model(config)
         hw = tuple(shape) if shape else default_shape(cfg, toolbox)
         divisor = getattr(model.data_preprocessor, 'pad_size_divisor', 1) or 1
@@ -82,36 +86,27 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
         rows.append(dict(config=config, toolbox=toolbox, shape=list(hw),
                          params=sum(p.numel() for p in model.parameters()), flops=flops,
                          uncounted_ops=skipped))
-        fns.append(lambda net=net, x=x: net(x))
+        timed.append((lambda net=net, x=x: net(x), i, 'latency'))
         if onnxruntime and latency:
-            if device != 'cpu':
-                raise ValueError('the onnxruntime column is measured on the CPU')
-            path = osp.join(tmp.name, f'{len(rows)}.onnx')
-            eager_part, ort_run = onnxruntime_runner(model, toolbox, x, path)
+            eager_part, ort_run = onnxruntime_runner(model, toolbox, x)
             # segmentors and classifiers export the whole network: its eager time is the row's
-            extra.append((len(rows) - 1, eager_part if toolbox == 'mmdet' else None, ort_run))
+            if toolbox == 'mmdet':
+                timed.append((eager_part, i, 'eager_exported'))
+            timed.append((ort_run, i, 'onnxruntime'))
     if latency:
         label = ' vs '.join(osp.basename(c) for c in configs)
-        timed = list(fns)
-        for _, part, ort_run in extra:
-            timed += ([part] if part is not None else []) + [ort_run]
-        times = time_alternately(timed, runs, warmup, device, label)
-        for row, (med, lo, hi) in zip(rows, times):
-            row.update(latency_ms=med * 1e3, latency_min_ms=lo * 1e3, latency_max_ms=hi * 1e3,
-                       images_per_s=batch / med, device=device, batch=batch,
-                       threads=torch.get_num_threads() if device == 'cpu' else None)
-        k = len(fns)
-        for i, part, _ in extra:
-            if part is not None:
-                rows[i]['eager_exported_ms'] = times[k][0] * 1e3
-                k += 1
-            else:
-                rows[i]['eager_exported_ms'] = rows[i]['latency_ms']
-            rows[i]['onnxruntime_ms'] = times[k][0] * 1e3
-            rows[i]['exported'] = 'backbone + neck' if part is not None else 'whole network'
-            k += 1
-    if tmp is not None:
-        tmp.cleanup()
+        times = time_alternately([fn for fn, _, _ in timed], runs, warmup, device, label)
+        for (_, i, what), (med, lo, hi) in zip(timed, times):
+            rows[i][f'{what}_ms'] = med * 1e3
+            if what == 'latency':
+                rows[i].update(latency_min_ms=lo * 1e3, latency_max_ms=hi * 1e3,
+                               images_per_s=batch / med, device=device, batch=batch,
+                               threads=torch.get_num_threads() if device == 'cpu' else None)
+        for row in rows:
+            if 'onnxruntime_ms' in row:
+                row['exported'] = ('backbone + neck' if 'eager_exported_ms' in row else
+                                   'whole network')
+                row.setdefault('eager_exported_ms', row['latency_ms'])
     return rows
 
 
