@@ -35,14 +35,16 @@ def test_filter_tokenizer_shapes_and_softmax_over_pixels(hw):
     torch.testing.assert_close(attn.flatten(2).sum(-1), torch.ones(2, 6))
 
 
-def test_filter_tokenizer_matches_paper_equation():
-    """T = softmax_HW(X W_A)^T (X W_V): pooling before the value projection is exact."""
-    tok = FilterTokenizer(16, 24, 4).eval()
+@pytest.mark.parametrize('scale_logits', [True, False])
+def test_filter_tokenizer_matches_paper_equation(scale_logits):
+    """T = softmax_HW(X W_A)^T (X W_V): pooling before the value projection is exact; the
+    logits are divided by sqrt(C) (pseudo-code) or not (main-text equation)."""
+    tok = FilterTokenizer(16, 24, 4, scale_logits=scale_logits).eval()
     x = torch.randn(3, 16, 5, 6)
     tokens, _ = tok(x)
     xf = x.flatten(2).transpose(1, 2)  # N, HW, C
     w_a = tok.token_coef.weight.view(4, 16)
-    logits = (xf @ w_a.T + tok.token_coef.bias) / math.sqrt(16)  # N, HW, L
+    logits = (xf @ w_a.T + tok.token_coef.bias) / (math.sqrt(16) if scale_logits else 1.0)
     a = logits.softmax(dim=1)  # over HW
     xv = xf @ tok.value.weight.view(24, 16).T + tok.value.bias  # X W_V
     expected = (a.transpose(1, 2) @ xv).transpose(1, 2)  # N, C_T, L

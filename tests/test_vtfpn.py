@@ -273,3 +273,18 @@ def test_zero_init_projection_starts_as_laterals():
             laterals = neck.lateral_features(feats)
         same = all(torch.equal(o, x) for o, x in zip(outs, laterals))
         assert same is zero
+
+
+def test_tokenizer_cfg_reaches_every_level():
+    """tokenizer_cfg=dict(scale_logits=False): every level's tokenizer drops the 1/sqrt(C)
+    scale, so with the same weights its attention is sharper (lower entropy)."""
+    feats = _features(64, 48)
+    torch.manual_seed(0)
+    scaled = _small_neck().eval()
+    plain = _small_neck(tokenizer_cfg=dict(scale_logits=False)).eval()
+    plain.load_state_dict(scaled.state_dict())
+    assert all(not t.scale_logits for t in plain.tokenizers)
+    with torch.no_grad():
+        for a, b in zip(scaled.attention_maps(feats), plain.attention_maps(feats)):
+            entropy = [-(m.flatten(2) * m.flatten(2).log()).sum(-1).mean() for m in (a, b)]
+            assert entropy[1] < entropy[0]

@@ -138,6 +138,8 @@ class FilterTokenizer(BaseModule):
         token_channels (int): Token channels C_T.
         num_tokens (int): Number of tokens L.
         value_groups (int): Groups of the value projection (1 = dense, as in the equations).
+        scale_logits (bool): Divide the logits by sqrt(C) as the appendix pseudo-code does
+            (the main text's ``softmax(X W_A)`` has no scale). Default: True.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -146,6 +148,7 @@ class FilterTokenizer(BaseModule):
                  token_channels: int,
                  num_tokens: int,
                  value_groups: int = 1,
+                 scale_logits: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         _check_divisible(in_channels, value_groups, 'in_channels')
@@ -153,6 +156,7 @@ class FilterTokenizer(BaseModule):
         self.in_channels = in_channels
         self.token_channels = token_channels
         self.num_tokens = num_tokens
+        self.scale_logits = scale_logits
         self.token_coef = nn.Conv2d(in_channels, num_tokens, 1)  # W_A
         self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)  # W_V
 
@@ -160,7 +164,9 @@ class FilterTokenizer(BaseModule):
         """Returns tokens (N, C_T, L) and the spatial attention (N, L, H, W)."""
         _check_feature(x, self.in_channels, type(self).__name__)
         n, c, h, w = x.shape
-        logits = pointwise(self.token_coef, x).flatten(2) / math.sqrt(c)  # N, L, HW
+        logits = pointwise(self.token_coef, x).flatten(2)  # N, L, HW
+        if self.scale_logits:
+            logits = logits / math.sqrt(c)
         attn = logits.softmax(dim=-1)  # over the HW pixels
         tokens = pointwise(self.value, _pool_tokens(x.flatten(2), attn))
         return tokens, attn.view(n, self.num_tokens, h, w)

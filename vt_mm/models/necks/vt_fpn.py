@@ -128,6 +128,8 @@ class VTFPN(BaseModule):
         num_transformer_layers (int): Stacked shared token transformers. Default: 1.
         with_pos_encoding (bool): Attention-based token position encoding. Default: True.
         transformer_cfg (dict, optional): Extra :class:`TokenTransformer` arguments.
+        tokenizer_cfg (dict, optional): Extra :class:`FilterTokenizer` arguments, e.g.
+            ``dict(scale_logits=False)``.
         no_norm_on_lateral (bool): No norm on the lateral convs. Default: False.
         conv_cfg (dict, optional): Conv config of lateral and extra convs.
         norm_cfg (dict, optional): Norm config of lateral and extra convs.
@@ -157,6 +159,7 @@ class VTFPN(BaseModule):
                  num_transformer_layers: int = 1,
                  with_pos_encoding: bool = True,
                  transformer_cfg: Optional[dict] = None,
+                 tokenizer_cfg: Optional[dict] = None,
                  no_norm_on_lateral: bool = False,
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: Optional[dict] = None,
@@ -230,8 +233,8 @@ class VTFPN(BaseModule):
             _plain_1x1(conv) and not conv.with_norm and not conv.with_activation
             for conv in self.lateral_convs)
         self.tokenizers = nn.ModuleList([
-            FilterTokenizer(out_channels, token_channels, num_tokens, value_groups=groups)
-            for _ in range(num_levels)
+            FilterTokenizer(out_channels, token_channels, num_tokens, value_groups=groups,
+                            **(tokenizer_cfg or {})) for _ in range(num_levels)
         ])
         self.pos_encodings = nn.ModuleList([
             TokenPositionEncoding(token_channels) for _ in range(num_levels)
