@@ -136,6 +136,23 @@ def test_attention_maps_are_distributions_over_pixels():
         torch.testing.assert_close(attn.sum(dim=(1, 2)), torch.ones(8))
 
 
+def test_token_statistics_table(tmp_path):
+    """--stats: one row per VT-FPN level with the four statistics, averaged over the images."""
+    from PIL import Image
+    vis = _load_script('vis_token_attention')
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f'img{i}.png'))
+        Image.fromarray((torch.rand(64, 96, 3) * 255).byte().numpy()).save(paths[-1])
+    stats = vis.main(['configs/vtfpn_lip.py', *paths, '--stats'])
+    assert len(stats) == 4
+    for row in stats:
+        assert 0 < row['attention_entropy'] <= 1 + 1e-6 and row['attention_peak'] >= 1 - 1e-4
+        assert -1 <= row['token_similarity'] <= 1 + 1e-6 and row['projection_ratio'] > 0
+    table = vis.format_statistics(stats)
+    assert table.count('\n') == 5 and '| attention entropy |' in table
+
+
 @pytest.mark.slow
 def test_synthetic_benchmark_trains_and_reports(tmp_path):
     sb = _load_script('synthetic_benchmark')

@@ -288,3 +288,29 @@ def test_tokenizer_cfg_reaches_every_level():
         for a, b in zip(scaled.attention_maps(feats), plain.attention_maps(feats)):
             entropy = [-(m.flatten(2) * m.flatten(2).log()).sum(-1).mean() for m in (a, b)]
             assert entropy[1] < entropy[0]
+
+
+def test_token_statistics_detect_collapsed_tokens():
+    """Zero tokenizer filters give uniform attention, so every token is the image mean:
+    entropy 1, peak 1, similarity 1. Trained-looking (sharp) filters give distinct tokens."""
+    feats = _features(64, 48)
+    torch.manual_seed(0)
+    neck = _small_neck(with_pos_encoding=False).eval()
+    with torch.no_grad():
+        for tok in neck.tokenizers:
+            tok.token_coef.weight.zero_()
+            tok.token_coef.bias.zero_()
+        collapsed = neck.token_statistics(feats)
+        for tok in neck.tokenizers:
+            tok.token_coef.weight.normal_(0, 10.0)
+        sharp = neck.token_statistics(feats)
+    assert len(collapsed) == 4
+    for level in collapsed:
+        assert level['attention_entropy'] == pytest.approx(1.0, abs=1e-5)
+        assert level['attention_peak'] == pytest.approx(1.0, abs=1e-4)
+        assert level['token_similarity'] == pytest.approx(1.0, abs=1e-4)
+        assert level['projection_ratio'] > 0
+    for level in sharp[:2]:  # the finer levels have enough pixels to choose from
+        assert level['attention_entropy'] < 0.9
+        assert level['attention_peak'] > 2
+        assert level['token_similarity'] < 0.9

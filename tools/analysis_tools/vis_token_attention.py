@@ -1,12 +1,19 @@
 """Render which pixels each visual token gathers: the VT tokenizers' spatial attention maps.
 
-    python tools/analysis_tools/vis_token_attention.py CONFIG IMAGE [--checkpoint CKPT]
-        [--out attention.png] [--level 0] [--module -1] [--size H W]
+    python tools/analysis_tools/vis_token_attention.py CONFIG IMAGE [IMAGE ...]
+        [--checkpoint CKPT] [--out attention.png] [--level 0] [--module -1] [--size H W]
+        [--stats]
 
 Works for configs with a VT-FPN neck (``--level``: which pyramid level's tokenizer) and for
-VT-ResNet backbones (``--module``: which VT module's tokenizer). Writes one image: the input,
-then one panel per token with its attention map (softmax over the pixels, so each map sums to
-1) upsampled to the image and overlaid as a heat map, the token's peak marked.
+VT-ResNet backbones (``--module``: which VT module's tokenizer). Writes one image (of the first
+IMAGE): the input, then one panel per token with its attention map (softmax over the pixels, so
+each map sums to 1) upsampled to the image and overlaid as a heat map, the token's peak marked.
+
+``--stats`` (VT-FPN) prints, per level and averaged over the IMAGEs, what the tokens carry
+(``VTFPN.token_statistics``): attention entropy (1 = uniform, every token the image mean),
+attention peak x HW, mean cosine similarity between tokens (1 = all the same) and the norm the
+projector adds relative to the lateral. Collapsed tokens (entropy and similarity near 1) were
+the finding of the SGD training-parity rows (docs/benchmarks.md).
 """
 import argparse
 import math
@@ -60,6 +67,29 @@ def attention_maps(model, x, level: int, module: int) -> torch.Tensor:
                      'tokens to show')
 
 
+def token_statistics(model, images, size):
+    """Per-level ``VTFPN.token_statistics`` averaged over the images."""
+    neck = getattr(model, 'neck', None)
+    if not isinstance(neck, VTFPN):
+        raise SystemExit('--stats needs a model with a VTFPN neck')
+    per_image = []
+    with torch.no_grad():
+        for path in images:
+            _, x = preprocess(model, path, size)
+            per_image.append(neck.token_statistics(model.backbone(x)))
+    return [{key: float(np.mean([stats[level][key] for stats in per_image]))
+             for key in per_image[0][level]} for level in range(len(per_image[0]))]
+
+
+def format_statistics(stats) -> str:
+    keys = list(stats[0])
+    lines = ['| level | ' + ' | '.join(k.replace('_', ' ') for k in keys) + ' |',
+             '|---' * (len(keys) + 1) + '|']
+    for level, row in enumerate(stats):
+        lines.append(f'| {level} | ' + ' | '.join(f'{row[k]:.3f}' for k in keys) + ' |')
+    return '\n'.join(lines)
+
+
 def render(img: np.ndarray, attn: torch.Tensor, out: str, title: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
@@ -92,16 +122,22 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('config')
-    parser.add_argument('image')
+    parser.add_argument('image', nargs='+', help='image(s); the attention plot shows the first')
     parser.add_argument('--checkpoint')
     parser.add_argument('--out', default='token_attention.png')
     parser.add_argument('--level', type=int, default=0, help='VT-FPN pyramid level')
     parser.add_argument('--module', type=int, default=-1, help='VT-ResNet module')
     parser.add_argument('--size', type=int, nargs=2, metavar=('H', 'W'),
                         help='resize the image first (default: as it is)')
+    parser.add_argument('--stats', action='store_true',
+                        help='print per-level token statistics (VT-FPN) instead of plotting')
     args = parser.parse_args(argv)
     model, cfg, _ = load_model(args.config, args.checkpoint)
-    img, x = preprocess(model, args.image, args.size)
+    if args.stats:
+        stats = token_statistics(model, args.image, args.size)
+        print(format_statistics(stats))
+        return stats
+    img, x = preprocess(model, args.image[0], args.size)
     attn = attention_maps(model, x, args.level, args.module)
     what = f'level {args.level}' if isinstance(getattr(model, 'neck', None), VTFPN) else \
         f'VT module {args.module}'

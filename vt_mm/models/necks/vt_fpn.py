@@ -354,6 +354,39 @@ class VTFPN(BaseModule):
         visual token gathers."""
         return self.tokenize(self.lateral_features(inputs))[1]
 
+    def token_statistics(self, inputs: Sequence[Tensor]) -> List[dict]:
+        """What the visual tokens carry, per level (means over the batch): a diagnostic for
+        tokens that have collapsed to the image mean (see docs/benchmarks.md, training parity).
+
+        * ``attention_entropy``: entropy of each token's spatial attention over log(HW); 1 is
+          uniform attention, i.e. every token is the average of all pixels;
+        * ``attention_peak``: the largest attention weight times HW (1 = uniform);
+        * ``token_similarity``: mean cosine similarity between the tokens of a level (1 = all
+          the same token);
+        * ``projection_ratio``: norm of what the projector adds over the lateral's norm.
+        """
+        laterals = self.lateral_features(inputs)
+        tokens, attns = self.tokenize(laterals)
+        mixed = self.transformer(torch.cat(tokens, dim=2)).split([t.shape[2] for t in tokens],
+                                                                 dim=2)
+        stats = []
+        for x, tok, attn, out, proj in zip(laterals, tokens, attns, mixed, self.projectors):
+            n, num, h, w = attn.shape
+            p = attn.flatten(2)
+            entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / max(math.log(h * w), 1e-12)
+            unit = F.normalize(tok, dim=1)
+            sim = unit.transpose(1, 2) @ unit  # N, L, L
+            off_diag = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / max(
+                num * (num - 1), 1)
+            added = proj(x, out) - x
+            stats.append(
+                dict(attention_entropy=float(entropy.mean()) if h * w > 1 else 1.0,
+                     attention_peak=float((p.max(-1).values * h * w).mean()),
+                     token_similarity=float(off_diag.mean()),
+                     projection_ratio=float((added.flatten(1).norm(dim=1) /
+                                             x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())))
+        return stats
+
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         laterals = self.lateral_features(inputs)
         tokens, _ = self.tokenize(laterals)
