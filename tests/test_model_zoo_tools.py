@@ -170,14 +170,10 @@ def test_synthetic_benchmark_trains_and_reports(tmp_path):
 def test_parity_control_neck_is_fpn_without_output_convs():
     """The control of the training-parity benchmark: FPN's laterals and top-down sum only, i.e.
     what VT-FPN adds its tokens to; extra levels stay as mmdet builds them."""
-    import sys as _sys
     from mmdet.models.necks import FPN
-    _sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-    try:
-        control_mod = _load_script('parity_necks')
-    finally:
-        _sys.path.pop(0)
+
     from vt_mm.models.necks import VTFPN
+    control_mod = _load_script('parity_necks')
     torch.manual_seed(0)
     in_ch = [8, 16, 32, 64]
     feats = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(in_ch)]
@@ -197,8 +193,10 @@ def test_parity_control_neck_is_fpn_without_output_convs():
 
 def test_parity_report_judges_with_the_control_column(tmp_path):
     tp = _load_script('training_parity')
-    fake = lambda vals: [dict(metric=v, steps=[10, 20], losses=[1.0, 0.5], s_per_iter=0.1)
-                         for v in vals]  # noqa: E731
+
+    def fake(vals):
+        return [dict(metric=v, steps=[10, 20], losses=[1.0, 0.5], s_per_iter=0.1) for v in vals]
+
     results = {'lip-sgd': {'FPN': fake([40.0, 39.0, 41.0]), 'VT-FPN': fake([39.5, 39.4, 39.6]),
                            'FPN-no-3x3': fake([36.0, 37.0, 38.0])}}
     text = tp.report(results, [0, 1, 2], str(tmp_path))
