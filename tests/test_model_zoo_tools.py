@@ -149,8 +149,10 @@ def test_token_statistics_table(tmp_path):
     for row in stats:
         assert 0 < row['attention_entropy'] <= 1 + 1e-6 and row['attention_peak'] >= 1 - 1e-4
         assert -1 <= row['token_similarity'] <= 1 + 1e-6 and row['projection_ratio'] > 0
+        assert 0 < row['projector_entropy'] <= 1 + 1e-6
     table = vis.format_statistics(stats)
     assert table.count('\n') == 5 and '| attention entropy |' in table
+    assert '| projector entropy |' in table
 
 
 @pytest.mark.slow

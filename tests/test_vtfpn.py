@@ -309,8 +309,11 @@ def test_token_statistics_detect_collapsed_tokens():
         assert level['attention_entropy'] == pytest.approx(1.0, abs=1e-5)
         assert level['attention_peak'] == pytest.approx(1.0, abs=1e-4)
         assert level['token_similarity'] == pytest.approx(1.0, abs=1e-4)
+        # identical tokens have identical keys: every pixel mixes them uniformly
+        assert level['projector_entropy'] == pytest.approx(1.0, abs=1e-5)
         assert level['projection_ratio'] > 0
     for level in sharp[:2]:  # the finer levels have enough pixels to choose from
         assert level['attention_entropy'] < 0.9
         assert level['attention_peak'] > 2
         assert level['token_similarity'] < 0.9
+        assert level['projector_entropy'] < 1.0 - 1e-4

@@ -11,7 +11,8 @@ each map sums to 1) upsampled to the image and overlaid as a heat map, the token
 
 ``--stats`` (VT-FPN) prints, per level and averaged over the IMAGEs, what the tokens carry
 (``VTFPN.token_statistics``): attention entropy (1 = uniform, every token the image mean),
-attention peak x HW, mean cosine similarity between tokens (1 = all the same) and the norm the
+attention peak x HW, mean cosine similarity between tokens (1 = all the same), the entropy of
+the projector's attention over the tokens (1 = every pixel gets the same mix) and the norm the
 projector adds relative to the lateral. Collapsed tokens (entropy and similarity near 1) were
 the finding of the SGD training-parity rows (docs/benchmarks.md).
 """

@@ -363,6 +363,8 @@ class VTFPN(BaseModule):
         * ``attention_peak``: the largest attention weight times HW (1 = uniform);
         * ``token_similarity``: mean cosine similarity between the tokens of a level (1 = all
           the same token);
+        * ``projector_entropy``: entropy of each pixel's attention over the level's tokens,
+          over log(L); 1 means every pixel receives the same token mix (global context only);
         * ``projection_ratio``: norm of what the projector adds over the lateral's norm.
         """
         laterals = self.lateral_features(inputs)
@@ -379,10 +381,13 @@ class VTFPN(BaseModule):
             off_diag = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / max(
                 num * (num - 1), 1)
             added = proj(x, out) - x
+            mix = proj.attention(x, out)  # N, heads, HW, L
+            mix_entropy = -(mix * mix.clamp_min(1e-12).log()).sum(-1) / max(math.log(num), 1e-12)
             stats.append(
                 dict(attention_entropy=float(entropy.mean()) if h * w > 1 else 1.0,
                      attention_peak=float((p.max(-1).values * h * w).mean()),
                      token_similarity=float(off_diag.mean()),
+                     projector_entropy=float(mix_entropy.mean()) if num > 1 else 1.0,
                      projection_ratio=float((added.flatten(1).norm(dim=1) /
                                              x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())))
         return stats
