@@ -99,6 +99,13 @@ class VTFPN(BaseModule):
     defaults: 0.272 after 60 iterations and 0.072 against FPN's 0.060 after 160 (token width
     128: 0.069, so the paper's width costs nothing in trainability here).
 
+    What the defaults do not fix (docs/benchmarks.md, training parity, round 3): with the
+    paper's SGD from scratch the tokens collapse to the image mean (uniform tokenizer and
+    projector attention after 800 iterations), and VT-FPN then scores what FPN without its 3x3
+    output convolutions scores (lip-sgd 36.86 vs 36.64 mIoU, FPN 39.72). Unscaled tokenizer
+    logits (``tokenizer_cfg=dict(scale_logits=False)``) un-collapse the tokens but gain only
+    +0.2 / +1.0 mIoU, within the seed spread, so the pseudo-code's scale stays the default.
+
     With ResNet-50 at 473x473, FPN costs 12.9 GMACs and this neck 2.0 (the paper: 12.8 and 2.0);
     ``tools/analysis_tools/vtfpn_complexity.py`` measures it. On 2 CPU threads the neck runs 3.0x
     faster than FPN and a training step is 1.08x faster: the laterals are matrix products into
