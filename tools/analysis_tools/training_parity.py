@@ -1,7 +1,8 @@
 """Training parity: does VT-FPN train as well as FPN wherever a user swaps it in?
 
     python tools/analysis_tools/training_parity.py [--rows ROW ...] [--seeds 0 1 2] [--jobs 2]
-        [--scale 1.0] [--out work_dirs/training_parity]
+        [--scale 1.0] [--necks FPN VT-FPN [FPN-no-3x3]] [--vt-options ARGS]
+        [--out work_dirs/training_parity]
 
 Every row trains the same model twice, once with mmdet's ``FPN`` and once with ``VTFPN`` (its
 defaults: nothing but ``type`` and the widths change), for each seed, from scratch, through
@@ -22,6 +23,11 @@ deviation or 1.0 mIoU (AP: 10% relative) of FPN's, or above it. Writes ``OUT/res
 ``OUT/loss_curves.png`` (mean training loss over seeds, per row). ``--jobs`` runs train in
 parallel, each on ``--threads`` threads (default: 2 jobs x 1 thread on a 2-core machine).
 Synthetic data: parity here says that the defaults train, not how the necks rank on LIP or COCO.
+
+``--necks FPN-no-3x3`` adds a control (``parity_necks.py``): FPN without its 3x3 output
+convolutions, which is VT-FPN without its tokens; "VT-FPN - control" is what the tokens add,
+"FPN - control" what the 3x3 convolutions VT-FPN replaces add. ``--vt-options`` passes extra
+VTFPN arguments for experiments (e.g. ``"tokenizer_cfg=dict(scale_logits=False)"``).
 """
 import argparse
 import glob
