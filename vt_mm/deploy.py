@@ -95,7 +95,7 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
     dynamic axes (the models that take any size: VT-FPN, SeaFormer, PyramidTNT, VT-ResNet),
     else the graph is fixed to ``size``. Outputs: ``logits`` (segmentors, classifiers) or
     ``feat0``, ``feat1``, ... (detector backbone + neck). Shape-dependent fast paths of vt-mm
-    step aside while tracing (``vt_mm.models.layers.visual_tokens.tracing``), so the graph is
+    step aside while tracing (``vt_mm.models.layers.tracing``), so the graph is
     correct at every size; :func:`check_onnx` compares it with PyTorch.
     """
     net = exportable(model, toolbox).eval()

@@ -1,3 +1,4 @@
+from .tracing import tracing
 from .visual_tokens import (
                             FilterTokenizer,
                             RecurrentTokenizer,
@@ -6,7 +7,6 @@ from .visual_tokens import (
                             TokenTransformer,
                             VTModule,
                             adaptive_avg_pool2d,
-                            tracing,
 )
 
 __all__ = [

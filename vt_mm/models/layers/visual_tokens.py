@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from .tracing import tracing
+
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
-    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'tracing'
+    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d'
 ]
 
 
@@ -56,12 +58,6 @@ def _check_feature(x: Tensor, channels: int, who: str) -> None:
                          'with '
                          f'{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels to '
                          f'{x.shape[1]} or fix the preceding layer')
-
-
-def tracing() -> bool:
-    """True while the model is traced (ONNX export, ``torch.jit.trace``): shape-dependent fast
-    paths, which would bake the example's sizes into the graph, step aside then."""
-    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
 def adaptive_avg_pool2d(x: Tensor, size: int) -> Tensor:

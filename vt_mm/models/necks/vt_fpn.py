@@ -15,8 +15,14 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor
 
-from ..layers import FilterTokenizer, TokenPositionEncoding, TokenProjector, TokenTransformer
-from ..layers.visual_tokens import pointwise, tracing
+from ..layers import (
+    FilterTokenizer,
+    TokenPositionEncoding,
+    TokenProjector,
+    TokenTransformer,
+    tracing,
+)
+from ..layers.visual_tokens import pointwise
 
 # Default token width as a multiple of out_channels (the paper: 1024 token channels over 256).
 TOKEN_WIDTH_RATIO = 4
