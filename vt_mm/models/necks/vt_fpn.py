@@ -110,7 +110,8 @@ class VTFPN(BaseModule):
     projector attention after 800 iterations), and VT-FPN then scores what FPN without its 3x3
     output convolutions scores (lip-sgd 36.86 vs 36.64 mIoU, FPN 39.72). Unscaled tokenizer
     logits (``tokenizer_cfg=dict(scale_logits=False)``) un-collapse the tokens but gain only
-    +0.2 / +1.0 mIoU, within the seed spread, so the pseudo-code's scale stays the default.
+    +0.2 / +1.0 mIoU with SGD, within the seed spread, and -0.2 / -0.7 with AdamW, so the
+    pseudo-code's scale stays the default.
 
     With ResNet-50 at 473x473, FPN costs 12.9 GMACs and this neck 2.0 (the paper: 12.8 and 2.0);
     ``tools/analysis_tools/vtfpn_complexity.py`` measures it. On 2 CPU threads the neck runs 3.0x
