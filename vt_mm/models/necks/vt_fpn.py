@@ -381,37 +381,43 @@ class VTFPN(BaseModule):
           over log(L); 1 means every pixel receives the same token mix (global context only);
         * ``projection_ratio``: norm of what the projector adds over the lateral's norm.
         """
+        def normalized_entropy(p: Tensor) -> float:
+            """Mean entropy of the distributions along the last axis over its maximum."""
+            if p.shape[-1] < 2:
+                return 1.0
+            entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+            return float(entropy.mean() / math.log(p.shape[-1]))
+
         laterals = self.lateral_features(inputs)
         tokens, attns = self.tokenize(laterals)
-        mixed = self.transformer(torch.cat(tokens, dim=2)).split([t.shape[2] for t in tokens],
-                                                                 dim=2)
         stats = []
-        for x, tok, attn, out, proj in zip(laterals, tokens, attns, mixed, self.projectors):
-            n, num, h, w = attn.shape
-            p = attn.flatten(2)
-            entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / max(math.log(h * w), 1e-12)
+        for x, tok, attn, out, proj in zip(laterals, tokens, attns, self.mix_tokens(tokens),
+                                           self.projectors):
+            num = tok.shape[2]
+            p = attn.flatten(2)  # N, L, HW
             unit = F.normalize(tok, dim=1)
             sim = unit.transpose(1, 2) @ unit  # N, L, L
             off_diag = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / max(
                 num * (num - 1), 1)
             added = proj(x, out) - x
-            mix = proj.attention(x, out)  # N, heads, HW, L
-            mix_entropy = -(mix * mix.clamp_min(1e-12).log()).sum(-1) / max(math.log(num), 1e-12)
             stats.append(
-                dict(attention_entropy=float(entropy.mean()) if h * w > 1 else 1.0,
-                     attention_peak=float((p.max(-1).values * h * w).mean()),
+                dict(attention_entropy=normalized_entropy(p),
+                     attention_peak=float((p.max(-1).values * p.shape[-1]).mean()),
                      token_similarity=float(off_diag.mean()),
-                     projector_entropy=float(mix_entropy.mean()) if num > 1 else 1.0,
+                     projector_entropy=normalized_entropy(proj.attention(x, out)),
                      projection_ratio=float((added.flatten(1).norm(dim=1) /
                                              x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())))
         return stats
 
+    def mix_tokens(self, tokens: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """The tokens of all levels through the one shared transformer, split back by level."""
+        mixed = self.transformer(torch.cat(tokens, dim=2))
+        return mixed.split([t.shape[2] for t in tokens], dim=2)
+
     def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
         laterals = self.lateral_features(inputs)
         tokens, _ = self.tokenize(laterals)
-        counts = [t.shape[2] for t in tokens]
-        # one shared transformer over the tokens of all levels
-        mixed = self.transformer(torch.cat(tokens, dim=2)).split(counts, dim=2)
+        mixed = self.mix_tokens(tokens)
         # Without autograd the laterals are not needed after projection (except the last one by
         # 'on_lateral' extra convs), so the projectors add onto them in place.
         keep_last = self.add_extra_convs == 'on_lateral'
