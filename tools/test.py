@@ -116,7 +116,9 @@ def main(argv=None):
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runtime.load_checkpoint_strictly(runner, args.checkpoint)
     runtime.explain_sample_errors(runner.test_dataloader.dataset)
-    return runner.test()
+    metrics = runner.test()
+    runtime.finish_distributed()
+    return metrics
 
 
 if __name__ == '__main__':

@@ -113,6 +113,19 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
                       ', '.join(changed), logger='current')
 
 
+def finish_distributed() -> None:
+    """Ends a distributed run cleanly: all ranks meet, then the process group is destroyed.
+
+    Without this, the first rank to exit closes its gloo connections while the other rank's gloo
+    threads still hold them, and that rank aborts at interpreter exit ("terminate called without
+    an active exception", SIGABRT) after a successful run, so torchrun reports failure. Measured
+    with tools/dist_train.sh CONFIG 2 and OMP_NUM_THREADS=2: 6 of 20 runs before, none after.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def preflight(*checks) -> None:
     """Runs checks; a missing dataset or checkpoint ends the program with its message only."""
     try:
