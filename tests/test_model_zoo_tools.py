@@ -211,3 +211,28 @@ def test_parity_report_judges_with_the_control_column(tmp_path):
     results['lip-sgd']['FPN'] = [None] * 3  # not run: no verdict, the other columns stay
     text = tp.report(results, [0, 1, 2], str(tmp_path))
     assert 'goal met' not in text and '| 38.47 +- 0.45 | 37.00 +- 1.00 |' in text
+
+
+def test_parity_detection_configs_load_the_generated_shapes(tmp_path):
+    """training_parity's RetinaNet and Mask R-CNN rows: coco_data_config's data load, with masks
+    (and the segm metric) only for Mask R-CNN, into the R-18 / 128-channel models."""
+    from mmdet.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from vt_mm.datasets.demo_shapes import make_demo_coco
+    tp = _load_script('training_parity')
+    root = str(tmp_path / 'coco')
+    make_demo_coco(root, 'train', num_images=2, size=(160, 128), seed=0)
+    make_demo_coco(root, 'val', num_images=2, size=(160, 128), seed=1)
+    init_default_scope('mmdet')
+    for row, with_mask in (('retinanet', False), ('mask-rcnn', True)):
+        path = tmp_path / f'{row}.py'
+        path.write_text(tp.config_text(row, 'VT-FPN', dict(coco=root), 0.1))
+        cfg = Config.fromfile(str(path))
+        assert cfg.model.neck.type == 'VTFPN' and cfg.model.neck.out_channels == 128
+        assert cfg.val_evaluator.metric == (['bbox', 'segm'] if with_mask else 'bbox')
+        sample = DATASETS.build(cfg.train_dataloader.dataset)[0]['data_samples']
+        assert len(sample.gt_instances) >= 1
+        assert ('masks' in sample.gt_instances) == with_mask
+        assert tuple(sample.img_shape) == (128, 160)  # Resize to (160, 128), aspect kept

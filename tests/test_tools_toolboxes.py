@@ -14,33 +14,13 @@ RUNTIME_CFG = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
 RETINANET_VTFPN = """
 # mmdet's own RetinaNet config; the neck is VT-FPN (P3-P5 from C3-C5, P6/P7 on the input).
 _base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', {runtime!r}]
-data_root = {root!r}
-metainfo = dict(classes=('square', 'circle', 'triangle'))
 model = dict(
     backbone=dict(depth=18, init_cfg=None),
     neck=dict(_delete_=True, type='VTFPN', in_channels=[64, 128, 256, 512], out_channels=64,
               start_level=1, add_extra_convs='on_input', num_outs=5, num_tokens=4,
               token_channels=64),
     bbox_head=dict(num_classes=3, in_channels=64, feat_channels=64))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(128, 96), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(128, 96), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs',
-         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]
-train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
-    data_prefix=dict(img='train/'), pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
-    data_prefix=dict(img='val/'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json')
-test_evaluator = val_evaluator
-train_cfg = dict(max_epochs=1)
+{data}train_cfg = dict(max_epochs=1)
 default_hooks = dict(logger=dict(interval=1))
 """
 
@@ -83,12 +63,13 @@ def _run(args):
 
 @pytest.mark.slow
 def test_mmdet_retinanet_with_vtfpn_train_and_test(tmp_path):
-    from vt_mm.datasets.demo_shapes import make_demo_coco
+    from vt_mm.datasets.demo_shapes import coco_data_config, make_demo_coco
     data = tmp_path / 'coco'
     make_demo_coco(str(data), 'train', num_images=4, seed=0)
     make_demo_coco(str(data), 'val', num_images=2, seed=1)
     cfg = tmp_path / 'retinanet_vtfpn.py'
-    cfg.write_text(RETINANET_VTFPN.format(root=str(data), runtime=RUNTIME_CFG))
+    cfg.write_text(RETINANET_VTFPN.format(runtime=RUNTIME_CFG, data=coco_data_config(
+        str(data), scale=(128, 96), batch_size=2, val_batch_size=1)))
     work = tmp_path / 'work'
     out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'Epoch(train) [1][2/2]' in out

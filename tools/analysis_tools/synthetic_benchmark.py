@@ -49,29 +49,8 @@ SEG_MODELS = {
     'VT-FPN': '',
 }
 
-DET_COMMON = """
-_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', {runtime!r}]
-data_root = {root!r}
-metainfo = dict(classes=('square', 'circle', 'triangle'))
+DET_RECIPE = """
 model = dict(bbox_head=dict(num_classes=3))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='Resize', scale=(160, 128), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(160, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                          'scale_factor'))]
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
-    data_prefix=dict(img='train/'), pipeline=train_pipeline))
-val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
-    data_prefix=dict(img='val/'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json')
-test_evaluator = val_evaluator
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=5e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=10))
@@ -94,6 +73,14 @@ DET_MODELS = {
                                    "bbox_head=dict(num_classes=3, "
                                    "in_channels=128, feat_channels=128))\n",
 }
+
+
+def det_config_text(name: str, root: str, epochs: int) -> str:
+    """The config of DET_MODELS[name]: mmdet's RetinaNet on the generated shapes at root."""
+    from vt_mm.datasets.demo_shapes import coco_data_config
+    runtime = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
+    return (f"_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', {runtime!r}]\n" +
+            coco_data_config(root) + DET_RECIPE.format(epochs=epochs) + DET_MODELS[name])
 
 
 def _train(config: str, work: str):
@@ -143,11 +130,10 @@ def run_det(out_dir: str, epochs: int, num_train: int = 32, num_val: int = 8, pa
         make_demo_coco(root, 'train', num_images=num_train, size=(160, 128), seed=0)
         make_demo_coco(root, 'val', num_images=num_val, size=(160, 128), seed=1)
     results = []
-    for name, extra in _selected(DET_MODELS, pattern).items():
+    for name in _selected(DET_MODELS, pattern):
         cfg = osp.join(out_dir, 'det_' + re.sub(r'[^a-z0-9]+', '_', name.lower()) + '.py')
         with open(cfg, 'w') as f:
-            f.write(DET_COMMON.format(root=root, epochs=epochs, runtime=osp.join(
-                ROOT, 'configs', '_base_', 'vt_mm_runtime.py')) + extra)
+            f.write(det_config_text(name, root, epochs))
         print(f'[synthetic] det {name}: {epochs} epochs', file=sys.stderr, flush=True)
         out, train = _train(cfg, osp.join(out_dir, 'work_' + osp.basename(cfg)[:-3]))
         results.append(dict(task='det (COCO-format shapes)', model=name, train=train,

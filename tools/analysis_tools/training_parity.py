@@ -120,28 +120,7 @@ SGD = ("optim_wrapper = dict(type='OptimWrapper', optimizer=dict(type='SGD', lr=
        "momentum=0.9, "
        "weight_decay=5e-4))")
 
-DET_BASE = """
-_base_ = [{base!r}, {runtime!r}]
-data_root = {root!r}
-metainfo = dict(classes=('square', 'circle', 'triangle'))
-train_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
-    dict(type='Resize', scale=(160, 128), keep_ratio=True), dict(type='RandomFlip', prob=0.5),
-    dict(type='PackDetInputs')]
-test_pipeline = [
-    dict(type='LoadImageFromFile'), dict(type='Resize', scale=(160, 128), keep_ratio=True),
-    dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
-    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
-                                          'scale_factor'))]
-train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_train.json',
-    data_prefix=dict(img='train/'), pipeline=train_pipeline))
-val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False, dataset=dict(
-    data_root=data_root, metainfo=metainfo, ann_file='annotations/instances_val.json',
-    data_prefix=dict(img='val/'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json', metric={metrics!r})
-test_evaluator = val_evaluator
+DET_RECIPE = """
 optim_wrapper = dict(_delete_=True, type='OptimWrapper',
                      optimizer=dict(type='AdamW', lr=5e-4, weight_decay=1e-4),
                      clip_grad=dict(max_norm=10))
@@ -204,6 +183,8 @@ def make_data(out_dir: str) -> dict:
 
 
 def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str = '') -> str:
+    from vt_mm.datasets.demo_cue import CUE_CLASSES
+    from vt_mm.datasets.demo_shapes import coco_data_config
     task, optim, _, _, _ = ROWS[row]
     if task in ('lip', 'cue'):
         from vt_mm.datasets.demo_cue import CUE_CLASSES
@@ -217,10 +198,10 @@ def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str 
         mask = task == 'mask-rcnn'
         base = ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'
                 if mask else 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py')
-        text = DET_BASE.format(base=base, runtime=RUNTIME, root=roots['coco'], mask=mask,
-                               metrics=['bbox', 'segm'] if mask else 'bbox',
-                               epochs=max(1, int(round(DET_EPOCHS * scale))),
-                               heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS)
+        text = (f'_base_ = [{base!r}, {RUNTIME!r}]\n' +
+                coco_data_config(roots['coco'], mask=mask) +
+                DET_RECIPE.format(epochs=max(1, int(round(DET_EPOCHS * scale))),
+                                  heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS))
     text += NECKS[neck]
     if neck == 'VT-FPN' and vt_options:
         text += f"model['neck'].update(dict({vt_options}))\n"

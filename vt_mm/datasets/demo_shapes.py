@@ -1,7 +1,8 @@
 """Small, deterministic, synthetic datasets for detection and classification.
 
 * :func:`make_demo_coco` writes a COCO-format instance dataset of coloured shapes (boxes and
-  polygon masks), for mmdet detectors (RetinaNet, Mask R-CNN, Panoptic-FPN's instance part).
+  polygon masks), for mmdet detectors (RetinaNet, Mask R-CNN, Panoptic-FPN's instance part);
+  :func:`coco_data_config` is the mmdet config text that trains and validates on it.
 * :func:`make_demo_imagefolder` writes an ImageFolder-style classification dataset
   (``<root>/<split>/<class>/<n>.jpg``) for mmpretrain's ``CustomDataset``.
 * :func:`make_demo_ade20k` writes a semantic-segmentation dataset in the ADE20K layout
@@ -84,6 +85,51 @@ def make_demo_coco(root: str,
     with open(osp.join(root, ann_file), 'w') as f:
         json.dump(dict(images=images, annotations=annotations, categories=categories), f)
     return dict(ann_file=ann_file, img_dir=split + '/')
+
+
+def coco_data_config(root: str,
+                     scale: Tuple[int, int] = (160, 128),
+                     batch_size: int = 4,
+                     val_batch_size: int = 4,
+                     mask: bool = False) -> str:
+    """mmdet config lines for a :func:`make_demo_coco` dataset at ``root``.
+
+    The data part of a config that inherits an mmdet detector config (metainfo, pipelines,
+    dataloaders, COCO evaluators: ``bbox``, plus ``segm`` with ``mask``). The synthetic benchmark,
+    the training-parity benchmark and the tool tests write it below their ``_base_`` line and add
+    their own model and schedule.
+
+    Args:
+        root: the dataset root given to :func:`make_demo_coco`.
+        scale: (width, height) images are resized to, keeping the aspect ratio.
+        batch_size: training batch size.
+        val_batch_size: validation and test batch size.
+        mask: also load the instance masks and evaluate ``segm`` (Mask R-CNN).
+    """
+    metric = ['bbox', 'segm'] if mask else 'bbox'
+    return f"""data_root = {root!r}
+metainfo = dict(classes={SHAPE_CLASSES!r})
+train_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='Resize', scale={scale!r}, keep_ratio=True), dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')]
+test_pipeline = [
+    dict(type='LoadImageFromFile'), dict(type='Resize', scale={scale!r}, keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask={mask}),
+    dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                                          'scale_factor'))]
+train_dataloader = dict(batch_size={batch_size}, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root, metainfo=metainfo,
+                                     ann_file='annotations/instances_train.json',
+                                     data_prefix=dict(img='train/'), pipeline=train_pipeline))
+val_dataloader = dict(batch_size={val_batch_size}, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, metainfo=metainfo,
+                                   ann_file='annotations/instances_val.json',
+                                   data_prefix=dict(img='val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + '/annotations/instances_val.json', metric={metric!r})
+test_evaluator = val_evaluator
+"""
 
 
 def make_demo_imagefolder(root: str,
