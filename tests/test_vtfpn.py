@@ -87,26 +87,18 @@ def test_builds_by_plain_name_from_each_toolbox(scope):
 def test_paper_defaults_and_flops_vs_fpn():
     """At ResNet-50 / 473x473 widths the neck costs >= 6x fewer FLOPs than FPN (paper: 6.4x)."""
     from mmdet.models.necks import FPN
-    from mmengine.analysis import FlopAnalyzer
+
+    from vt_mm.analysis import flop_analyzer
     in_ch = [256, 512, 1024, 2048]
     feats = tuple(_features(473, 473, in_ch))
     vt = VTFPN(in_ch, 256, 4).eval()
     assert vt.tokenizers[0].num_tokens == 8 and vt.tokenizers[0].token_channels == 1024
     fpn = FPN(in_ch, 256, 4).eval()
-    from mmengine.analysis.jit_handles import get_shape
 
-    def baddbmm(inputs, outputs):  # the fused residual products count as bmm
-        b, m, k = get_shape(inputs[1])
-        return b * m * k * get_shape(inputs[2])[-1]
-
-    def analyzer(net):
-        # baddbmm_: the in-place products of inference (laterals, projector residuals)
-        return FlopAnalyzer(net, (feats, )).set_op_handle(**{
-            'aten::baddbmm': baddbmm, 'aten::baddbmm_': baddbmm}).unsupported_ops_warnings(False)
-
+    # the benchmarks' counter, with handles for baddbmm(_) and fused attention
+    vt_count = flop_analyzer(vt, (feats, ))
     with torch.no_grad():
-        vt_count, fpn_flops = analyzer(vt), analyzer(fpn).total()
-        vt_flops = vt_count.total()
+        fpn_flops, vt_flops = flop_analyzer(fpn, (feats, )).total(), vt_count.total()
         by_op, skipped = vt_count.by_operator(), vt_count.unsupported_ops()
     # every product of the neck is counted: none is left out of the total
     assert not [op for op in skipped if 'mm' in op or 'conv' in op or 'einsum' in op], skipped

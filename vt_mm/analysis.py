@@ -132,8 +132,20 @@ class ImageToOutputs(nn.Module):
         return self.model._forward(x)
 
 
-def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tuple[int, List[str]]:
-    analyzer = FlopAnalyzer(net, (x, ))
+def flop_analyzer(net: nn.Module, inputs) -> FlopAnalyzer:
+    """mmengine's FlopAnalyzer for vt-mm's models: the one FLOP counter of the benchmarks and tests.
+
+    mmengine has no handle for the fused attention (``scaled_dot_product_attention``) or for
+    ``baddbmm`` (the visual-token layers' products with a bias or residual), and would skip them
+    silently; both are added here. One multiply-add counts as one FLOP (the papers' convention);
+    BatchNorm is counted, ``by_operator()['batch_norm']`` gives its share. Call the counting
+    methods under ``torch.no_grad()``.
+
+    Args:
+        net: the module to count.
+        inputs: the positional inputs of ``net``, a tuple.
+    """
+    analyzer = FlopAnalyzer(net, inputs)
     analyzer.set_op_handle(**{
         'aten::scaled_dot_product_attention': sdpa_flop_jit,
         'aten::baddbmm': baddbmm_flop_jit,
@@ -141,6 +153,13 @@ def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tupl
     })
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
+    return analyzer
+
+
+def count_flops(net: nn.Module, x: torch.Tensor, count_bn: bool = False) -> Tuple[int, List[str]]:
+    """(FLOPs of ``net(x)``, the operators left uncounted): :func:`flop_analyzer`'s total,
+    BatchNorm left out unless ``count_bn``."""
+    analyzer = flop_analyzer(net, (x, ))
     with torch.no_grad():
         total = analyzer.total()
         if not count_bn:  # set_op_handle(..., None) does not remove a default handle

@@ -17,8 +17,8 @@ import sys
 import time
 
 import torch
-from mmengine.analysis import FlopAnalyzer
 
+from vt_mm.analysis import flop_analyzer
 from vt_mm.models.backbones import PyramidTNT
 
 PAPER = {'ti': (10.58, 0.59), 's': (31.95, 3.28), 'm': (84.94, 8.20), 'b': (156.99, 15.97)}
@@ -64,8 +64,7 @@ def main(argv=None):
             x = torch.randn(1, 3, *hw)
             model.set_fused_attn(False)
             with torch.no_grad():
-                analyzer = FlopAnalyzer(model, x).unsupported_ops_warnings(False)
-                flops = analyzer.uncalled_modules_warnings(False).total()
+                flops = flop_analyzer(model, (x, )).total()
             runs = args.runs if hw == native else args.det_runs
             fused_t, eager_t, diff = timed(model, x, runs)
             rows.append((arch, hw, params, flops, fused_t, eager_t, diff))

@@ -14,10 +14,9 @@ import sys
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import FlopAnalyzer
 from mmpretrain.models.backbones import ResNet
 
-from vt_mm.analysis import time_alternately
+from vt_mm.analysis import flop_analyzer, time_alternately
 from vt_mm.models.backbones import VTResNet
 
 # depth -> (ResNet GFLOPs, M params), (VT-ResNet GFLOPs, M params, table) as reported
@@ -49,9 +48,7 @@ def _params(model) -> int:
 def gmacs(model, x):
     """Total and last-stage GFLOPs (multiply-adds, BatchNorm excluded)."""
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, x)
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
+        analyzer = flop_analyzer(model, (x, ))
         total = analyzer.total() - analyzer.by_operator().get('batch_norm', 0)
         last = analyzer.by_module_and_operator()[f'backbone.{model.last_stage}']
     return total / 1e9, (sum(last.values()) - last.get('batch_norm', 0)) / 1e9
