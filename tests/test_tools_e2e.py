@@ -152,11 +152,12 @@ def test_dist_train_two_cpu_processes(lip_root, tmp_path, tiny_config):
     assert state['meta']['iter'] == 2
     # tools/dist_test.sh on 2 processes scores the whole validation set as one process does
     ckpt = osp.join(work, 'iter_2.pth')
-    proc = subprocess.run(['bash', 'tools/dist_test.sh', cfg, ckpt, '2', '--work-dir', work + 't'],
+    test_work = str(tmp_path / 'test')
+    proc = subprocess.run(['bash', 'tools/dist_test.sh', cfg, ckpt, '2', '--work-dir', test_work],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     dist_out = proc.stdout + proc.stderr
     assert proc.returncode == 0, dist_out[-5000:]
-    _, single_out = _run(['tools/test.py', cfg, ckpt, '--work-dir', work + '_test1'], cwd=ROOT)
+    _, single_out = _run(['tools/test.py', cfg, ckpt, '--work-dir', test_work], cwd=ROOT)
     miou = [re.findall(r'mIoU: (\d+\.\d+)', o)[-1] for o in (dist_out, single_out)]
     assert miou[0] == miou[1], miou
 

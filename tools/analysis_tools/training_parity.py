@@ -187,7 +187,6 @@ def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str 
     from vt_mm.datasets.demo_shapes import coco_data_config
     task, optim, _, _, _ = ROWS[row]
     if task in ('lip', 'cue'):
-        from vt_mm.datasets.demo_cue import CUE_CLASSES
         iters = max(10, int(round(SEG_ITERS * scale)))
         data = (LIP_DATA.format(root=roots['lip']) if task == 'lip' else CUE_DATA.format(
             root=roots['cue'], classes=CUE_CLASSES))
