@@ -117,7 +117,7 @@ def main(argv=None):
     runtime.load_checkpoint_strictly(runner, args.checkpoint)
     runtime.explain_sample_errors(runner.test_dataloader.dataset)
     metrics = runner.test()
-    runtime.finish_distributed()
+    runtime.finish_distributed()  # a distributed run ends the process here
     return metrics
 
 

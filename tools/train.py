@@ -85,7 +85,7 @@ def main(argv=None):
     runtime.check_num_classes(cfg, runner.train_dataloader.dataset)
     runtime.explain_sample_errors(runner.train_dataloader.dataset)
     runner.train()
-    runtime.finish_distributed()
+    runtime.finish_distributed()  # a distributed run ends the process here
 
 
 if __name__ == '__main__':
