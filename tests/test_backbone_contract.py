@@ -33,11 +33,34 @@ def test_unknown_arch_is_one_error_type_listing_the_names(cls, bad):
         assert repr(name) in message  # every valid name is listed
 
 
+# every alias and the variant it must name, written out (not read from ARCH_ALIASES, so that a
+# wrong entry there cannot agree with itself)
+EXPECTED_ALIASES = [('t', 'tiny'), ('ti', 'tiny'), ('s', 'small'), ('m', 'medium'), ('b', 'base'),
+                    ('l', 'large'), ('T', 'tiny'), ('Ti', 'tiny'), ('L', 'large')]
+
+
 @pytest.mark.parametrize('cls', [PyramidTNT, SeaFormer])
-def test_shared_aliases(cls):
-    for alias, name in (('t', 'tiny'), ('s', 'small'), ('b', 'base')):
-        a, b = cls(alias), cls(name)
-        assert sum(p.numel() for p in a.parameters()) == sum(p.numel() for p in b.parameters())
+@pytest.mark.parametrize('alias,name', EXPECTED_ALIASES)
+def test_every_alias_names_its_variant(cls, alias, name):
+    """Guards against an alias resolving to another variant (e.g. 'l' -> 'base', which built
+    the 8.49M SeaFormer-B for 'l'): each alias gives exactly its variant's settings, for every
+    family that has the variant, and an unknown variant for the family's table."""
+    from vt_mm.models.backbones.base import resolve_arch
+    if name not in cls.arch_zoo:
+        with pytest.raises(UnknownArchError, match=f'unknown arch {alias!r}'):
+            resolve_arch(cls.__name__, alias, cls.arch_zoo)
+        return
+    assert resolve_arch(cls.__name__, alias, cls.arch_zoo) == cls.arch_zoo[name]
+    others = [v for k, v in cls.arch_zoo.items() if k != name]
+    assert all(v != cls.arch_zoo[name] for v in others)  # the variants are distinguishable
+
+
+def test_alias_builds_the_variant_model():
+    """SeaFormer('l') is SeaFormer-L (its parameter count), not the base model."""
+    def count(m):
+        return sum(p.numel() for p in m.parameters())
+    assert count(SeaFormer('l')) == count(SeaFormer('large')) != count(SeaFormer('base'))
+    assert count(PyramidTNT('ti')) == count(PyramidTNT('tiny')) != count(PyramidTNT('small'))
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))
@@ -67,6 +90,22 @@ def test_seaformer_takes_pretrained_from_mmseg_encoder_decoder(tmp_path):
     with pytest.warns(UserWarning, match='pretrained is deprecated'):
         model = MODELS.build(cfg.model)
     assert model.backbone.init_cfg['checkpoint'] == cfg.model.pretrained
+
+
+@pytest.mark.parametrize('norm', ['SyncBN', 'BN'])
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_norm_eval_freezes_every_batchnorm_type(name, norm):
+    """Guards against norm_eval applying to ``nn.BatchNorm2d`` only: the SeaFormer configs use
+    SyncBN (67 of 67 layers stayed in training mode), and PyramidTNT's stem and detection
+    upsampling take ``norm_cfg`` too."""
+    model = BUILDERS[name](norm_eval=True, norm_cfg=dict(type=norm, requires_grad=True))
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    if norm == 'SyncBN':
+        assert all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    model.train()
+    assert not any(m.training for m in norms)
+    assert model.training  # the rest still trains
 
 
 @pytest.mark.parametrize('name', list(BUILDERS))

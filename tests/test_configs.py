@@ -37,11 +37,18 @@ def test_plain_mmengine_runner_registers_the_hooks(tmp_path, lip_root, tiny_conf
     cfg.work_dir = str(tmp_path / 'work')
     runner = Runner.from_cfg(cfg)
     names = {type(h).__name__ for h in runner.hooks}
-    assert {'ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook'} <= names
+    assert {'ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook',
+            'CheckpointSafetyHook'} <= names
+    # before the run, the runner's CheckpointHook becomes the atomic one (same arguments)
+    plain = next(h for h in runner.hooks if type(h).__name__ == 'CheckpointHook')
+    interval = plain.interval
+    runner.call_hook('before_run')
+    assert type(plain).__name__ == 'AtomicCheckpointHook' and plain.interval == interval
 
 
 def test_train_tool_reports_missing_hooks():
     from vt_mm.engine.runtime import check_reliability_hooks
     cfg = Config(dict(custom_hooks=[dict(type='NonFiniteLossHook')]))
-    assert check_reliability_hooks(cfg) == ['ResumeRNGHook', 'RankConsistencyHook']
+    assert check_reliability_hooks(cfg) == ['ResumeRNGHook', 'RankConsistencyHook',
+                                            'CheckpointSafetyHook']
     assert check_reliability_hooks(Config.fromfile(RUNTIME_CFG)) == []

@@ -75,7 +75,13 @@ def test_semantic_fpn_with_vtfpn(tmp_path):
     ('vt_resnet/vt-resnet18_8xb32_in1k.py', (64, 64), (71, 45), 1000),
     ('pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py', (64, 64), (75, 53), 1000),
     ('seaformer/seaformer-tiny_8xb128_in1k.py', (64, 64), (75, 53), 1000),
-])
+    # traced at the native size: a same-size shortcut (PyramidTNT's position tables used
+    # unresized when the input is 224) must not be frozen into the graph
+    ('vt_resnet/vt-resnet18_8xb32_in1k.py', (224, 224), (160, 192), 1000),
+    ('pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py', (192, 192), (256, 224), 1000),  # img_size 192
+    ('seaformer/seaformer-tiny_8xb128_in1k.py', (224, 224), (160, 192), 1000),
+], ids=['vt-r18', 'tnt-ti', 'seaformer-t', 'vt-r18-native', 'tnt-ti-native',
+        'seaformer-t-native'])
 def test_classifiers(config, trace, odd, classes, tmp_path):
     path = osp.join(ROOT, 'configs', config)
     torch.manual_seed(0)
@@ -92,6 +98,65 @@ def test_seaformer_segmentor(tmp_path):
         osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb4-160k_ade20k-512x512.py'),
         (64, 64), (75, 53), tmp_path)
     assert rows[1]['shapes'] == [(1, 150, 10, 7)]
+
+
+def test_seaformer_segmentor_traced_at_its_native_size(tmp_path):
+    """Traced at 512x512, where the position embeddings need no resize, the graph still
+    resizes them at another size. (At 256x256 and 320x384 onnxruntime differs from PyTorch by
+    1.4e-4 / 1.9e-4 whatever the trace size, above the 1e-4 bound: recorded in
+    docs/deployment.md, not hidden by a looser bound here.)"""
+    rows = _export_and_check(
+        osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb4-160k_ade20k-512x512.py'),
+        (512, 512), (75, 53), tmp_path)
+    assert rows[1]['shapes'] == [(1, 150, 10, 7)]
+
+
+def test_semantic_fpn_with_vtfpn_traced_at_the_papers_size(tmp_path):
+    cfg = tmp_path / 'vtfpn_small.py'
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    rows = _export_and_check(str(cfg), (473, 473), (256, 320), tmp_path)
+    assert rows[0]['shapes'] == [(1, 20, 119, 119)]
+
+
+class _TinyDetector(torch.nn.Module):
+    """A backbone with four strided maps and a VT-FPN with two extra levels: five outputs."""
+
+    def __init__(self):
+        super().__init__()
+        from vt_mm.models.necks import VTFPN
+        chans = [8, 16, 32, 64]
+        self.backbone = torch.nn.ModuleList(
+            [torch.nn.Conv2d(c_in, c, 3, stride=4 if i == 0 else 2, padding=1)
+             for i, (c_in, c) in enumerate(zip([3] + chans[:-1], chans))])
+        self.neck = VTFPN(chans, 16, 6, add_extra_convs='on_output', num_tokens=4,
+                          token_channels=32)
+
+    def extract(self, x):
+        feats = []
+        for conv in self.backbone:
+            x = conv(x)
+            feats.append(x)
+        return feats
+
+
+def test_check_onnx_rejects_a_graph_wrong_in_a_later_output(tmp_path, monkeypatch):
+    """Guards against check_onnx comparing the first output only: a model whose last output
+    (the second extra level) differs from the exported graph's must report a large difference,
+    while the first outputs still agree."""
+    torch.manual_seed(0)
+    detector = _TinyDetector().eval()
+    from vt_mm import deploy
+    monkeypatch.setattr(deploy.BackboneNeck, 'forward',
+                        lambda self, x: tuple(self.model.neck(self.model.extract(x))))
+    path = str(tmp_path / 'det.onnx')
+    names = export_onnx(detector, path, (64, 96), toolbox='mmdet')
+    assert len(names) == 6
+    good = check_onnx(detector, path, [(64, 96), (75, 53)], toolbox='mmdet')
+    assert all(row['max_abs_diff'] <= TOL for row in good), good
+    with torch.no_grad():
+        detector.neck.extra_convs[-1].conv.weight.add_(0.5)  # only the last output changes
+    bad = check_onnx(detector, path, [(64, 96)], toolbox='mmdet')
+    assert bad[0]['max_abs_diff'] > 0.1, bad
 
 
 @pytest.mark.parametrize('config', [

@@ -233,3 +233,159 @@ def test_inference_passes_a_grad_free_mask_to_fused_attention(monkeypatch):
     model(torch.randn(1, 3, 192, 192))[0].sum().backward()
     assert seen and all(seen)  # training keeps the gradient of the relative bias
     assert model.stages[0].relative_pos.grad is not None
+
+
+# --- a functional reference: the official computation on the official state dict -----------
+# Written from the official layout (tests/data/pyramid_tnt_official_state_dicts.json) and the
+# authors' pyramid_tnt.py (Stem, Block, Attention with spatial reduction and relative position,
+# Word/SentenceAggregation), with torch.nn.functional only: nothing of vt-mm's modules, so a
+# converter that maps a key onto another tensor of the same shape cannot agree with it.
+_F = torch.nn.functional
+
+
+def _ref_linear(w, p, x, bias=True):
+    return _F.linear(x, w[f'{p}.weight'], w.get(f'{p}.bias') if bias else None)
+
+
+def _ref_norm(w, p, x):
+    return _F.layer_norm(x, x.shape[-1:], w[f'{p}.weight'], w[f'{p}.bias'], eps=1e-5)
+
+
+def _ref_conv_bn_relu(w, conv, bn, x, stride):
+    x = _F.conv2d(x, w[f'{conv}.weight'], w[f'{conv}.bias'], stride=stride, padding=1)
+    x = _F.batch_norm(x, w[f'{bn}.running_mean'], w[f'{bn}.running_var'], w[f'{bn}.weight'],
+                      w[f'{bn}.bias'], training=False, eps=1e-5)
+    return _F.relu(x)
+
+
+def _ref_attention(w, p, x, heads, hw=None, sr=1, bias=None):
+    b, n, c = x.shape
+    q = _F.linear(x, w[f'{p}.q.weight']).reshape(b, n, heads, c // heads).transpose(1, 2)
+    src = x
+    if sr > 1:
+        grid = x.transpose(1, 2).reshape(b, c, *hw)
+        src = _F.avg_pool2d(grid, sr, sr).reshape(b, c, -1).transpose(1, 2)
+        src = _ref_norm(w, f'{p}.norm', _ref_linear(w, f'{p}.linear', src))
+    kv = _F.linear(src, w[f'{p}.kv.weight']).reshape(b, -1, 2, heads, c // heads)
+    k, v = kv.permute(2, 0, 3, 1, 4)
+    attn = q @ k.transpose(-2, -1) * (c // heads)**-0.5
+    if bias is not None:
+        attn = attn + bias
+    out = (attn.softmax(-1) @ v).transpose(1, 2).reshape(b, n, c)
+    return _ref_linear(w, f'{p}.proj', out)
+
+
+def _ref_mlp(w, p, x):
+    return _ref_linear(w, f'{p}.fc2', _F.gelu(_ref_linear(w, f'{p}.fc1', x)))
+
+
+def official_pyramid_tnt_logits(w, x, heads, word_heads):
+    """Official PyramidTNT classifier logits at the native size, functionally."""
+    b = x.shape[0]
+    common = _ref_conv_bn_relu(w, 'patch_embed.common_conv.0', 'patch_embed.common_conv.1', x, 2)
+    words = _ref_conv_bn_relu(w, 'patch_embed.inner_convs.0', 'patch_embed.inner_convs.1',
+                              common, 1)
+    sent = common
+    for conv, bn, stride in ((0, 1, 2), (3, 4, 2), (6, 7, 1)):
+        sent = _ref_conv_bn_relu(w, f'patch_embed.outer_convs.{conv}',
+                                 f'patch_embed.outer_convs.{bn}', sent, stride)
+    hw = (x.shape[2] // 8, x.shape[3] // 8)
+    word_dim = words.shape[1]
+    words = _F.unfold(words, 4, stride=4).transpose(1, 2)
+    words = words.reshape(b * hw[0] * hw[1], word_dim, 16).transpose(1, 2) + w['inner_pos']
+    sent = sent.permute(0, 2, 3, 1).reshape(b, hw[0] * hw[1], -1) + w['outer_pos']
+    for i in range(4):
+        if i > 0:
+            # word aggregation: 2x2 neighbouring sentences' words -> one 8x8 grid -> stride-2 conv
+            p = f'word_merges.{i - 1}'
+            c = words.shape[-1]
+            g = _ref_norm(w, f'{p}.norm', words).reshape(-1, hw[0], hw[1], 4, 4, c)
+            g = torch.cat([torch.cat([g[:, 0::2, 0::2], g[:, 1::2, 0::2]], 3),
+                           torch.cat([g[:, 0::2, 1::2], g[:, 1::2, 1::2]], 3)], 4)
+            g = g.reshape(-1, 8, 8, c).permute(0, 3, 1, 2)
+            g = _F.conv2d(g, w[f'{p}.conv.0.weight'], w[f'{p}.conv.0.bias'], stride=2, padding=1)
+            words = g.reshape(g.shape[0], g.shape[1], 16).transpose(1, 2)
+            p = f'sentence_merges.{i - 1}'
+            s = _ref_norm(w, f'{p}.norm', sent).transpose(1, 2).reshape(b, -1, *hw)
+            s = _F.conv2d(s, w[f'{p}.conv.0.weight'], w[f'{p}.conv.0.bias'], stride=2, padding=1)
+            hw = (s.shape[2], s.shape[3])
+            sent = s.flatten(2).transpose(1, 2)
+        stage = f'stages.{i}'
+        rel = w[f'{stage}.relative_pos']
+        j = 0
+        while f'{stage}.blocks.{j}.outer_norm1.weight' in w:
+            p = f'{stage}.blocks.{j}'
+            n = sent.shape[1]
+            if f'{p}.inner_norm1.weight' in w:
+                def per_word(t, norm):
+                    return _ref_norm(w, norm, t.reshape(b, n, -1)).reshape(b * n, 16, -1)
+                words = words + _ref_attention(w, f'{p}.inner_attn',
+                                               per_word(words, f'{p}.inner_norm1'), word_heads[i])
+                words = words + _ref_mlp(w, f'{p}.inner_mlp', per_word(words, f'{p}.inner_norm2'))
+                proj = _F.linear(_ref_norm(w, f'{p}.proj_norm1', words.reshape(b, n, -1)),
+                                 w[f'{p}.proj.weight'])
+                sent = sent + _ref_norm(w, f'{p}.proj_norm2', proj)
+            sent = sent + _ref_attention(w, f'{p}.outer_attn', _ref_norm(w, f'{p}.outer_norm1',
+                                                                          sent),
+                                         heads[i], hw, (4, 2, 1, 1)[i], rel)
+            sent = sent + _ref_mlp(w, f'{p}.outer_mlp', _ref_norm(w, f'{p}.outer_norm2', sent))
+            j += 1
+    feat = _ref_norm(w, 'norm', sent).mean(1)
+    return _F.linear(feat, w['head.weight'], w['head.bias'])
+
+
+def _official_weights(official, name, seed):
+    """Random official weights with non-trivial LayerNorm / BN affines and statistics."""
+    state = _random_official(official[name], seed=seed)
+    for k, v in state.items():
+        if k.endswith('norm.weight') or 'norm1.weight' in k or 'norm2.weight' in k or (
+                k.endswith('.weight') and v.dim() == 1):
+            state[k] = 1 + v * 4
+    return state
+
+
+def _vtmm_logits(arch, state, x):
+    model = PyramidTNT(arch).eval()
+    converted = checkpoint_filter_fn(state)
+    model.load_state_dict({k: v for k, v in converted.items() if not k.startswith('head.')},
+                          strict=True)
+    with torch.no_grad():
+        return model(x)[0].mean((2, 3)) @ state['head.weight'].T + state['head.bias']
+
+
+@pytest.mark.parametrize('arch', ['ti', 's'])
+def test_converted_official_weights_give_the_official_outputs(official, arch):
+    """The converter's output in vt-mm's PyramidTNT computes what the official model computes
+    from the same random official weights (the functional reference above), at the native
+    size: catches a converter that maps a key onto another tensor of the same shape."""
+    name, _, size = ARCHS[arch]
+    state = _official_weights(official, name, seed=2)
+    heads = [official[name][f'stages.{i}.relative_pos'][1] for i in range(4)]
+    word_heads = [1, 2, 4, 4] if arch == 'ti' else [2, 4, 8, 8]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = official_pyramid_tnt_logits(state, x, heads, word_heads)
+    got = _vtmm_logits(arch, state, x)
+    assert expected.abs().max() > 0.1  # not a comparison of near-zeros
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('swap', [('outer_norm1.', 'outer_norm2.'),
+                                  ('inner_norm1.', 'inner_norm2.'),
+                                  ('proj_norm1.', 'inner_norm1.')])
+def test_a_same_shape_key_swap_in_the_converter_is_caught(official, monkeypatch, swap):
+    """The reference fails a converter whose renames send one official tensor to another
+    same-shaped place (the mutation 'outer_norm1. -> norm2.' passed every test before)."""
+    from vt_mm.models.backbones import pyramid_tnt
+    a, b = swap
+    renames = dict(pyramid_tnt._BLOCK_RENAMES)
+    renames[a], renames[b] = renames[b], renames[a]
+    order = [k for k, _ in pyramid_tnt._BLOCK_RENAMES]
+    monkeypatch.setattr(pyramid_tnt, '_BLOCK_RENAMES', tuple((k, renames[k]) for k in order))
+    name, _, size = ARCHS['ti']
+    state = _official_weights(official, name, seed=3)
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = official_pyramid_tnt_logits(state, x, [2, 4, 8, 8], [1, 2, 4, 4])
+    got = _vtmm_logits('ti', state, x)
+    assert not torch.allclose(got, expected, rtol=1e-3, atol=1e-3)

@@ -210,3 +210,36 @@ def test_wrong_channels_error_names_both():
         tok(torch.randn(1, 16, 4, 4))
     with pytest.raises(ValueError, match='tokenizer must be'):
         VTModule(8, 8, 2, tokenizer='dynamic')
+
+
+def test_projector_inplace_residual_is_never_taken_under_autograd():
+    """Guards against the in-place residual (``baddbmm_`` on X) being taken while autograd
+    records: X is needed for the backward pass. Outputs *and gradients* of ``inplace=True``
+    must equal the copied residual's, and X must be left untouched."""
+    torch.manual_seed(0)
+    proj = TokenProjector(16, 24, num_heads=2)
+    for p in proj.parameters():
+        p.data.uniform_(-0.5, 0.5)  # non-zero biases too
+    base = torch.randn(2, 16, 5, 7)
+    t = torch.randn(2, 24, 3, requires_grad=True)
+    grads = []
+    for inplace in (False, True):
+        x = (base * 1.0).requires_grad_()
+        h = x * 2  # a non-leaf map, as the laterals are in VT-FPN
+        before = h.detach().clone()
+        out = proj(h, t, inplace=inplace)
+        assert torch.equal(h.detach(), before), 'X was overwritten while autograd recorded'
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        grads.append([x.grad.clone(), t.grad.clone()] +
+                     [p.grad.clone() for p in proj.parameters()])
+        t.grad = None
+        proj.zero_grad()
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():  # without autograd the in-place path is taken and gives the same map
+        x = base.clone()
+        expected = proj(x, t)
+        assert torch.equal(x, base)
+        got = proj(x, t, inplace=True)
+        assert got.data_ptr() == x.data_ptr()
+        torch.testing.assert_close(got, expected)

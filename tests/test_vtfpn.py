@@ -224,6 +224,51 @@ def test_fast_paths_give_the_plain_outputs(hw):
         assert torch.allclose(t, e, atol=1e-5, rtol=1e-5), (t - e).abs().max()
 
 
+def _randomize(module, seed=0):
+    """Non-zero biases and BN statistics everywhere (ConvModule initialises biases to 0, which
+    would hide a fast path that drops one)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_((torch.rand(p.shape, generator=gen) - 0.5) * (0.4 if 'bias' in name else 0.2))
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return module
+
+
+@pytest.mark.parametrize('hw', [(473, 473), (97, 65)])
+def test_fast_paths_keep_biases_and_gradients(hw):
+    """Guards against a fast path that is only right for zero biases or for the forward pass:
+    the fused laterals must add every lateral bias (they move it onto the coarser map), and the
+    gradients with respect to the inputs and every parameter must equal the plain forward's,
+    at the paper's size and an odd one. In float64, so that summation order (the fused and the
+    plain paths add in different orders over 10^4-pixel maps) cannot hide or fake a
+    difference."""
+    torch.manual_seed(0)
+    neck = _randomize(VTFPN(IN_CHANNELS, 32, 4)).eval().double()
+    assert neck._fused_laterals
+    assert all(conv.conv.bias.abs().min() > 0 for conv in neck.lateral_convs)
+    feats = [f.double().requires_grad_() for f in _features(*hw)]
+    results = []
+    for forward in (_reference_forward, lambda n, x: n(x)):
+        outs = forward(neck, feats)
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum()
+                   for o in outs)
+        grads = torch.autograd.grad(loss, feats + list(neck.parameters()), allow_unused=True)
+        results.append(([o.detach() for o in outs], grads))
+    (ref_outs, ref_grads), (outs, grads) = results
+    for e, f in zip(ref_outs, outs):
+        torch.testing.assert_close(f, e, atol=1e-10, rtol=1e-10)
+    names = [f'input {i}' for i in range(len(feats))] + [n for n, _ in neck.named_parameters()]
+    for name, e, g in zip(names, ref_grads, grads):
+        if e is None:
+            assert g is None or not g.any(), name
+            continue
+        torch.testing.assert_close(g, e, atol=1e-9, rtol=1e-9, msg=lambda m: f'{name}: {m}')
+
+
 def test_nearest_repeat_matches_interpolate():
     import torch.nn.functional as F
 

@@ -22,7 +22,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vt_mm  # noqa: E402,F401
-from vt_mm.engine import runtime  # noqa: E402
+from vt_mm.engine import checkpoints, data_checks, runtime  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -94,7 +94,7 @@ def build_config(args) -> Config:
     toolbox = runtime.toolbox_of(cfg)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r}: no such file')
-    cfg.load_from = None  # loaded strictly by runtime.load_checkpoint_strictly
+    cfg.load_from = None  # loaded strictly by checkpoints.load_checkpoint_strictly
     if args.show or args.show_dir:
         _enable_visualization(cfg, toolbox, args)
     if args.tta:
@@ -111,11 +111,12 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    runtime.preflight(lambda: runtime.check_data(cfg, ('test_dataloader', )))
+    runtime.preflight(lambda: data_checks.check_data(cfg, ('test_dataloader', )))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runtime.load_checkpoint_strictly(runner, args.checkpoint)
-    runtime.explain_sample_errors(runner.test_dataloader.dataset)
+    checkpoints.load_checkpoint_strictly(runner, args.checkpoint)
+    data_checks.guard_samples(runner.test_dataloader.dataset,
+                              data_checks.label_settings(cfg)['ignore_index'])
     metrics = runner.test()
     runtime.finish_distributed()  # a distributed run ends the process here
     return metrics

@@ -1,7 +1,13 @@
 """Train an mmseg, mmdet or mmpretrain config of vt-mm (the OpenMMLab train CLI).
 
-    python tools/train.py configs/vtfpn_lip.py [--work-dir DIR] [--resume [CKPT]]
+    python tools/train.py configs/vtfpn_lip.py [--work-dir DIR] [--resume [CKPT]] [--check-data]
                           [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+
+Before the Runner is built it checks the data (roots, non-empty splits, and 16 evenly spaced
+samples of the train and val splits: readable files, label sizes and values; every sample with
+--check-data) and the checkpoints the config names; checkpoints are written atomically and
+finite, and --resume takes the newest one in the work dir that loads
+(vt_mm/engine/checkpoints.py).
 
 Works on CPU-only machines and torch 2.14 (weights_only checkpoint loading): see
 vt_mm/engine/runtime.py for what differs from the toolboxes' own train.py.
@@ -21,7 +27,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vt_mm  # noqa: E402,F401  (registers modules, allow-lists checkpoint types)
-from vt_mm.engine import runtime  # noqa: E402
+from vt_mm.engine import checkpoints, data_checks, runtime  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -34,6 +40,11 @@ def parse_args(argv=None):
         type=str,
         const='auto',
         help='resume from this checkpoint, or (no value) from the latest one in the work dir')
+    parser.add_argument(
+        '--check-data', action='store_true',
+        help='check every sample of the train and val splits before training (default: 16 '
+        'evenly spaced samples each); tools/analysis_tools/check_data.py lists them without '
+        'training')
     parser.add_argument('--amp', action='store_true', help='mixed precision (needs a GPU)')
     parser.add_argument(
         '--auto-scale-lr', action='store_true', help='scale the lr by the actual batch size')
@@ -76,15 +87,21 @@ def build_config(args) -> Config:
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    splits = ('train_dataloader', 'val_dataloader')
     runtime.preflight(
-        lambda: runtime.check_data(cfg, ('train_dataloader', 'val_dataloader')),
+        lambda: data_checks.check_data(cfg, splits),
+        lambda: data_checks.preflight_data(cfg, splits, None if args.check_data else 16),
         lambda: None if cfg.get('resume', False) else runtime.check_checkpoints(cfg))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runtime.check_reliability_hooks(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runtime.check_num_classes(cfg, runner.train_dataloader.dataset)
-    runtime.explain_sample_errors(runner.train_dataloader.dataset)
-    runner.train()
+    data_checks.check_num_classes(cfg, runner.train_dataloader.dataset)
+    data_checks.guard_samples(runner.train_dataloader.dataset,
+                              data_checks.label_settings(cfg)['ignore_index'])
+    try:
+        runner.train()
+    except checkpoints.CheckpointDiskFullError as e:
+        raise SystemExit(f'ERROR: {e.strerror}') from None
     runtime.finish_distributed()  # a distributed run ends the process here
 
 

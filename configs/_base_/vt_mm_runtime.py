@@ -12,4 +12,8 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),
     # distributed runs: every rank starts from the same parameters and sees the same iteration
     dict(type='RankConsistencyHook'),
+    # checkpoints written atomically (a kill mid-save loses nothing), never with NaN/Inf
+    # weights, old ones removed only after the new one is complete; --resume takes the newest
+    # checkpoint that loads (vt_mm/engine/checkpoints.py)
+    dict(type='CheckpointSafetyHook'),
 ]

@@ -12,5 +12,6 @@ custom_hooks = [
     dict(type='ResumeRNGHook'),
     dict(type='NonFiniteLossHook'),
     dict(type='RankConsistencyHook'),
+    dict(type='CheckpointSafetyHook'),
 ]
 model = dict(neck=dict(type='VTFPN'))

@@ -1,1 +1,1 @@
-from . import hooks, runtime  # noqa: F401
+from . import checkpoints, data_checks, hooks, runtime  # noqa: F401  (registers hooks, backend)

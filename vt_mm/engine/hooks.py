@@ -1,10 +1,13 @@
-"""Training-reliability hooks that tools/train.py adds to every config (see ``default_hooks``).
+"""Training-reliability hooks, declared by ``configs/_base_/vt_mm_runtime.py`` in every vt-mm
+config's ``custom_hooks`` (so the toolboxes' own train tools run them too).
 
 * :class:`ResumeRNGHook` makes ``--resume`` exact: the checkpoint also carries the Python, NumPy
   and torch random states, restored where the interrupted run was (after the train loop has
   fast-forwarded the dataloader past the batches already seen, before the next one is drawn).
 * :class:`NonFiniteLossHook` stops training at the first NaN/Inf loss with a message naming the
   iteration and the loss terms, instead of training on garbage.
+* :class:`~vt_mm.engine.checkpoints.CheckpointSafetyHook` makes checkpoints atomic and finite
+  and ``--resume`` find the newest one that loads (see :mod:`vt_mm.engine.checkpoints`).
 * :class:`RankConsistencyHook` checks, in distributed training, that every rank holds identical
   parameters (per-tensor float64 checksums gathered from all ranks) at the end of training.
 """
@@ -119,12 +122,15 @@ class NonFiniteLossHook(Hook):
             return
         terms = ', '.join(f'{k}={float(torch.as_tensor(v).float().mean()):.4g}'
                           for k, v in outputs.items() if 'loss' in k)
+        from .checkpoints import last_good_checkpoint
+        last = last_good_checkpoint(runner.work_dir)
         raise NonFiniteLossError(
             f'Loss became non-finite at iteration {runner.iter + 1} (epoch {runner.epoch}): '
-            f'{terms}. Training stopped so that no checkpoint holds NaN weights; the last good '
-            f'checkpoint is in {runner.work_dir}. Usual causes: a learning rate too high for the '
-            'batch size (try a lower lr, a warm-up or optim_wrapper.clip_grad), labels outside '
-            '[0, num_classes) other than the ignore index, or corrupt images.')
+            f'{terms}. Training stopped; last good checkpoint: {last or "none yet"} '
+            '(checkpoints are checked for finite weights before they are written). Usual '
+            'causes: a learning rate too high for the batch size (try a lower lr, a warm-up or '
+            'optim_wrapper.clip_grad), labels outside [0, num_classes) other than the ignore '
+            'index, or corrupt images.')
 
 
 @HOOKS.register_module()
@@ -177,9 +183,10 @@ class RankConsistencyHook(Hook):
         self._check(runner, 'end of training')
 
 
-# what tools/train.py appends to custom_hooks unless the config already has them
+# what configs/_base_/vt_mm_runtime.py declares (tools/train.py warns about any a config lacks)
 RELIABILITY_HOOKS = [
     dict(type='ResumeRNGHook'),
     dict(type='NonFiniteLossHook'),
     dict(type='RankConsistencyHook'),
+    dict(type='CheckpointSafetyHook'),
 ]

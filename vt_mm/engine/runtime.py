@@ -1,14 +1,15 @@
-"""What tools/train.py and tools/test.py need beyond mmengine's Runner.
+"""What tools/train.py and tools/test.py need beyond mmengine's Runner: config loading and
+the run's environment.
 
 mmengine 0.10.7 with torch 2.14 on a CPU-only machine needs a few fixes (see README, "Set-up"):
 gloo instead of NCCL for distributed runs, BN instead of SyncBN under CPU DDP, and clear errors
-for things the Runner reports badly (missing data, checkpoints that need the network, --amp
-without a GPU).
+for things the Runner reports badly (checkpoints that need the network, --amp without a GPU).
+Data checks live in :mod:`vt_mm.engine.data_checks`, checkpoint saving, resuming and strict
+loading in :mod:`vt_mm.engine.checkpoints`.
 """
 import logging
 import os
 import os.path as osp
-import re
 import socket
 import sys
 import urllib.parse
@@ -18,6 +19,8 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
+
+from .data_checks import DataCheckError
 
 # Checkpoint references that mmengine downloads.
 _REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://', 'torchvision://',
@@ -140,11 +143,12 @@ def finish_distributed() -> None:
 
 
 def preflight(*checks) -> None:
-    """Runs checks; a missing dataset or checkpoint ends the program with its message only."""
+    """Runs checks; missing or bad data or a missing checkpoint ends the program with its
+    message only."""
     try:
         for check in checks:
             check()
-    except (FileNotFoundError, CheckpointUnavailableError) as e:
+    except (FileNotFoundError, CheckpointUnavailableError, DataCheckError) as e:
         raise SystemExit(f'ERROR: {e}') from None
 
 
@@ -152,37 +156,6 @@ def check_amp(amp: bool) -> None:
     if amp and not torch.cuda.is_available():
         raise SystemExit('--amp needs a GPU (mmengine AmpOptimWrapper asserts CUDA); this machine '
                          'has none. Run without --amp.')
-
-
-def _dataset_roots(cfg: Config) -> Iterator[Tuple[str, dict]]:
-    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(name, None)
-        if not loader:
-            continue
-        ds = loader.get('dataset', None)
-        while isinstance(ds, dict) and 'dataset' in ds:  # RepeatDataset and friends
-            ds = ds['dataset']
-        datasets = ds.get('datasets', [ds]) if isinstance(ds, dict) else []
-        for d in datasets:
-            if isinstance(d, dict):
-                yield name, d
-
-
-def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
-                                         'test_dataloader')) -> None:
-    """Raises FileNotFoundError naming a missing data root and how to get data."""
-    for name, ds in _dataset_roots(cfg):
-        if name not in dataloaders:
-            continue
-        root = ds.get('data_root', None)
-        if root and not osp.isdir(root):
-            is_lip = 'LIP' in str(ds.get('type', '')) or 'LIP' in root
-            hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
-                    'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
-                    '`make demo`)' if is_lip else 'see README, "Data"')
-            raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
-                                    f'(dataset {ds.get("type")}). Put the dataset there, point '
-                                    f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
 
 
 def remote_url(ref: str) -> Optional[str]:
@@ -278,131 +251,7 @@ def check_reliability_hooks(cfg) -> List[str]:
     missing = [h['type'] for h in RELIABILITY_HOOKS if h['type'] not in present]
     if missing:
         print_log(f'custom_hooks has no {", ".join(missing)}: exact resume / NaN stop / rank '
-                  'check are off for this run; inherit configs/_base_/vt_mm_runtime.py to get '
-                  'them', logger='current', level=logging.WARNING)
+                  'check / safe checkpoints are off for this run; inherit '
+                  'configs/_base_/vt_mm_runtime.py to get them', logger='current',
+                  level=logging.WARNING)
     return missing
-
-
-def _num_classes_of_model(model_cfg) -> dict:
-    """num_classes of every head in a model config, by config path."""
-    found = {}
-    for path in ('decode_head', 'auxiliary_head', 'head', 'bbox_head', 'roi_head.bbox_head',
-                 'roi_head.mask_head'):
-        node = model_cfg
-        for part in path.split('.'):
-            node = node.get(part) if isinstance(node, dict) else None
-            if node is None:
-                break
-        if isinstance(node, (list, tuple)):
-            node = node[-1] if node else None
-        if isinstance(node, dict) and isinstance(node.get('num_classes'), int):
-            found[f'model.{path}.num_classes'] = node['num_classes']
-    return found
-
-
-def check_num_classes(cfg, dataset) -> None:
-    """The model's heads must have as many classes as the dataset names.
-
-    A mismatch otherwise shows up as a CUDA/CPU "target out of bounds" deep in the loss, or as
-    silently wrong metrics.
-    """
-    metainfo = getattr(dataset, 'metainfo', None) or {}
-    classes = metainfo.get('classes')
-    if not classes or 'thing_classes' in metainfo:  # panoptic: things/stuff split across heads
-        return
-    for where, n in _num_classes_of_model(cfg.model).items():
-        if n != len(classes):
-            raise ValueError(
-                f'{where}={n} but the training dataset ({type(dataset).__name__}) has '
-                f'{len(classes)} classes {tuple(classes)[:6]}{"..." if len(classes) > 6 else ""}; '
-                f'set {where}={len(classes)} or the dataset metainfo')
-
-
-class DataSampleError(RuntimeError):
-    """A dataset sample failed to load; the message names its files."""
-
-
-def explain_sample_errors(dataset) -> None:
-    """Make a failing sample name its files (a corrupt or truncated image, a broken label map).
-
-    mmcv's loaders raise without the path (or with a bare assertion); this wraps the dataset's
-    ``prepare_data`` so that any exception is re-raised with the sample index and every
-    ``*_path`` of the sample. Works with dataloader workers (Linux fork).
-    """
-    # unwrap ConcatDataset / RepeatDataset and friends
-    inner = [dataset]
-    while inner:
-        ds = inner.pop()
-        for attr in ('dataset', 'datasets'):
-            sub = getattr(ds, attr, None)
-            if sub is not None:
-                inner.extend(sub if isinstance(sub, (list, tuple)) else [sub])
-        if not hasattr(ds, 'prepare_data') or getattr(ds, '_vtmm_explained', False):
-            continue
-        original = ds.prepare_data
-
-        def prepare_data(idx, _ds=ds, _original=original):
-            try:
-                return _original(idx)
-            except DataSampleError:
-                raise
-            except Exception as e:  # noqa: BLE001 - re-raised with context
-                try:
-                    info = _ds.get_data_info(idx)
-                    files = {k: v for k, v in info.items() if k.endswith('path') and v}
-                except Exception:  # noqa: BLE001
-                    files = {}
-                raise DataSampleError(
-                    f'{type(_ds).__name__} sample {idx} could not be loaded: '
-                    f'{type(e).__name__}: {e or "(no message)"}; files: {files}. '
-                    'Check or replace the file (a truncated download is the usual cause).') from e
-
-        ds.prepare_data = prepare_data
-        ds._vtmm_explained = True
-
-
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint does not fit the model of the config."""
-
-
-def load_checkpoint_strictly(runner, path: str, max_listed: int = 8) -> None:
-    """Load a test checkpoint into the runner's model through mmengine, strictly.
-
-    mmengine's Runner loads ``load_from`` non-strictly and only logs a warning, so a checkpoint
-    of another architecture would give a meaningless score. Here the file is read by mmengine's
-    ``CheckpointLoader`` (any scheme it supports), compared key by key with the model (the TTA
-    wrapper unwrapped, as mmengine does), refused with the first missing, unexpected and
-    differently shaped keys listed, and otherwise loaded by ``runner.load_checkpoint(...,
-    strict=True)``. The caller leaves ``cfg.load_from`` unset so that nothing loads it twice.
-    """
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    from mmengine.runner.checkpoint import _load_checkpoint
-    checkpoint = _load_checkpoint(path, map_location='cpu')
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}  # as the Runner revises
-    model = runner.model
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state)
-                    if tuple(state[k].shape) != tuple(expected[k]))
-    if missing or unexpected or shapes:
-
-        def listing(keys):
-            more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
-            return ', '.join(keys[:max_listed]) + more
-
-        lines = [f'checkpoint {path} does not fit the model of this config:']
-        if missing:
-            lines.append(f'  {len(missing)} missing keys: {listing(missing)}')
-        if unexpected:
-            lines.append(f'  {len(unexpected)} unexpected keys: {listing(unexpected)}')
-        if shapes:
-            lines.append('  %d keys with other shapes: %s' % (len(shapes), listing(
-                [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes])))
-        lines.append('Use the checkpoint trained with this config, or convert an official one '
-                     'with tools/model_converters/.')
-        raise CheckpointMismatchError('\n'.join(lines))
-    runner.load_checkpoint(path, map_location='cpu', strict=True)

@@ -44,6 +44,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
+from ..arg_checks import check_int, check_ints, check_number
 from ..layers import tracing
 from .base import (
     BackboneContract,
@@ -55,6 +56,9 @@ from .base import (
 
 WORDS_SIDE = 4  # every sentence holds 4x4 words
 SENTENCE_STRIDE = 8  # pixels per sentence side in the first stage
+# smallest input side: padded to 32 px, whose 4x4 first-stage grid holds one 4x4 spatial-reduction
+# window (24 px gives 3x3 and fails)
+MIN_INPUT_SIZE = 3 * SENTENCE_STRIDE + 1
 
 
 def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim: int,
@@ -287,7 +291,8 @@ class PyramidTNTStage(nn.Module):
         if kv_hw[0] == 0 or kv_hw[1] == 0:
             raise ValueError(f'the sentence grid {hw} is smaller than the spatial-reduction ratio '
                              f'{self.sr_ratio}: the input image is too small for PyramidTNT '
-                             f'(need at least {SENTENCE_STRIDE * 4} pixels per side)')
+                             f'(need at least {MIN_INPUT_SIZE} pixels per side; smaller sizes '
+                             f'are zero-padded to a multiple of {SENTENCE_STRIDE} first)')
         bias = interpolate_grid(self.relative_pos, self.native_hw, hw, dim=2)
         return interpolate_grid(bias, self.native_kv_hw, kv_hw, dim=3)
 
@@ -373,6 +378,14 @@ class PyramidTNT(BackboneContract, BaseBackbone):
         self.arch = dict(arch)
         img_size = img_size or arch.get('img_size', 224)
         img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+        # the native grids of the position tables: the stride-64 stage must be at least 1x1
+        check_ints('PyramidTNT', 'img_size', img_size, minimum=SENTENCE_STRIDE * 8)
+        check_int('PyramidTNT', 'in_channels', in_channels)
+        check_number('PyramidTNT', 'mlp_ratio', mlp_ratio, 0, float('inf'), low_inclusive=False)
+        for name, rate in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                           ('drop_path_rate', drop_path_rate)):
+            check_number('PyramidTNT', name, rate, 0, 1)
+        check_int('PyramidTNT', 'frozen_stages', frozen_stages, minimum=-1, maximum=4)
         self.img_size = img_size
         out_indices = [out_indices] if isinstance(out_indices, int) else list(out_indices)
         for i in out_indices:

@@ -37,6 +37,7 @@ from mmpretrain.models.utils import InvertedResidual
 from torch import Tensor
 
 from ...deploy import fold_conv_bn
+from ..arg_checks import check_int, check_number
 from .base import BackboneContract, pretrained_to_init_cfg, record_attention, resolve_arch
 
 __all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']
@@ -227,12 +228,16 @@ class SeaFormer(BackboneContract, BaseBackbone):
                  init_cfg=None):
         super().__init__(pretrained_to_init_cfg('SeaFormer', pretrained, init_cfg))
         arch = resolve_arch('SeaFormer', arch, self.arch_zoo)
+        check_int('SeaFormer', 'in_channels', in_channels)
+        check_number('SeaFormer', 'drop_path_rate', drop_path_rate, 0, 1)
+        check_int('SeaFormer', 'attn_ratio', attn_ratio)
         self.arch = arch
         self.in_channels = in_channels
         self.norm_eval = norm_eval
         self.frozen_stages = frozen_stages
         num_sea = len(arch['depths'])
         num_mv2 = len(arch['mv2'])
+        check_int('SeaFormer', 'frozen_stages', frozen_stages, minimum=-1, maximum=num_mv2)
 
         self.stem = conv_bn(in_channels, arch['stem_channels'], 3, 2, norm_cfg=norm_cfg)
         channels = arch['stem_channels']

@@ -54,6 +54,7 @@ from mmengine.registry import MODELS
 from mmpretrain.models.backbones import ResNet
 from torch import Tensor
 
+from ..arg_checks import check_int, check_number
 from ..layers import VTModule
 from .base import BackboneContract, pretrained_to_init_cfg, resolve_arch
 
@@ -123,8 +124,12 @@ class VTResNet(BackboneContract, ResNet):
             raise ValueError(f'out_indices must be non-empty and within 0-3 (stages 1-3 of '
                              f'ResNet and the VT stack), got {out_indices}')
         out_indices = tuple(sorted(i % 4 for i in out_indices))
-        if not -1 <= frozen_stages <= 4:
-            raise ValueError(f'frozen_stages must be in -1..4, got {frozen_stages}')
+        check_int('VTResNet', 'frozen_stages', frozen_stages, minimum=-1, maximum=4)
+        check_int('VTResNet', 'in_channels', in_channels)
+        check_int('VTResNet', 'token_channels', token_channels)
+        check_int('VTResNet', 'num_tokens', num_tokens)
+        check_int('VTResNet', 'num_vt_modules', num_vt_modules, allow_none=True)
+        check_number('VTResNet', 'drop_path_rate', drop_path_rate, 0, 1)
         init_cfg = pretrained_to_init_cfg('VTResNet', pretrained, init_cfg)
         resnet_kwargs = dict(kwargs)
         if init_cfg is not None:
@@ -151,8 +156,6 @@ class VTResNet(BackboneContract, ResNet):
         num_modules, groups, query_groups = (settings['num_vt_modules'], settings['groups'],
                                              settings['query_groups'])
         if num_vt_modules is not None:
-            if num_vt_modules < 1:
-                raise ValueError(f'num_vt_modules must be >= 1, got {num_vt_modules}')
             num_modules = num_vt_modules
         channels = self.feat_dim  # 256 (R18/34) or 1024 (R50/101)
         self.vt_channels = channels

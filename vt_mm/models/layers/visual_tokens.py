@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from ..arg_checks import check_int
 from .tracing import tracing
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
 
 
 def _check_divisible(value: int, divisor: int, what: str) -> None:
-    if divisor <= 0 or value % divisor != 0:
+    if not isinstance(divisor, int) or divisor <= 0:
+        raise ValueError(f'the divisor of {what}={value} must be an integer >= 1, got {divisor!r}')
+    if value % divisor != 0:
         raise ValueError(f'{what}={value} must be divisible by {divisor}')
 
 
@@ -147,6 +150,9 @@ class FilterTokenizer(BaseModule):
                  scale_logits: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
+        for name, value in (('in_channels', in_channels), ('token_channels', token_channels),
+                            ('num_tokens', num_tokens), ('value_groups', value_groups)):
+            check_int('FilterTokenizer', name, value)
         _check_divisible(in_channels, value_groups, 'in_channels')
         _check_divisible(token_channels, value_groups, 'token_channels')
         self.in_channels = in_channels
@@ -198,6 +204,10 @@ class RecurrentTokenizer(BaseModule):
         super().__init__(init_cfg)
         if refresh not in ('all', 'half'):
             raise ValueError(f"refresh must be 'all' or 'half', got {refresh!r}")
+        for name, value in (('in_channels', in_channels), ('token_channels', token_channels),
+                            ('num_heads', num_heads), ('value_groups', value_groups),
+                            ('weight_groups', weight_groups)):
+            check_int('RecurrentTokenizer', name, value)
         _check_divisible(in_channels, num_heads, 'in_channels')
         _check_divisible(in_channels, value_groups, 'in_channels')
         _check_divisible(token_channels, value_groups, 'token_channels')
@@ -269,6 +279,9 @@ class TokenPositionEncoding(BaseModule):
                  fuse_groups: int = 1,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
+        for name, value in (('token_channels', token_channels), ('pos_channels', pos_channels),
+                            ('grid_size', grid_size), ('fuse_groups', fuse_groups)):
+            check_int('TokenPositionEncoding', name, value)
         _check_divisible(token_channels + pos_channels, fuse_groups, 'token_channels + '
                                                                      'pos_channels')
         _check_divisible(token_channels, fuse_groups, 'token_channels')
@@ -315,6 +328,11 @@ class TokenTransformer(BaseModule):
         super().__init__(init_cfg)
         qk_channels = token_channels if qk_channels is None else qk_channels
         ffn_channels = token_channels if ffn_channels is None else ffn_channels
+        for name, value in (('token_channels', token_channels), ('num_heads', num_heads),
+                            ('qk_channels', qk_channels), ('qkv_groups', qkv_groups),
+                            ('ffn_groups', ffn_groups)):
+            check_int('TokenTransformer', name, value)
+        check_int('TokenTransformer', 'ffn_channels', ffn_channels, minimum=0)  # 0: no FFN
         _check_divisible(qk_channels, num_heads, 'qk_channels')
         _check_divisible(token_channels, num_heads, 'token_channels')
         self.token_channels = token_channels
@@ -386,6 +404,11 @@ class TokenProjector(BaseModule):
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
         qk_channels = in_channels if qk_channels is None else qk_channels
+        for name, value in (('in_channels', in_channels), ('token_channels', token_channels),
+                            ('num_heads', num_heads), ('qk_channels', qk_channels),
+                            ('query_groups', query_groups), ('key_groups', key_groups),
+                            ('value_groups', value_groups)):
+            check_int('TokenProjector', name, value)
         _check_divisible(qk_channels, num_heads, 'qk_channels')
         _check_divisible(in_channels, num_heads, 'in_channels')
         for what, value, groups in (('in_channels', in_channels, query_groups),
@@ -506,6 +529,9 @@ class VTModule(BaseModule):
                  with_projector: bool = True,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg)
+        for name, value in (('in_channels', in_channels), ('token_channels', token_channels),
+                            ('num_tokens', num_tokens)):
+            check_int('VTModule', name, value)
         tokenizer_cfg = dict(tokenizer_cfg or {})
         if tokenizer == 'filter':
             self.tokenizer = FilterTokenizer(in_channels, token_channels, num_tokens,

@@ -15,6 +15,7 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor
 
+from ..arg_checks import check_int, check_ints
 from ..layers import (
     FilterTokenizer,
     TokenPositionEncoding,
@@ -184,6 +185,17 @@ class VTFPN(BaseModule):
         super().__init__(init_cfg)
         if not isinstance(in_channels, (list, tuple)) or not in_channels:
             raise ValueError(f'in_channels must be a non-empty list of ints, got {in_channels!r}')
+        check_ints('VTFPN', 'in_channels', in_channels)
+        check_int('VTFPN', 'out_channels', out_channels)
+        check_int('VTFPN', 'num_outs', num_outs)
+        check_int('VTFPN', 'start_level', start_level, minimum=0)
+        check_int('VTFPN', 'end_level', end_level, minimum=-1)
+        check_int('VTFPN', 'num_tokens', num_tokens)
+        check_int('VTFPN', 'token_channels', token_channels, allow_none=True)
+        check_int('VTFPN', 'num_heads', num_heads, allow_none=True)
+        check_int('VTFPN', 'groups', groups, allow_none=True)
+        # 0 layers: tokens go from the tokenizer to the projector unmixed
+        check_int('VTFPN', 'num_transformer_layers', num_transformer_layers, minimum=0)
         self.in_channels = list(in_channels)
         self.out_channels = out_channels
         self.num_ins = len(in_channels)

@@ -1,0 +1,253 @@
+"""Nothing lost (vt_mm/engine/checkpoints.py): atomic checkpoints, a resume that finds the last
+good state, no non-finite checkpoint, a full disk that leaves the previous checkpoint usable."""
+import errno
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import vt_mm  # noqa: F401
+from vt_mm.engine import checkpoints
+from vt_mm.engine.checkpoints import (
+    CheckpointDiskFullError,
+    atomic_write,
+    find_resumable_checkpoint,
+)
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+
+
+def _train(cfg, work, *options, expect_ok=True, timeout=600):
+    args = [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)]
+    args += ['--cfg-options'] + list(options) if options else []
+    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+# the tiny config's checkpoint hook (every 2 iterations), keeping only the newest checkpoint
+KEEP_ONE = 'default_hooks[\'checkpoint\'][\'max_keep_ckpts\'] = 1\n'
+
+
+def _iters(n):
+    return [f'train_cfg.max_iters={n}', f'train_cfg.val_interval={100 + n}']
+
+
+def _save_fake_checkpoint(path, iteration):
+    torch.save({'state_dict': {'w': torch.full((4, ), float(iteration))},
+                'meta': {'iter': iteration}}, path)
+
+
+# --- atomic writes and the full disk -------------------------------------------------------
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / 'iter_2.pth'
+    atomic_write(b'old', str(target))
+    atomic_write(b'new contents', str(target))
+    assert target.read_bytes() == b'new contents'
+    assert os.listdir(tmp_path) == ['iter_2.pth']
+
+
+def test_write_error_on_a_full_disk_removes_the_partial_file_and_keeps_the_old(tmp_path):
+    """ENOSPC while writing (the temporary file is /dev/full): one message with the directory,
+    the free space and the size; the partial file is gone and the old file is intact."""
+    target = tmp_path / 'last_checkpoint'
+    target.write_bytes(b'iter_2.pth')
+    os.symlink('/dev/full', checkpoints.temporary_path(str(target)))
+    with pytest.raises(CheckpointDiskFullError) as info:
+        atomic_write(b'x' * 5000, str(target))
+    message = info.value.strerror
+    assert info.value.errno == errno.ENOSPC
+    assert f'no space left in {tmp_path} to save last_checkpoint' in message
+    assert 'free, the file needs 4.9 KiB' in message and 'previous checkpoint is intact' in message
+    assert sorted(os.listdir(tmp_path)) == ['last_checkpoint']
+    assert target.read_bytes() == b'iter_2.pth'
+
+
+def test_too_little_free_space_is_refused_before_writing(tmp_path, monkeypatch):
+    import collections
+    usage = collections.namedtuple('usage', 'total used free')
+    monkeypatch.setattr(checkpoints.shutil, 'disk_usage', lambda d: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(CheckpointDiskFullError, match=r'100 B free, the file needs 1000 B'):
+        atomic_write(b'y' * 1000, str(tmp_path / 'iter_4.pth'))
+    assert os.listdir(tmp_path) == []
+
+
+# --- finding the checkpoint to resume from -------------------------------------------------
+
+
+@pytest.mark.parametrize('marker', ['empty', 'missing', 'dangling', 'older'])
+def test_resume_finds_the_newest_checkpoint_whatever_last_checkpoint_says(tmp_path, marker):
+    for i in (2, 4):
+        _save_fake_checkpoint(tmp_path / f'iter_{i}.pth', i)
+    text = {'empty': '', 'dangling': str(tmp_path / 'iter_6.pth'),
+            'older': str(tmp_path / 'iter_2.pth')}.get(marker)
+    if text is not None:
+        (tmp_path / 'last_checkpoint').write_text(text)
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_4.pth')
+    expected = {'empty': 'is empty', 'missing': 'does not exist', 'dangling': 'iter_6.pth, which '
+                'does not exist', 'older': 'is newer and complete'}[marker]
+    assert any(expected in n for n in notes), notes
+
+
+def test_resume_skips_a_truncated_newest_checkpoint(tmp_path):
+    for i in (2, 4):
+        _save_fake_checkpoint(tmp_path / f'iter_{i}.pth', i)
+    data = (tmp_path / 'iter_4.pth').read_bytes()
+    (tmp_path / 'iter_4.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_4.pth'))
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_2.pth')
+    assert any('iter_4.pth does not load' in n for n in notes), notes
+
+
+def test_nothing_to_resume(tmp_path):
+    (tmp_path / 'iter_3.pth').write_bytes(b'')  # a 0-byte file a killed save left
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path is None and any('iter_3.pth does not load' in n for n in notes)
+
+
+def test_non_finite_state_names_parameters_and_optimizer_state():
+    from types import SimpleNamespace
+
+    from mmengine.optim import OptimWrapper
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(3, 2)).sum().backward()
+    optimizer.step()
+    runner = SimpleNamespace(model=model, optim_wrapper=OptimWrapper(optimizer))
+    assert checkpoints.non_finite_state(runner) == []
+    with torch.no_grad():
+        model[0].bias[1] = float('inf')
+    optimizer.state[model[0].weight]['exp_avg'][0, 0] = float('nan')
+    model[1].running_var[0] = float('nan')
+    assert checkpoints.non_finite_state(runner) == [
+        '0.bias', '1.running_var', 'optimizer exp_avg of 0.weight']
+
+
+# --- end to end through tools/train.py -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_during_a_save_loses_nothing(lip_root, tmp_path, tiny_config):
+    """SIGKILL while iter_4.pth is being written, max_keep_ckpts=1: the work dir still holds
+    iter_2.pth and a last_checkpoint naming it (mmengine alone deleted iter_2.pth first and left
+    a 0-byte iter_4.pth); --resume continues from it to the uninterrupted run's weights, bit
+    for bit."""
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True, extra=KEEP_ONE)
+    total = 6
+    _train(cfg, tmp_path / 'ref', *_iters(total))
+    work = tmp_path / 'killed'
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
+                             '--cfg-options'] + _iters(total), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    partial = work / '.iter_4.pth.tmp'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not partial.exists():
+        time.sleep(0.001)
+    assert proc.poll() is None and partial.exists(), 'the save of iter_4.pth was not caught'
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (work / 'iter_4.pth').exists()
+    assert (work / 'iter_2.pth').is_file(), 'the kept checkpoint was removed before its successor'
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+
+    _, out = _resume(cfg, work, total)
+    assert 'resuming from' in out and 'iter_2.pth' in out
+    assert f'Iter(train) [3/{total}]' in out and 'Iter(train) [1/' not in out
+    assert not partial.exists()
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == [f'iter_{total}.pth']
+    ref = torch.load(tmp_path / 'ref' / f'iter_{total}.pth', weights_only=True)
+    res = torch.load(work / f'iter_{total}.pth', weights_only=True)
+    for key, value in ref['state_dict'].items():
+        assert torch.equal(value, res['state_dict'][key]), key
+    for k, state in ref['optimizer']['state'].items():
+        for name, value in state.items():
+            assert torch.equal(torch.as_tensor(value),
+                               torch.as_tensor(res['optimizer']['state'][k][name])), (k, name)
+
+
+def _resume(cfg, work, total, expect_ok=True):
+    proc = subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
+                           '--resume', '--cfg-options'] + _iters(total), cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_resume_with_a_broken_last_checkpoint_and_a_truncated_newest_file(
+        lip_root, tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, lip_root)
+    work = tmp_path / 'w'
+    _train(cfg, work, *_iters(4))
+    (work / 'last_checkpoint').write_text('')
+    _, out = _resume(cfg, work, 6)
+    assert f'resuming from {work / "iter_4.pth"}' in out and 'last_checkpoint is empty' in out
+    assert 'Iter(train) [5/6]' in out
+    data = (work / 'iter_6.pth').read_bytes()
+    (work / 'iter_6.pth').write_bytes(data[:len(data) // 3])
+    _, out = _resume(cfg, work, 8)
+    assert f'resuming from {work / "iter_4.pth"}' in out and 'iter_6.pth does not load' in out
+    assert 'Iter(train) [5/8]' in out
+
+
+@pytest.mark.slow
+def test_resume_with_nothing_to_resume_warns_loudly(lip_root, tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, lip_root)
+    _, out = _resume(cfg, tmp_path / 'empty', 2)
+    assert 'WARNING' in out and 'TRAINING STARTS FROM SCRATCH' in out
+    assert 'Iter(train) [1/2]' in out
+
+
+@pytest.mark.slow
+def test_overflowing_weights_are_never_saved(lip_root, tmp_path, tiny_config):
+    """SGD at lr 1e10 on a loss scaled by 1e30: the first step's loss (~1e30) is finite, its
+    update (~1e40) overflows the weights. mmengine saved such an iter_1.pth as last_checkpoint;
+    now training stops naming the tensors and nothing non-finite is on disk."""
+    cfg = tiny_config(tmp_path, lip_root)
+    work = tmp_path / 'w'
+    code, out = _train(cfg, work, *_iters(4), 'default_hooks.checkpoint.interval=1',
+                       'optim_wrapper.optimizer.type=SGD', 'optim_wrapper.optimizer.lr=1e10',
+                       'model.decode_head.loss_decode.loss_weight=1e30',
+                       expect_ok=False)
+    assert code != 0
+    assert 'NonFiniteWeightsError' in out and 'hold NaN/Inf' in out, out[-3000:]
+    assert 'decode_head.conv_seg.weight' in out and 'Last good checkpoint' in out
+    for name in os.listdir(work):
+        if name.endswith('.pth'):
+            state = torch.load(work / name, weights_only=True)['state_dict']
+            assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_full_disk_is_one_line_and_the_previous_checkpoint_stays(lip_root, tmp_path, tiny_config):
+    cfg = tiny_config(tmp_path, lip_root, extra=KEEP_ONE)
+    work = tmp_path / 'w'
+    work.mkdir()
+    os.symlink('/dev/full', work / '.iter_4.pth.tmp')  # the disk fills up at the second save
+    code, out = _train(cfg, work, *_iters(6), expect_ok=False)
+    assert code != 0
+    lines = [line for line in out.splitlines() if line.startswith('ERROR: ')]
+    assert len(lines) == 1 and 'Traceback' not in out, out[-3000:]
+    assert f'no space left in {work} to save iter_4.pth' in lines[0] and ' free, ' in lines[0]
+    assert 'the file needs' in lines[0] and 'MiB' in lines[0]
+    assert not osp.lexists(work / '.iter_4.pth.tmp') and not (work / 'iter_4.pth').exists()
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
+    assert torch.load(work / 'iter_2.pth', weights_only=True)['meta']['iter'] == 2
