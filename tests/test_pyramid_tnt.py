@@ -56,6 +56,21 @@ def test_params_and_keys_equal_official(arch, official):
     assert all(mine[k] == tuple(backbone[k]) for k in mine)
 
 
+@pytest.mark.parametrize('arch', ['ti', 's'])
+def test_strict_load_moves_every_value_one_to_one(arch, official):
+    """Values, not only keys and shapes: after a strict load of converted random official
+    weights, every backbone tensor holds exactly one official tensor, and every official tensor
+    but the classifier went somewhere."""
+    from converter_helpers import assert_values_moved_one_to_one
+    name = ARCHS[arch][0]
+    state = _random_official(official[name], seed=4)
+    model = PyramidTNT(arch)
+    result = model.load_state_dict(checkpoint_filter_fn(state), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert_values_moved_one_to_one(model.state_dict(),
+                                   {k: v for k, v in state.items() if not k.startswith('head.')})
+
+
 def test_converter_cli_and_pretrained_loading_give_identical_outputs(official, tmp_path):
     name, _, size = ARCHS['ti']
     state = _random_official(official[name])

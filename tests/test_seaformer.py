@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from converter_helpers import assert_values_moved_one_to_one
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
@@ -134,11 +135,17 @@ def test_converter_loads_official_layouts_strictly(arch):
                     for k, v in OFFICIAL[CLS_LAYOUT[arch]].items()}
     cls = build_classifier(arch)
     result = cls.load_state_dict(_convert(cls_official), strict=True)
-    # the filter alone gives the backbone's own keys (timm's contract)
-    result = cls.backbone.load_state_dict(checkpoint_filter_fn(cls_official), strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
     assert not result.missing_keys and not result.unexpected_keys
     torch.testing.assert_close(cls.head.fc.weight, cls_official['linear.weight'])
+    # every value, not only keys and shapes: each loaded tensor is exactly one official tensor
+    assert_values_moved_one_to_one(seg.state_dict(), seg_official)
+    assert_values_moved_one_to_one(cls.state_dict(), cls_official)
+    # the filter alone gives the backbone's own keys (timm's contract)
+    backbone = build_classifier(arch).backbone
+    result = backbone.load_state_dict(checkpoint_filter_fn(cls_official), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert_values_moved_one_to_one(backbone.state_dict(), cls_official, all_used=False)
+
 
 
 def test_converter_cli_and_expand_less_blocks(tmp_path):
