@@ -1,6 +1,6 @@
 # The two commands of README.md. Both set up the environment first (tools/setup_env.sh: once per
 # machine, ~20 min; seconds afterwards).
-.PHONY: demo test env
+.PHONY: demo test env mutation
 
 demo:  ## set up, train VT-FPN on LIP (demo data when data/LIP is absent), test it
 	bash tools/run_demo.sh
@@ -10,3 +10,6 @@ test:  ## set up, run the test suite
 
 env:   ## only set up the environment; prints its path
 	bash tools/setup_env.sh
+
+mutation:  ## known bugs + mutmut over checkpoint.py, the converters, base.py, VT layers, VT-FPN
+	bash tools/run_mutation.sh

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from vt_mm.models.backbones import PyramidTNT, SeaFormer, VTResNet
-from vt_mm.models.backbones.base import UnknownArchError
+from vt_mm.models.backbones.base import BackboneContract, UnknownArchError
 
 BUILDERS = {
     'VTResNet': lambda **kw: VTResNet(18, **kw),
@@ -173,3 +173,104 @@ def test_attention_maps_of_pyramid_tnt_and_seaformer():
     assert rows.shape[-2:] == (2, 2) and cols.shape[-2:] == (3, 3)  # stride 32: 2x3 grid
     assert torch.allclose(rows.sum(-1), torch.ones(())) and torch.allclose(cols.sum(-1),
                                                                              torch.ones(()))
+
+
+# --- vt_mm/models/backbones/base.py function by function (its mutation run: docs/testing.md) --
+
+TABLE = {'tiny': dict(depths=1, dims=2), 'small': dict(depths=3, dims=4)}
+
+
+def test_resolve_arch_custom_dicts():
+    from vt_mm.models.backbones.base import resolve_arch
+    custom = dict(depths=5, dims=6, extra=7)
+    got = resolve_arch('Net', custom, TABLE)
+    assert got == custom and got is not custom  # a new dict
+    assert resolve_arch('Net', dict(dims=1), TABLE, required={'dims'}) == dict(dims=1)
+    with pytest.raises(UnknownArchError) as info:
+        resolve_arch('Net', dict(dims=1), TABLE)
+    assert str(info.value) == ("Net: a custom arch dict is missing ['depths']; it needs "
+                               "['depths', 'dims']")
+    with pytest.raises(UnknownArchError, match=r"missing \['b'\]; it needs \['a', 'b'\]"):
+        resolve_arch('Net', dict(a=1, dims=2), TABLE, required={'a', 'b'})
+    # depth tables take no dict
+    with pytest.raises(UnknownArchError) as info:
+        resolve_arch('VTResNet', dict(depths=1, dims=2), {18: TABLE['tiny'], 50: TABLE['small']},
+                     what='depth', allow_dict=False)
+    assert str(info.value) == ("VTResNet: unknown depth {'depths': 1, 'dims': 2}; choose one of "
+                               '[18, 50]')
+
+
+def test_resolve_arch_names_and_messages():
+    from vt_mm.models.backbones.base import resolve_arch
+    table = dict(TABLE)
+    assert resolve_arch('Net', 'T', table) == TABLE['tiny'] and resolve_arch(
+        'Net', 'tiny', table) is not TABLE['tiny']
+    with pytest.raises(UnknownArchError) as info:
+        resolve_arch('Net', 'huge', table)
+    assert str(info.value) == ("Net: unknown arch 'huge'; choose one of ['small', 'tiny'] "
+                               "(aliases ['s', 't', 'ti']), or pass a dict with the same keys")
+    mixed = {34: {}, 18: {}, 'custom': {}}  # ints before names, each sorted
+    with pytest.raises(UnknownArchError) as info:
+        resolve_arch('VTResNet', 42, mixed, what='depth', allow_dict=False)
+    assert str(info.value) == "VTResNet: unknown depth 42; choose one of [18, 34, 'custom']"
+    with pytest.raises(UnknownArchError, match=r"unknown depth \[18\]; choose"):
+        resolve_arch('VTResNet', [18], mixed, what='depth', allow_dict=False)  # unhashable
+    assert str(UnknownArchError()) == ''
+
+
+def test_pretrained_to_init_cfg_messages():
+    from vt_mm.models.backbones.base import pretrained_to_init_cfg
+    init = dict(type='Normal')
+    assert pretrained_to_init_cfg('Net', None, init) is init
+    with pytest.warns(UserWarning) as record:
+        assert pretrained_to_init_cfg('Net', 'a.pth', None) == dict(type='Pretrained',
+                                                                   checkpoint='a.pth')
+    assert str(record[0].message) == ('DeprecationWarning: Net: pretrained is deprecated, use '
+                                      'init_cfg=dict(type="Pretrained", checkpoint=...)')
+    with pytest.raises(ValueError) as info:
+        pretrained_to_init_cfg('Net', 'a.pth', init)
+    assert str(info.value) == ('Net: give either pretrained or init_cfg, not both (pretrained is '
+                               'deprecated: use init_cfg=dict(type="Pretrained", checkpoint=...))')
+    with pytest.raises(TypeError) as info:
+        pretrained_to_init_cfg('Net', 3, None)
+    assert str(info.value) == 'Net: pretrained must be a checkpoint path or URL, got int'
+
+
+class _Minimal(BackboneContract, nn.Module):
+    """The contract alone, on a module that sets neither frozen_stages nor norm_eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+        self.later = nn.BatchNorm2d(4)
+
+    def _frozen_parts(self):
+        return [self.stem]
+
+
+def test_contract_defaults_freeze_nothing_and_keep_bn_training():
+    model = _Minimal().train()
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.stem[1].training and model.later.training
+    model.norm_eval = True
+    model.train()
+    assert not model.stem[1].training and not model.later.training
+    model.norm_eval = False
+    model.frozen_stages = 0  # 0 freezes the stem (the first parts), -1 nothing
+    model.train()
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert not model.stem[1].training and model.later.training
+    model.eval().train(False)
+    assert not model.later.training
+
+
+@pytest.mark.parametrize('name', list(BUILDERS))
+def test_norm_eval_off_leaves_batchnorm_training(name):
+    model = BUILDERS[name](norm_eval=False).train()
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(m.training for m in norms)
+
+
+def test_a_backbone_without_attention_says_so():
+    with pytest.raises(NotImplementedError, match=r'^_Minimal has no attention maps to show$'):
+        _Minimal().attention_maps(torch.randn(1, 3, 4, 4))

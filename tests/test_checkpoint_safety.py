@@ -1,7 +1,10 @@
 """Runner checkpoints load with weights_only=True; anything else pickled is refused."""
 import io
 import os
+import pickle
+import re
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 
 import vt_mm  # noqa: F401  (allow-lists the checkpoint types)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class _Payload:
@@ -127,3 +132,168 @@ def test_known_mutants_still_apply():
         with open(osp.join(root, rel)) as f:
             assert f.read().count(original) == 1, name
         assert original != mutated and osp.isfile(osp.join(root, tests[0])), name
+
+
+# --- vt_mm/utils/checkpoint.py function by function (its mutation run: docs/testing.md) -------
+
+FRESH_LOAD = r'''
+import sys, torch
+import vt_mm  # noqa: F401  (the allow-list is registered here, at import)
+ckpt = torch.load(sys.argv[1], weights_only=True)
+hub = ckpt['message_hub']['log_scalars']['train/loss']
+print('loaded', hub.mean(), hub.min(), hub.max(), hub.current(),
+      sorted(str(a.dtype) for a in ckpt['arrays']), ckpt['seed'] + 0)
+'''
+
+
+def test_runner_checkpoint_loads_in_a_fresh_process(tmp_path):
+    """In a new interpreter, before any HistoryBuffer exists, a checkpoint with a real
+    MessageHub state (HistoryBuffers whose statistics methods pickle as
+    ``getattr(HistoryBuffer, 'mean')``), numpy arrays of every dtype and numpy scalars loads
+    under weights_only with exactly vt-mm's allow-list (what tools/test.py and --resume do)."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('fresh-load-test')
+    for v in (3.0, 1.0, 2.0):
+        hub.update_scalar('train/loss', v)
+    dtypes = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+              np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)
+    path = tmp_path / 'runner.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'message_hub': hub.state_dict(),
+                'arrays': [np.zeros(2, dtype=d) for d in dtypes], 'seed': np.int64(7)}, path)
+    proc = subprocess.run([sys.executable, '-c', FRESH_LOAD, str(path)], capture_output=True,
+                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith('loaded 2.0 1.0 3.0 2.0 ') and line.endswith(' 7'), line
+    assert all(np.dtype(d).name in line for d in dtypes), line
+
+
+def test_getattr_stand_in_allows_exactly_the_statistics_methods():
+    from vt_mm.utils.checkpoint import history_buffer_getattr
+    for name in ('min', 'max', 'mean', 'current'):
+        assert history_buffer_getattr(HistoryBuffer, name) is getattr(HistoryBuffer, name)
+    with pytest.raises(pickle.UnpicklingError) as info:
+        history_buffer_getattr(HistoryBuffer, 'update')
+    assert str(info.value) == (
+        f"checkpoint asks for getattr({HistoryBuffer!r}, 'update'); only HistoryBuffer "
+        'statistics methods are allowed. Refusing to load it: it was not written by an mmengine '
+        'Runner.')
+    with pytest.raises(pickle.UnpicklingError):
+        history_buffer_getattr(np, 'mean')  # the right name on another object
+
+
+def test_load_checkpoint_file_is_safe_by_default_and_maps_to_the_cpu(tmp_path, monkeypatch):
+    from vt_mm.utils import checkpoint
+    path = tmp_path / 'official.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'args': _Payload()}, path)
+    with pytest.raises(RuntimeError) as info:
+        checkpoint.load_checkpoint_file(str(path))  # trust defaults to False
+    message = str(info.value)
+    assert message.startswith(f'{path} holds pickled objects besides tensors')
+    assert ('cannot be loaded safely with weights_only=True. If you trust its source, rerun '
+            'with --trust to load it with full unpickling. (Weights only load failed.') in message
+    assert '\n' not in message  # only the first line of torch's long explanation
+    calls = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, 'load', lambda *a, **kw: calls.append(kw) or real_load(*a, **kw))
+    assert checkpoint.load_checkpoint_file(str(path), trust=True)['args'] == os.getcwd()
+    # a checkpoint saved on a GPU converts on a CPU-only machine
+    assert calls == [dict(map_location='cpu', weights_only=False)]
+
+
+def test_unwrap_state_dict_finds_the_weights_wherever_they_are():
+    from vt_mm.utils.checkpoint import unwrap_state_dict
+    w, e, m = torch.zeros(1), torch.ones(1), torch.full((1, ), 2.0)
+    both = {'state_dict': {'module.a': w}, 'state_dict_ema': {'a': e}, 'model': {'a': m}}
+    assert unwrap_state_dict(both)['a'] is w  # prefer_ema defaults to False
+    assert unwrap_state_dict(both, prefer_ema=True)['a'] is e
+    assert unwrap_state_dict({'model': {'a': m}, 'state_dict_ema': {'a': e}})['a'] is m
+    assert unwrap_state_dict({'model': {'a': m}, 'state_dict_ema': {'a': e}},
+                             prefer_ema=True)['a'] is e
+    assert unwrap_state_dict({'state_dict_ema': {'a': e}})['a'] is e
+    assert unwrap_state_dict({'state_dict': {'a': w}, 'model': {'a': m}},
+                             prefer_ema=True)['a'] is w  # no EMA: the plain weights
+    assert unwrap_state_dict({'model': {'a': m}}, prefer_ema=True)['a'] is m
+    # a key that holds no dict is skipped, not taken (the bare state_dict is used instead)
+    assert list(unwrap_state_dict({'model': torch.ones(1), 'b': w})) == ['model', 'b']
+    assert list(unwrap_state_dict({'module.x.module.y': w})) == ['x.module.y']
+    with pytest.raises(TypeError, match=r'^expected a dict checkpoint, got list$'):
+        unwrap_state_dict([w])
+    for bad in ({}, {'state_dict': {'a': w, 'epoch': 3}}):
+        with pytest.raises(ValueError) as info:
+            unwrap_state_dict(bad)
+        assert str(info.value) == (
+            'no state_dict found in the checkpoint (looked for a dict of tensors, or one under '
+            "('state_dict', 'model', 'state_dict_ema'))")
+
+
+def test_converter_cli_arguments_output_and_help(tmp_path, capsys):
+    from vt_mm.utils.checkpoint import convert_checkpoint_cli
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out.pth'
+    torch.save({'state_dict': {'module.w': torch.zeros(2)},
+                'state_dict_ema': {'module.w': torch.ones(2)}}, src)
+    out = convert_checkpoint_cli([str(src), str(dst), '--ema'], 'desc', lambda s: dict(s),
+                                 'conv')
+    assert out['w'].tolist() == [1.0, 1.0]
+    saved = torch.load(dst, weights_only=True)
+    assert list(saved) == ['state_dict', 'meta'] and list(saved['state_dict']) == ['w']
+    assert saved['state_dict']['w'].tolist() == [1.0, 1.0]
+    assert saved['meta'] == {'converted_from': 'official.pth'}
+    assert capsys.readouterr().out == f'[conv] 1 tensors -> {dst}\n'
+    convert_checkpoint_cli([str(src), str(dst)], 'desc', lambda s: dict(s), 'conv')
+    assert torch.load(dst, weights_only=True)['state_dict']['w'].tolist() == [0.0, 0.0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        convert_checkpoint_cli(['--help'], 'Line one.\n    indented line two', None, 'conv')
+    text = capsys.readouterr().out
+    assert 'Line one.\n    indented line two' in text  # the raw formatter keeps the layout
+    for arg, help_text in (('src', 'official checkpoint'), ('dst', 'output path'),
+                           ('--ema', 'take state_dict_ema when present'),
+                           ('--trust', 'allow full unpickling of SRC')):
+        assert re.search(rf'{re.escape(arg)}\s+{re.escape(help_text)}\n', text), (arg, text)
+
+
+@pytest.fixture
+def empty_allow_list():
+    """torch's weights_only allow-list emptied for one test, vt-mm's put back afterwards (the
+    allow-list is registered once, at import, where a mutation run cannot reach it)."""
+    from vt_mm.utils.checkpoint import allow_mmengine_checkpoints
+    torch.serialization.clear_safe_globals()
+    yield
+    torch.serialization.clear_safe_globals()
+    allow_mmengine_checkpoints()
+
+
+def test_numpy_globals_are_what_arrays_and_scalars_of_every_dtype_need(empty_allow_list):
+    from vt_mm.utils.checkpoint import _numpy_globals
+    dtypes = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64,
+              np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)
+    f = io.BytesIO()
+    torch.save({'arrays': [np.ones(2, dtype=d) for d in dtypes], 'scalars': [d(1) for d in dtypes]},
+               f)
+    f.seek(0)
+    with pytest.raises(pickle.UnpicklingError):  # nothing allowed: refused
+        torch.load(io.BytesIO(f.getvalue()), weights_only=True)
+    with torch.serialization.safe_globals(_numpy_globals()):
+        loaded = torch.load(f, weights_only=True)
+    assert [a.dtype for a in loaded['arrays']] == [np.dtype(d) for d in dtypes]
+    assert [type(s) for s in loaded['scalars']] == list(dtypes)
+
+
+def test_allow_mmengine_checkpoints_registers_the_whole_list(empty_allow_list):
+    from vt_mm.utils.checkpoint import SAFE_CHECKPOINT_GLOBALS, allow_mmengine_checkpoints
+    allow_mmengine_checkpoints()
+    registered = torch.serialization.get_safe_globals()
+    assert len(registered) == len(SAFE_CHECKPOINT_GLOBALS)
+    assert all(any(r is g or r == g for r in registered) for g in SAFE_CHECKPOINT_GLOBALS)
+
+
+def test_getattr_stand_in_works_before_any_history_buffer_exists(monkeypatch):
+    """mmengine registers the four statistics methods in HistoryBuffer's ``__init__``: a fresh
+    process that loads a checkpoint has none registered yet, so the stand-in names them."""
+    from vt_mm.utils.checkpoint import history_buffer_getattr
+    monkeypatch.setattr(HistoryBuffer, '_statistics_methods', {})
+    for name in ('min', 'max', 'mean', 'current'):
+        assert history_buffer_getattr(HistoryBuffer, name) is getattr(HistoryBuffer, name)
+    with pytest.raises(pickle.UnpicklingError):
+        history_buffer_getattr(HistoryBuffer, 'statistics')

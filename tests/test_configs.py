@@ -52,3 +52,25 @@ def test_train_tool_reports_missing_hooks():
     assert check_reliability_hooks(cfg) == ['ResumeRNGHook', 'RankConsistencyHook',
                                             'CheckpointSafetyHook']
     assert check_reliability_hooks(Config.fromfile(RUNTIME_CFG)) == []
+
+
+def test_readme_own_config_example_builds(tmp_path):
+    """README's first own-config example (VT-FPN in mmseg's Semantic FPN) inherits a config
+    that mmseg ships and builds; it named a non-existent '-80k_' config before."""
+    import re
+
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    with open(osp.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    block = next(b for b in re.findall(r'```python\n(.*?)```', readme, re.S)
+                 if "type='VTFPN'" in b and '_base_' in b)
+    path = tmp_path / 'readme_vtfpn.py'
+    path.write_text(block)
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.neck.type == 'VTFPN'
+    init_default_scope('mmseg')
+    cfg.model.pretrained = None
+    cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
+    model = MODELS.build(cfg.model)
+    assert type(model.neck).__name__ == 'VTFPN'

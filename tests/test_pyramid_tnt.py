@@ -404,3 +404,15 @@ def test_a_same_shape_key_swap_in_the_converter_is_caught(official, monkeypatch,
         expected = official_pyramid_tnt_logits(state, x, [2, 4, 8, 8], [1, 2, 4, 4])
     got = _vtmm_logits('ti', state, x)
     assert not torch.allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_converter_skips_the_classifier_wherever_it_is_listed(official):
+    """The classifier keys are dropped without stopping the conversion of the keys after them."""
+    shapes = official[ARCHS['ti'][0]]
+    head = {k: v for k, v in shapes.items() if k.startswith('head.')}
+    rest = {k: v for k, v in shapes.items() if not k.startswith('head.')}
+    state = _random_official({**head, **rest})
+    converted = checkpoint_filter_fn(state)
+    assert len(converted) == len(rest) and not any(k.startswith('head.') for k in converted)
+    result = PyramidTNT('ti').load_state_dict(converted, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys

@@ -415,3 +415,27 @@ def test_pascal_context_and_coco_stuff10k_configs(arch, dataset, classes, crop, 
     assert cfg.train_dataloader.dataset.type == dict(
         pascal='PascalContextDataset', coco='COCOStuffDataset')[dataset.split('-')[0]] + (
             '59' if '-59-' in dataset else '')
+
+
+@pytest.mark.parametrize('arch', ['tiny', 'large'])
+def test_converter_is_independent_of_key_order(arch):
+    """Which inverted residuals have an expansion conv is read from all of a block's keys:
+    the result must not depend on the order in which a checkpoint lists them (T's first block
+    has none, L's has one)."""
+    official = {k: torch.randn(v) if v else torch.tensor(3)
+                for k, v in OFFICIAL[CLS_LAYOUT[arch]].items()}
+    forward = checkpoint_filter_fn(official)
+    backward = checkpoint_filter_fn(dict(reversed(list(official.items()))))
+    assert set(forward) == set(backward)
+    assert all(torch.equal(forward[k], backward[k]) for k in forward)
+    assert ('mv2_stages.0.0.expand_conv.conv.weight' in forward) == (arch == 'large')
+
+
+def test_converter_refuses_stray_keys_in_a_segmentation_checkpoint():
+    official = {k: torch.zeros(v) if v else torch.tensor(3)
+                for k, v in OFFICIAL[SEG_LAYOUT['tiny']].items()}
+    official['auxiliary_head.conv.weight'] = torch.zeros(1)
+    with pytest.raises(KeyError) as info:
+        checkpoint_filter_fn(official)
+    assert str(info.value) == ("\"Unexpected key 'auxiliary_head.conv.weight' in a SeaFormer "
+                               'segmentation checkpoint"')

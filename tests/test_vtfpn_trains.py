@@ -2,10 +2,24 @@
 
 Semantic FPN (ResNet-18, necks 128 wide) on the generated long-range cue task
 (vt_mm/datasets/demo_cue.py) at 64x64, AdamW 1e-3, a few dozen iterations from a fixed seed, FPN
-and VT-FPN on the same batches. The first-round defaults (one attention head, 1024-channel
-tokens, dense projections, no transformer value projection) are run too: they must fall behind
-by the same measure, which shows the comparison can tell the two apart. The full, multi-seed
-comparison is tools/analysis_tools/training_parity.py (docs/benchmarks.md).
+and VT-FPN on the same batches; the measure is VT-FPN's mean loss over the last 15 iterations
+over FPN's. The guard must separate what it claims to. Measured on 2026-12-01 with seeds 0/1/2
+(data and weights), loss ratio to FPN:
+
+| setting | 60 iterations | 200 iterations |
+|---|---|---|
+| defaults (16 heads and groups, value) | 1.149 / 1.124 / 1.142 | 1.100 / 1.103 / 1.115 |
+| ``groups=1`` (dense projections) | 1.259 / 1.224 / 1.225 | - |
+| first-round defaults | 1.404 / 1.670 / 1.464 | - |
+| ``num_heads=1`` | 1.143 / 1.121 / 1.144 | 1.127 / 1.102 / 1.086 |
+| ``with_value=False`` | 1.107 / 1.143 / 1.177 | 1.185 / 1.072 / 1.105 |
+
+So the threshold is 1.19, between the defaults' worst (1.149) and dense projections' best
+(1.224): the guard fails dense projections and the first-round setting and passes the defaults.
+One head and no value projection train as the defaults do by this measure (and at 200
+iterations), so the guard does not claim to catch them: a test that failed them here would
+be fabricated; whether they cost accuracy is the multi-seed parity benchmark's question
+(tools/analysis_tools/training_parity.py, docs/benchmarks.md).
 """
 import numpy as np
 import pytest
@@ -16,6 +30,7 @@ import vt_mm  # noqa: F401
 ITERS = 60
 BATCH = 8
 SIZE = 64
+THRESHOLD = 1.19  # see the table above
 # the first round's VT-FPN defaults, which stalled far below FPN (issue "VT-FPN trains as well
 # as FPN": 26.4 / 30.8 mIoU against 84.3)
 FIRST_ROUND = dict(num_heads=1, groups=1, token_channels=1024,
@@ -86,10 +101,13 @@ def fpn_loss():
 
 def test_vtfpn_defaults_train_like_fpn(fpn_loss):
     vt = _train('VTFPN')
-    assert vt <= 1.25 * fpn_loss, f'VT-FPN final loss {vt:.3f} vs FPN {fpn_loss:.3f}'
+    assert vt <= THRESHOLD * fpn_loss, f'VT-FPN final loss {vt:.3f} vs FPN {fpn_loss:.3f}'
 
 
-def test_first_round_defaults_fall_behind(fpn_loss):
-    """The guard has teeth: the setting that did not train fails the same comparison."""
-    old = _train('VTFPN', **FIRST_ROUND)
-    assert old > 1.25 * fpn_loss, f'first-round VT-FPN {old:.3f} vs FPN {fpn_loss:.3f}'
+@pytest.mark.parametrize('name,setting', [('first-round defaults', FIRST_ROUND),
+                                          ('dense projections (groups=1)', dict(groups=1))])
+def test_untrainable_settings_fall_behind(fpn_loss, name, setting):
+    """The guard has teeth: settings that train measurably worse fail the same comparison
+    (guards against regressing the defaults to them)."""
+    loss = _train('VTFPN', **setting)
+    assert loss > THRESHOLD * fpn_loss, f'{name}: VT-FPN {loss:.3f} vs FPN {fpn_loss:.3f}'

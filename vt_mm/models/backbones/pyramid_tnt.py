@@ -30,6 +30,7 @@ tested against the official state-dict layout). What vt-mm adds, so that it work
   official code, and serves as the reference in tests and benchmarks.
 """
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -554,9 +555,8 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
             kind, idx, rest = key.split('.', 2)
             rest = rest.replace('conv.0.', 'conv.')
             new = f'stages.{int(idx) + 1}.{kind[:-7]}_merge.{rest}'
-        elif key.startswith('stages.') and '.blocks.' in key:
-            head, rest = key.split('.blocks.', 1)
-            j, rest = rest.split('.', 1)
+        elif re.match(r'^stages\.\d+\.blocks\.\d+\.', key):
+            head, j, rest = re.match(r'^(stages\.\d+)\.blocks\.(\d+)\.(.+)$', key).groups()
             for old, repl in _BLOCK_RENAMES:
                 if rest.startswith(old):
                     rest = repl + rest[len(old):]

@@ -383,12 +383,15 @@ def checkpoint_filter_fn(state_dict: Dict[str, Tensor]) -> Dict[str, Tensor]:
         stray = [k for k in state_dict if not k.startswith(('backbone.', 'decode_head.'))]
         if stray:
             raise KeyError(f'Unexpected key {stray[0]!r} in a SeaFormer segmentation checkpoint')
-    with_expand = {}
+    blocks, expanded = set(), set()
     for key in bare:
         m = re.match(r'^smb(\d+)\.layer(\d+)\.conv\.(\d)\.', key)
         if m:
             block = f'mv2_stages.{int(m[1]) - 1}.{int(m[2]) - 1}'
-            with_expand[block] = with_expand.get(block, False) or m[3] == '4'
+            blocks.add(block)
+            if m[3] == '4':
+                expanded.add(block)
+    with_expand = {block: block in expanded for block in blocks}
     return {_convert_backbone_key(k, with_expand): v for k, v in bare.items()}
 
 
