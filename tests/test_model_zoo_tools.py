@@ -235,3 +235,25 @@ def test_parity_detection_configs_load_the_generated_shapes(tmp_path):
         assert len(sample.gt_instances) >= 1
         assert ('masks' in sample.gt_instances) == with_mask
         assert tuple(sample.img_shape) == (128, 160)  # Resize to (160, 128), aspect kept
+
+
+def test_benchmark_prints_its_table_not_the_initialisation_log(tmp_path):
+    """benchmark.py printed ~1000 lines of mmengine's init_weights log around a two-row table;
+    the log now needs --verbose."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = os.path.join(root, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py')
+    outputs = {}
+    for flag in ([], ['--verbose']):
+        proc = subprocess.run([sys.executable, 'tools/analysis_tools/benchmark.py', cfg,
+                               '--no-latency', '--shape', '64', '64'] + flag, cwd=root,
+                              capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONPATH=root, OMP_NUM_THREADS='1'))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs[bool(flag)] = proc.stdout + proc.stderr
+    quiet, verbose = outputs[False], outputs[True]
+    assert 'vt-resnet18_8xb32_in1k' in quiet and '|' in quiet
+    assert 'init_weights' not in quiet and len(quiet.splitlines()) < 40, len(quiet.splitlines())
+    assert 'init_weights' in verbose and len(verbose.splitlines()) > 100

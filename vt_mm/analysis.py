@@ -11,6 +11,8 @@
 * :func:`time_alternately`: median/min/max seconds of several callables timed in alternation, so
   machine noise hits all of them.
 """
+import contextlib
+import logging
 import math
 import os.path as osp
 import statistics
@@ -53,7 +55,33 @@ def resolve_config_path(config: str) -> str:
     return config
 
 
-def build_model(config: str) -> Tuple[nn.Module, Config, str]:
+@contextlib.contextmanager
+def quiet_mmengine_logs(verbose: bool = False):
+    """mmengine's INFO lines (one per parameter from ``init_weights``: ~1000 for a detector)
+    held back while a model is built, so that a tool prints its result; warnings still show."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# the tools' --verbose: show mmengine's initialisation log when they build models
+VERBOSE_BUILD = False
+
+
+def build_model(config: str, verbose: Optional[bool] = None) -> Tuple[nn.Module, Config, str]:
+    """The config's model, freshly initialised (no checkpoint is downloaded), in eval mode;
+    mmengine's initialisation log only with ``verbose`` (default: :data:`VERBOSE_BUILD`)."""
+    with quiet_mmengine_logs(VERBOSE_BUILD if verbose is None else verbose):
+        return _build_model(config)
+
+
+def _build_model(config: str) -> Tuple[nn.Module, Config, str]:
     cfg = Config.fromfile(resolve_config_path(config))
     toolbox = runtime.toolbox_of(cfg)
     runtime.replace_syncbn(cfg)

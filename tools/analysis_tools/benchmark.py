@@ -37,11 +37,16 @@ import argparse
 import json
 import os.path as osp
 import sys
+import warnings
 from typing import Dict, List, Optional, Tuple
 
-import torch
+# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately
+import torch  # noqa: E402
+
+from vt_mm import analysis  # noqa: E402
+from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately  # noqa: E402
 
 
 def onnxruntime_runner(model, toolbox: str, x: torch.Tensor):
@@ -252,11 +257,14 @@ def main(argv=None):
     parser.add_argument('--no-latency', action='store_true')
     parser.add_argument('--count-bn', action='store_true', help='include BatchNorm in FLOPs')
     parser.add_argument('--json', help='also write the rows as JSON')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also print mmengine's model-initialisation log")
     parser.add_argument('--onnxruntime', action='store_true',
                         help='also time the exported ONNX graph in onnxruntime (CPU); always on '
                         'for --model-zoo unless --no-onnxruntime')
     parser.add_argument('--no-onnxruntime', action='store_true')
     args = parser.parse_args(argv)
+    analysis.VERBOSE_BUILD = args.verbose
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model_zoo:

@@ -21,9 +21,14 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
-from vt_mm.analysis import build_model, default_shape
-from vt_mm.deploy import check_onnx, export_onnx, switch_to_deploy
+# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from vt_mm import analysis  # noqa: E402
+from vt_mm.analysis import build_model, default_shape  # noqa: E402
+from vt_mm.deploy import check_onnx, export_onnx, switch_to_deploy  # noqa: E402
 
 
 def odd_below(shape):
@@ -55,6 +60,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument('configs', nargs='+')
     parser.add_argument('--checkpoint', help='weights to load strictly (one config only)')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also print mmengine's model-initialisation log")
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='example size of the trace (default: the config\'s test size)')
     parser.add_argument('--check-shape', type=int, nargs=2, action='append', metavar=('H', 'W'),
@@ -64,6 +71,7 @@ def main(argv=None):
     parser.add_argument('--tol', type=float, default=1e-4)
     parser.add_argument('--out-dir', default='work_dirs/onnx')
     args = parser.parse_args(argv)
+    analysis.VERBOSE_BUILD = args.verbose
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
