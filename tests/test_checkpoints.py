@@ -26,9 +26,10 @@ def _env():
     return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
 
 
-def _train(cfg, work, *options, expect_ok=True, timeout=600):
+def _train(cfg, work, *options, resume=False, expect_ok=True, timeout=600):
     args = [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)]
-    args += ['--cfg-options'] + list(options) if options else []
+    args += ['--resume'] if resume else []
+    args += ['--cfg-options', *options] if options else []
     proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True,
                           timeout=timeout)
     out = proc.stdout + proc.stderr
@@ -166,7 +167,7 @@ def test_kill_during_a_save_loses_nothing(lip_root, tmp_path, tiny_config):
     assert (work / 'iter_2.pth').is_file(), 'the kept checkpoint was removed before its successor'
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
 
-    _, out = _resume(cfg, work, total)
+    _, out = _train(cfg, work, *_iters(total), resume=True)
     assert 'resuming from' in out and 'iter_2.pth' in out
     assert f'Iter(train) [3/{total}]' in out and 'Iter(train) [1/' not in out
     assert not partial.exists()
@@ -181,16 +182,6 @@ def test_kill_during_a_save_loses_nothing(lip_root, tmp_path, tiny_config):
                                torch.as_tensor(res['optimizer']['state'][k][name])), (k, name)
 
 
-def _resume(cfg, work, total, expect_ok=True):
-    proc = subprocess.run([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
-                           '--resume', '--cfg-options'] + _iters(total), cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
 @pytest.mark.slow
 def test_resume_with_a_broken_last_checkpoint_and_a_truncated_newest_file(
         lip_root, tmp_path, tiny_config):
@@ -198,12 +189,12 @@ def test_resume_with_a_broken_last_checkpoint_and_a_truncated_newest_file(
     work = tmp_path / 'w'
     _train(cfg, work, *_iters(4))
     (work / 'last_checkpoint').write_text('')
-    _, out = _resume(cfg, work, 6)
+    _, out = _train(cfg, work, *_iters(6), resume=True)
     assert f'resuming from {work / "iter_4.pth"}' in out and 'last_checkpoint is empty' in out
     assert 'Iter(train) [5/6]' in out
     data = (work / 'iter_6.pth').read_bytes()
     (work / 'iter_6.pth').write_bytes(data[:len(data) // 3])
-    _, out = _resume(cfg, work, 8)
+    _, out = _train(cfg, work, *_iters(8), resume=True)
     assert f'resuming from {work / "iter_4.pth"}' in out and 'iter_6.pth does not load' in out
     assert 'Iter(train) [5/8]' in out
 
@@ -211,7 +202,7 @@ def test_resume_with_a_broken_last_checkpoint_and_a_truncated_newest_file(
 @pytest.mark.slow
 def test_resume_with_nothing_to_resume_warns_loudly(lip_root, tmp_path, tiny_config):
     cfg = tiny_config(tmp_path, lip_root)
-    _, out = _resume(cfg, tmp_path / 'empty', 2)
+    _, out = _train(cfg, tmp_path / 'empty', *_iters(2), resume=True)
     assert 'WARNING' in out and 'TRAINING STARTS FROM SCRATCH' in out
     assert 'Iter(train) [1/2]' in out
 

@@ -73,12 +73,22 @@ MUTANTS = [
 ]
 
 
+# what a mutated copy needs to run the tests (both mutation tools use it)
+COPIED_PARTS = ('vt_mm', 'tests', 'configs', 'tools', 'pyproject.toml', 'model-index.yml')
+
+
+def copy_repository(prefix: str) -> str:
+    """A fresh temporary copy of the parts the tests need; returns its directory."""
+    work = tempfile.mkdtemp(prefix=prefix)
+    for part in COPIED_PARTS:
+        src = osp.join(ROOT, part)
+        (shutil.copytree if osp.isdir(src) else shutil.copy)(src, osp.join(work, part))
+    return work
+
+
 def run_mutant(name, rel, original, mutated, tests, keep=False):
-    work = tempfile.mkdtemp(prefix='vtmm-mutant-')
+    work = copy_repository('vtmm-mutant-')
     try:
-        for part in ('vt_mm', 'tests', 'configs', 'tools', 'pyproject.toml'):
-            src = osp.join(ROOT, part)
-            (shutil.copytree if osp.isdir(src) else shutil.copy)(src, osp.join(work, part))
         path = osp.join(work, rel)
         with open(path) as f:
             text = f.read()

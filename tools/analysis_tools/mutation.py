@@ -19,10 +19,9 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+from known_mutants import ROOT, copy_repository  # noqa: E402  (the same folder)
 
 # group -> (files to mutate, mutant name patterns (None: all), fast tests)
 GROUPS = {
@@ -46,12 +45,8 @@ def _toml_list(items):
 
 def run_group(name, max_children, list_survivors, env):
     files, patterns, tests = GROUPS[name]
-    work = tempfile.mkdtemp(prefix=f'vtmm-mutmut-{name}-')
+    work = copy_repository(f'vtmm-mutmut-{name}-')
     try:
-        for part in ('vt_mm', 'tests', 'configs', 'tools', 'model-index.yml'):
-            src = osp.join(ROOT, part)
-            if osp.exists(src):
-                (shutil.copytree if osp.isdir(src) else shutil.copy)(src, osp.join(work, part))
         with open(osp.join(ROOT, 'pyproject.toml')) as f:
             pyproject = f.read()
         pyproject += ('\n[tool.mutmut]\nsource_paths = ["vt_mm/"]\n'

@@ -37,6 +37,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook, Hook
 from mmengine.logging import print_log
+from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
 __all__ = [
@@ -79,8 +80,9 @@ def _remove_quietly(path: str) -> None:
         pass
 
 
-def _disk_full(directory: str, name: str, size: int) -> CheckpointDiskFullError:
-    free = shutil.disk_usage(directory).free
+def _disk_full(directory: str, name: str, size: int, free: Optional[int] = None
+               ) -> CheckpointDiskFullError:
+    free = shutil.disk_usage(directory).free if free is None else free
     return CheckpointDiskFullError(
         errno.ENOSPC,
         f'no space left in {directory} to save {name}: {_human(free)} free, the file needs '
@@ -99,8 +101,9 @@ def atomic_write(data: bytes, path: str) -> None:
     path = str(path)
     directory = osp.dirname(path) or '.'
     os.makedirs(directory, exist_ok=True)
-    if shutil.disk_usage(directory).free < len(data):
-        raise _disk_full(directory, osp.basename(path), len(data))
+    free = shutil.disk_usage(directory).free
+    if free < len(data):
+        raise _disk_full(directory, osp.basename(path), len(data), free)
     tmp = temporary_path(path)
     try:
         with open(tmp, 'wb') as f:
@@ -143,13 +146,10 @@ def _named_tensors(runner) -> Iterable[Tuple[str, torch.Tensor]]:
     if optim_wrapper is None:
         return
     names = {id(p): n for n, p in model.named_parameters()}
-    wrappers = optim_wrapper.values() if hasattr(optim_wrapper, 'values') and not hasattr(
-        optim_wrapper, 'optimizer') else [optim_wrapper]
+    wrappers = optim_wrapper.values() if isinstance(optim_wrapper, OptimWrapperDict) else [
+        optim_wrapper]
     for wrapper in wrappers:
-        optimizer = getattr(wrapper, 'optimizer', None)
-        if optimizer is None:
-            continue
-        for param, state in optimizer.state.items():
+        for param, state in wrapper.optimizer.state.items():
             for key, value in state.items():
                 if isinstance(value, torch.Tensor):
                     yield f'optimizer {key} of {names.get(id(param), "a parameter")}', value

@@ -5,7 +5,7 @@ the id list), what is wrong and the setting that fixes it:
 
 * a missing ``data_root`` (:func:`check_data`);
 * an empty split: mmengine's ``need at least one array to concatenate``
-  (:func:`check_not_empty`);
+  (:func:`build_dataset`);
 * a model whose heads have another number of classes than the dataset (:func:`check_num_classes`);
 * per sample (:func:`check_sample`, run by the preflight on a sample of each split, by
   ``tools/analysis_tools/check_data.py`` on whole splits, and on every sample during training
@@ -18,6 +18,7 @@ the id list), what is wrong and the setting that fixes it:
 The label checks apply to mmseg datasets (a ``gt_seg_map`` after ``LoadAnnotations``); for
 mmdet and mmpretrain datasets the readable-file and non-empty checks apply.
 """
+import copy
 import os.path as osp
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,7 +26,7 @@ import numpy as np
 from mmengine.config import Config
 
 __all__ = [
-    'DataCheckError', 'DataSampleError', 'check_data', 'check_not_empty', 'check_num_classes',
+    'DataCheckError', 'DataSampleError', 'check_data', 'check_num_classes',
     'check_sample', 'check_splits', 'guard_samples', 'build_dataset', 'label_settings',
     'preflight_data', 'SegLabelCheck'
 ]
@@ -124,8 +125,6 @@ def build_dataset(cfg: Config, ds_cfg: dict):
     """One dataset config built as the Runner would (``default_scope`` registries), its file
     list loaded; raises :class:`DataCheckError` for an empty split instead of mmengine's
     ``need at least one array to concatenate``."""
-    import copy
-
     from mmengine.registry import DATASETS, init_default_scope
     init_default_scope(cfg.get('default_scope', None))
     ds_cfg = copy.deepcopy(dict(ds_cfg))
@@ -149,16 +148,6 @@ def build_dataset(cfg: Config, ds_cfg: dict):
         raise DataCheckError(f'the dataset ({_describe(ds_cfg)}) lists {len(data_list)} samples '
                              'but its filter_cfg removes all of them; relax filter_cfg') from None
     return dataset
-
-
-def check_not_empty(cfg: Config, dataloaders: Sequence[str]) -> None:
-    """Raises :class:`DataCheckError` naming the split whose dataset has no samples."""
-    for name, ds_cfg in _dataset_roots(cfg):
-        if name in dataloaders:
-            try:
-                build_dataset(cfg, ds_cfg)
-            except DataCheckError as e:
-                raise DataCheckError(f'{name}: {e}') from None
 
 
 class SegLabelCheck:
@@ -283,9 +272,8 @@ def _loading_steps(dataset) -> List[Callable]:
 def check_sample(dataset, idx: int, steps: Sequence[Callable],
                  seg_check: Optional[SegLabelCheck]) -> Optional[str]:
     """Why sample ``idx`` is unusable (its files named), or None."""
-    import copy
     try:
-        results = copy.deepcopy(dataset.get_data_info(idx))
+        results = dataset.get_data_info(idx)  # mmengine returns a copy
         for step in steps:
             results = step(results)
             if results is None:

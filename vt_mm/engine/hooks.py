@@ -20,6 +20,8 @@ from mmengine.dist import all_gather, get_world_size, is_distributed
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from .checkpoints import last_good_checkpoint
+
 __all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFiniteLossError',
            'RELIABILITY_HOOKS']
 
@@ -122,7 +124,6 @@ class NonFiniteLossHook(Hook):
             return
         terms = ', '.join(f'{k}={float(torch.as_tensor(v).float().mean()):.4g}'
                           for k, v in outputs.items() if 'loss' in k)
-        from .checkpoints import last_good_checkpoint
         last = last_good_checkpoint(runner.work_dir)
         raise NonFiniteLossError(
             f'Loss became non-finite at iteration {runner.iter + 1} (epoch {runner.epoch}): '
