@@ -220,15 +220,21 @@ class WordAggregation(nn.Module):
     def forward(self, x: Tensor, hw: Tuple[int, int]) -> Tensor:
         s = WORDS_SIDE
         c = x.shape[-1]
-        x = self.norm(x).reshape(-1, hw[0], hw[1], s, s, c)
-        pad_h, pad_w = hw[0] % 2, hw[1] % 2
+        rows, cols = hw
+        # the words as one image (N, C, rows*s, cols*s): sentence (p, q) covers rows p*s.. and
+        # columns q*s..; then 2s x 2s tiles of it, one per 2x2 sentences, row-major. Only
+        # reshapes and 4-D permutes (no 6-D tensors, no strided slices), which every runtime
+        # has, ncnn included; the same values as stitching the neighbours' word grids.
+        x = self.norm(x).reshape(-1, cols, s, s * c).permute(0, 2, 1, 3)  # N*rows, s, cols, s*c
+        x = x.reshape(-1, rows * s, cols * s, c).permute(0, 3, 1, 2)
+        pad_h, pad_w = rows % 2, cols % 2
         if pad_h or pad_w or tracing():  # traced: the padding depends on the input size
-            x = F.pad(x.permute(0, 3, 4, 5, 1, 2), (0, pad_w, 0, pad_h)).permute(0, 4, 5, 1, 2, 3)
-        top = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2]], 3)  # sentence below -> more rows
-        bottom = torch.cat([x[:, 0::2, 1::2], x[:, 1::2, 1::2]], 3)
-        x = torch.cat([top, bottom], 4)  # sentence to the right -> more columns
-        x = x.reshape(-1, 2 * s, 2 * s, c).permute(0, 3, 1, 2)
-        x = self.conv(x)
+            x = F.pad(x, (0, pad_w * s, 0, pad_h * s))
+        n = x.shape[0]
+        out_rows, out_cols = x.shape[2] // (2 * s), x.shape[3] // (2 * s)
+        x = x.reshape(n * c * out_rows, 2 * s, out_cols, 2 * s).permute(0, 2, 1, 3)
+        x = x.reshape(n, c, out_rows * out_cols, 4 * s * s).permute(0, 2, 1, 3)
+        x = self.conv(x.reshape(-1, c, 2 * s, 2 * s))
         return x.reshape(-1, self.dim_out, s * s).transpose(1, 2)
 
 

@@ -107,7 +107,7 @@ def pointwise(conv: nn.Module, x: Tensor) -> Tensor:
     g = conv.groups
     weight = conv.weight.reshape(g, conv.out_channels // g, c // g)
     bias = conv.bias
-    if x.dim() == 3:
+    if x.dim() == 3 and not tracing():  # traced: the product below (4-D at most, for ncnn)
         out = torch.einsum('goc,ngcl->ngol', weight, x.reshape(n, g, c // g, -1))
         out = out.reshape(n, conv.out_channels, -1)
         if bias is not None:
@@ -460,14 +460,15 @@ class TokenProjector(BaseModule):
         if self.reassociate and self._fold_is_cheaper(hw, num):
             # X (W_Q K^T): fold the key into the query weight, block by block (see _fold_blocks)
             b = self._fold_blocks()
+            # products of tensors of rank 4 at most (ncnn's limit with the batch axis)
             if g >= h:  # block = head = g/h whole groups: fold group by group, then gather
                 r = g // h
-                folded = torch.einsum('gjc,ngjl->nglc', self.query.weight.view(g, qk // g, c // g),
-                                      k.view(n, g, qk // g, num))
-                folded = folded.view(n, h, r, num, c // g).transpose(2, 3)
+                folded = torch.matmul(k.view(n, g, qk // g, num).transpose(2, 3),
+                                      self.query.weight.view(g, qk // g, c // g))  # N,g,L,C/g
+                folded = folded.view(n * h, r, num, c // g).transpose(1, 2)
             else:  # block = group = h/g whole heads
-                w_q = self.query.weight.view(g, h // g, d, c // g)
-                folded = torch.einsum('bhdc,nbhdl->nbhlc', w_q, k.view(n, g, h // g, d, num))
+                w_q = self.query.weight.view(h, d, c // g)
+                folded = torch.matmul(k.view(n, h, d, num).transpose(2, 3), w_q)  # N,h,L,C/g
             logits = torch.bmm(
                 folded.reshape(n * b, (h // b) * num, c // b), x.reshape(n * b, c // b, hw))
         else:

@@ -1,4 +1,5 @@
-"""Inference-time model transforms and ONNX export."""
+"""ONNX export of vt-mm models (every backend starts from this graph) and its check with
+onnxruntime."""
 import contextlib
 import warnings
 from typing import List, Optional, Sequence, Tuple
@@ -7,35 +8,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import fuse_conv_bn
 
-from .analysis import ImageToOutputs, toolbox_of_model
+from ..analysis import ImageToOutputs, toolbox_of_model
 
-__all__ = [
-    'fold_conv_bn', 'switch_to_deploy', 'BackboneNeck', 'exportable', 'export_onnx', 'check_onnx'
-]
-
-
-def fold_conv_bn(module: nn.Module, channels_last: bool = False) -> nn.Module:
-    """Fold every Conv-BN pair of ``module`` into one conv (in place, inference only); optionally
-    store the conv weights channels-last, which lets oneDNN skip layout reorders."""
-    module.eval()
-    fuse_conv_bn(module)
-    if channels_last:
-        module.to(memory_format=torch.channels_last)
-    return module
-
-
-def switch_to_deploy(model: nn.Module) -> nn.Module:
-    """Inference mode for a whole model (in place).
-
-    Submodules with their own ``switch_to_deploy`` (SeaFormer, LightHead: folding plus
-    channels-last weights) use it; every Conv-BN pair left elsewhere is folded.
-    """
-    for module in list(model.modules()):
-        if module is not model and hasattr(module, 'switch_to_deploy'):
-            module.switch_to_deploy()
-    return fold_conv_bn(model)
+__all__ = ['BackboneNeck', 'SegmentationLabels', 'exportable', 'export_onnx', 'check_onnx',
+           'onnx_op_counts']
 
 
 class BackboneNeck(ImageToOutputs):
@@ -52,11 +29,45 @@ class BackboneNeck(ImageToOutputs):
         return tuple(self.model.extract_feat(x))
 
 
-def exportable(model: nn.Module, toolbox: Optional[str] = None) -> nn.Module:
-    """The network that ``export_onnx`` writes: segmentors -> decode-head logits, classifiers ->
-    class logits, detectors -> backbone + neck feature maps (:class:`BackboneNeck`)."""
+class SegmentationLabels(nn.Module):
+    """A segmentor's network ending in labels: argmax over the classes at the logits' resolution,
+    then a nearest upsample of the label map to the input size, as int32 (N, 1, H, W).
+
+    mmseg predicts by a bilinear resize of the logits to the image, then argmax: on a phone that
+    tail costs more than SeaFormer itself (a 150-channel map at full size). Argmax first and a
+    nearest resize of one channel give the same labels inside regions and differ only along
+    class boundaries (measured in docs/deployment.md). The resize runs on the label map as
+    float32 (exact for class ids below 2**24) because runtimes resize float tensors only.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.train(net.training)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        labels = logits.argmax(dim=1, keepdim=True).to(torch.float32)
+        labels = F.interpolate(labels, size=x.shape[-2:], mode='nearest')
+        return labels.to(torch.int32)
+
+
+OUTPUTS = ('logits', 'labels')
+
+
+def exportable(model: nn.Module, toolbox: Optional[str] = None,
+               output: str = 'logits') -> nn.Module:
+    """The network that ``export_onnx`` and every backend convert: segmentors -> decode-head
+    logits (``output='labels'``: :class:`SegmentationLabels`), classifiers -> class logits,
+    detectors -> backbone + neck feature maps (:class:`BackboneNeck`)."""
+    if output not in OUTPUTS:
+        raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
     toolbox = toolbox or toolbox_of_model(model)
-    return BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
+    if output == 'labels' and toolbox != 'mmseg':
+        raise ValueError(f"output='labels' is for segmentors; this is an {toolbox} model "
+                         "(use output='logits')")
+    net = BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
+    return SegmentationLabels(net) if output == 'labels' else net
 
 
 @contextlib.contextmanager
@@ -87,7 +98,8 @@ def _traceable_mmseg_upsample():
 
 
 def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: bool = True,
-                toolbox: Optional[str] = None, opset: int = 17) -> List[str]:
+                toolbox: Optional[str] = None, opset: int = 17, output: str = 'logits',
+                simplify: bool = False) -> List[str]:
     """Export a vt-mm model (mmseg segmentor, mmpretrain classifier, or an mmdet detector's
     backbone + neck) to ONNX; returns the output names.
 
@@ -96,19 +108,22 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
     else the graph is fixed to ``size``. Outputs: ``logits`` (segmentors, classifiers) or
     ``feat0``, ``feat1``, ... (detector backbone + neck). Shape-dependent fast paths of vt-mm
     step aside while tracing (``vt_mm.models.layers.tracing``), so the graph is
-    correct at every size; :func:`check_onnx` compares it with PyTorch.
+    correct at every size; :func:`check_onnx` compares it with PyTorch. ``output='labels'``
+    ends a segmentor's graph in labels (:class:`SegmentationLabels`). ``simplify`` folds the
+    graph with onnxslim (constants such as the position-embedding resizes, shape arithmetic,
+    Identity chains); it needs the ``deploy`` extra and pays off for static shapes.
     """
-    net = exportable(model, toolbox).eval()
+    net = exportable(model, toolbox, output).eval()
     dummy = torch.randn(1, 3, *size)
     with torch.no_grad():
         outs = net(dummy)
-    names = (['logits'] if isinstance(outs, torch.Tensor) else
+    names = ([output] if isinstance(outs, torch.Tensor) else
              [f'feat{i}' for i in range(len(outs))])
     axes = None
     if dynamic:
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}
         for name in names:
-            axes[name] = {0: 'batch'} if name == 'logits' and outs.dim() == 2 else {
+            axes[name] = {0: 'batch'} if isinstance(outs, torch.Tensor) and outs.dim() == 2 else {
                 0: 'batch', 2: f'{name}_height', 3: f'{name}_width'}
     with torch.no_grad(), warnings.catch_warnings(), _traceable_mmseg_upsample():
         # shape-to-int conversions that stay correct (channel counts, static decisions) warn
@@ -116,16 +131,39 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
         # the TorchScript-based exporter: the dynamo one needs onnxscript, not in the stack
         torch.onnx.export(net, (dummy, ), path, input_names=['input'], output_names=names,
                           dynamic_axes=axes, opset_version=opset, dynamo=False)
+    if simplify:
+        simplify_onnx(path)
     return names
 
 
+def simplify_onnx(path: str) -> None:
+    """Folds the graph at ``path`` in place with onnxslim (constant folding, shape arithmetic,
+    dead and Identity nodes); the outputs stay the same (checked by the backends' comparison)."""
+    try:
+        import onnx
+        import onnxslim
+    except ImportError as e:
+        raise ImportError(f'simplify=True needs onnxslim ({e}); install the deploy extra: '
+                          'bash tools/setup_env.sh --deploy') from e
+    onnx.save(onnxslim.slim(onnx.load(path)), path)
+
+
+def onnx_op_counts(path: str) -> dict:
+    """{op type: count} of the graph at ``path`` (main graph), most frequent first."""
+    import collections
+
+    import onnx
+    counts = collections.Counter(node.op_type for node in onnx.load(path).graph.node)
+    return dict(counts.most_common())
+
+
 def check_onnx(model: nn.Module, path: str, sizes: Sequence[Tuple[int, int]],
-               toolbox: Optional[str] = None, seed: int = 0) -> List[dict]:
+               toolbox: Optional[str] = None, seed: int = 0, output: str = 'logits') -> List[dict]:
     """Runs the ONNX file with onnxruntime (CPU) at every size and compares each output with
     PyTorch's on the same random image; returns dict(size, shapes, max_abs_diff,
     max_abs_output) per size."""
     import onnxruntime as ort
-    net = exportable(model, toolbox).eval()
+    net = exportable(model, toolbox, output).eval()
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     gen = torch.Generator().manual_seed(seed)
     rows = []

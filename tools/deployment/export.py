@@ -1,0 +1,85 @@
+"""Convert a vt-mm model for the runtimes that phones and edge devices use, and check each one.
+
+    python tools/deployment/export.py CONFIG [--checkpoint CKPT]
+        --backend onnxruntime openvino mnn ncnn tflite [--shape H W]
+        [--output logits|labels] [--int8 [--calib-images N]] [--threads T] --out-dir DIR
+
+Writes each backend's files under DIR (``.onnx``, OpenVINO ``.xml``/``.bin``, ``.mnn``,
+``.ncnn.param``/``.ncnn.bin``, ``.tflite``), runs each in its own runtime on the same random
+normalised image as PyTorch eager and prints one line per backend with ``max_abs_diff`` (for
+``--output labels`` also the share of pixels that agree with PyTorch) and its median latency.
+Exits with status 1 if a backend fails or differs by more than 1e-4 (relative above 1).
+
+The graph's input is the normalised NCHW image (float32, (pixel - mean) / std with the config's
+data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
+docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in argmax at
+the logits' resolution and a nearest upsample to the input (int32). ``--int8`` quantizes with
+``--calib-images`` images of the config's test split (onnxruntime). Conversions run offline
+(no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
+initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
+"""
+import argparse
+import os.path as osp
+import sys
+import warnings
+
+# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+from vt_mm import analysis  # noqa: E402
+from vt_mm.analysis import build_model, default_shape  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS  # noqa: E402
+from vt_mm.deploy.calibration import calibration_images  # noqa: E402
+from vt_mm.deploy.pipeline import deploy  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('--checkpoint', help='weights to load strictly')
+    parser.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=list(BACKENDS))
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help="the graph's static input size (default: the config's test size)")
+    parser.add_argument('--output', choices=['logits', 'labels'], default='logits')
+    parser.add_argument('--int8', action='store_true', help='static INT8 quantization')
+    parser.add_argument('--calib-images', type=int, default=32,
+                        help='calibration images from the config\'s test split (--int8)')
+    parser.add_argument('--threads', type=int, default=1)
+    parser.add_argument('--repeats', type=int, default=10, help='timed runs per backend')
+    parser.add_argument('--out-dir', required=True)
+    parser.add_argument('--verbose', action='store_true',
+                        help="also print mmengine's model-initialisation log")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    analysis.VERBOSE_BUILD = args.verbose
+    model, cfg, toolbox = build_model(args.config)
+    if args.checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    model.eval()
+    shape = tuple(args.shape or default_shape(cfg, toolbox))
+    calibration = None
+    if args.int8:
+        calibration = calibration_images(cfg, model, shape, args.calib_images)
+    stem = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
+    report = deploy(model, args.backend, shape, args.out_dir, stem, toolbox=toolbox,
+                    output=args.output, calibration=calibration, num_threads=args.threads,
+                    repeats=args.repeats)
+    ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
+    print(f'[export] {args.config} at {shape[0]}x{shape[1]}, output {args.output}'
+          f'{", INT8" if args.int8 else ""}, {args.threads} thread(s); ONNX ops: {ops}')
+    failed = False
+    for result in report['results']:
+        print(result.line())
+        failed |= not result.ok
+    if failed:
+        sys.exit('[export] a backend failed or differs from PyTorch by more than 1e-4 '
+                 '(relative above 1)')
+
+
+if __name__ == '__main__':
+    main()

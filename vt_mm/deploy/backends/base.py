@@ -1,0 +1,93 @@
+"""The interface every deployment backend implements (one module per runtime).
+
+A backend converts the static ONNX graph that :func:`vt_mm.deploy.export_onnx` writes (or, where
+its converter starts from PyTorch, the same network) into its runtime's files, and loads those
+files into a callable that maps the normalised NCHW image (numpy float32, batch 1) to the
+graph's outputs as numpy arrays in the ONNX layout. Adding a runtime is one module with one
+:class:`Backend` subclass, registered in ``vt_mm.deploy.backends.BACKENDS``.
+"""
+import importlib
+import os.path as osp
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch.nn as nn
+
+__all__ = ['Backend', 'ConversionJob', 'BackendUnavailable']
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's Python packages are not installed."""
+
+
+@dataclass
+class ConversionJob:
+    """What a backend converts.
+
+    Attributes:
+        onnx_path: the static-shape, folded fp32 ONNX graph (input ``input``).
+        net: the PyTorch network that graph was exported from (eval mode).
+        example: an input of the graph's shape (numpy float32, N x 3 x H x W).
+        output_names: the graph's output names, in order.
+        output_shapes: the outputs' shapes (runtimes that drop the batch axis are reshaped).
+        out_dir: where the backend writes its files.
+        stem: the files' base name.
+        calibration: INT8 calibration inputs (each like ``example``); None for fp32.
+    """
+    onnx_path: str
+    net: nn.Module
+    example: np.ndarray
+    output_names: List[str]
+    output_shapes: List[tuple]
+    out_dir: str
+    stem: str
+    calibration: Optional[Sequence[np.ndarray]] = None
+
+    def path(self, suffix: str) -> str:
+        return osp.join(self.out_dir, self.stem + suffix)
+
+    @property
+    def int8(self) -> bool:
+        return self.calibration is not None
+
+
+class Backend:
+    """One runtime: ``convert`` writes its files, ``load`` runs them.
+
+    Class attributes:
+        name: the ``--backend`` name.
+        packages: the import names it needs (for a clear error when one is missing).
+        supports_int8: whether ``convert`` takes calibration data.
+    """
+    name = ''
+    packages: Sequence[str] = ()
+    supports_int8 = False
+
+    @classmethod
+    def missing(cls) -> List[str]:
+        """The packages of :attr:`packages` that cannot be imported."""
+        missing = []
+        for package in cls.packages:
+            try:
+                importlib.import_module(package)
+            except ImportError:
+                missing.append(package)
+        return missing
+
+    @classmethod
+    def check_available(cls) -> None:
+        missing = cls.missing()
+        if missing:
+            raise BackendUnavailable(
+                f"backend '{cls.name}' needs {', '.join(missing)}, which is not installed: "
+                'bash tools/setup_env.sh --deploy installs every runtime (requirements/deploy.txt)')
+
+    def convert(self, job: ConversionJob) -> List[str]:
+        """Writes the runtime's files for ``job``; returns their paths (the model file first)."""
+        raise NotImplementedError
+
+    def load(self, files: Sequence[str], job: ConversionJob,
+             num_threads: int = 1) -> Callable[[np.ndarray], List[np.ndarray]]:
+        """A callable: input (like ``job.example``) -> the outputs, as the ONNX graph gives them."""
+        raise NotImplementedError

@@ -1,0 +1,61 @@
+"""MNN: the ONNX graph converted by MNN's converter (fp32 weights; ``--fp16`` is not passed),
+run by MNN's Express module API with the CPU backend at high precision.
+
+MNN's Python wrapper ``MNN.tools.mnnconvert`` imports ``MNN.tools.utils.log``, which runs
+``pip install aliyun-log-python-sdk`` and posts a usage log: the converter is called in the
+compiled ``_tools`` extension module that the wrapper itself calls, so that none of it runs.
+"""
+import contextlib
+import os
+
+import numpy as np
+
+from .base import Backend
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """MNN's converter prints through C stdio (one notice per Resize among others)."""
+    import sys
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, 'w') as devnull:
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+class MNNBackend(Backend):
+    name = 'mnn'
+    packages = ('MNN', '_tools')
+    supports_int8 = False
+
+    def convert(self, job):
+        import _tools  # MNN's converter (see the module docstring)
+        path = job.path('.mnn')
+        args = ['mnnconvert', '-f', 'ONNX', '--modelFile', job.onnx_path, '--MNNModel', path,
+                '--bizCode', 'vt_mm']
+        with _quiet_stdout():
+            _tools.mnnconvert(args)
+        if not os.path.isfile(path):
+            raise RuntimeError(f'MNN could not convert {job.onnx_path} (run MNN\'s converter '
+                               f'by hand for its messages: {" ".join(args)})')
+        return [path]
+
+    def load(self, files, job, num_threads=1):
+        import MNN
+        import MNN.expr as expr
+        config = {'backend': 'CPU', 'numThread': num_threads, 'precision': 'high'}
+        runtime = MNN.nn.create_runtime_manager((config, ))
+        module = MNN.nn.load_module_from_file(files[0], ['input'], list(job.output_names),
+                                              runtime_manager=runtime)
+
+        def run(x: np.ndarray):
+            outputs = module.forward([expr.const(x, list(x.shape), expr.NCHW)])
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            return [np.array(expr.convert(o, expr.NCHW).read()) for o in outputs]
+
+        return run

@@ -1,0 +1,78 @@
+"""ncnn: the ONNX graph converted by pnnx (its bundled binary, ``fp16=0`` so that the weights
+stay fp32: pnnx's default stores fp16) to ``.ncnn.param`` + ``.ncnn.bin``, run by ncnn's Python
+binding with fp16 storage and arithmetic off.
+
+ncnn's blobs have no batch axis and at most four dimensions: the graph's input and outputs are
+batch 1, and vt-mm's models avoid tensors of rank above 5 (with batch) in the traced graph.
+ncnn's ``load_param`` returns -1 for a layer it does not know, after which ``extract`` can
+crash: the return value is checked and the unknown layer types are named.
+"""
+import os
+import re
+import subprocess
+
+import numpy as np
+
+from .base import Backend
+
+
+def pnnx_binary() -> str:
+    import pnnx
+    return pnnx.EXEC_PATH
+
+
+class NCNNBackend(Backend):
+    name = 'ncnn'
+    packages = ('ncnn', 'pnnx')
+
+    def convert(self, job):
+        n, c, h, w = job.example.shape
+        if n != 1:
+            raise ValueError(f'ncnn runs batch 1 (its blobs have no batch axis); got {n}')
+        param, weights = job.path('.ncnn.param'), job.path('.ncnn.bin')
+        # pnnx writes its intermediate files too; they go beside the ncnn ones
+        args = [pnnx_binary(), job.onnx_path, f'inputshape=[1,{c},{h},{w}]f32', 'fp16=0',
+                f'ncnnparam={param}', f'ncnnbin={weights}', f'ncnnpy={job.path("_ncnn.py")}',
+                f'pnnxparam={job.path(".pnnx.param")}', f'pnnxbin={job.path(".pnnx.bin")}',
+                f'pnnxpy={job.path("_pnnx.py")}', f'pnnxonnx={job.path(".pnnx.onnx")}']
+        proc = subprocess.run(args, capture_output=True, text=True, cwd=job.out_dir)
+        log = proc.stdout + proc.stderr
+        unsupported = sorted({line.strip() for line in log.splitlines()
+                              if 'not supported' in line or 'unsupported' in line.lower()})
+        if proc.returncode != 0 or not os.path.isfile(param) or unsupported:
+            raise RuntimeError(f'pnnx could not convert {job.onnx_path} for ncnn (exit '
+                               f'{proc.returncode}): ' + ('; '.join(unsupported) or log[-2000:]))
+        return [param, weights]
+
+    def load(self, files, job, num_threads=1):
+        import ncnn
+        net = ncnn.Net()
+        net.opt.use_fp16_storage = False
+        net.opt.use_fp16_packed = False
+        net.opt.use_fp16_arithmetic = False
+        net.opt.use_bf16_storage = False
+        net.opt.num_threads = num_threads
+        if net.load_param(files[0]) != 0:
+            with open(files[0]) as f:
+                types = sorted({line.split()[0] for line in f.readlines()[2:] if line.strip()})
+            raise RuntimeError(f'ncnn {ncnn.__version__} cannot load {files[0]}; its layer types: '
+                               f'{", ".join(types)}')
+        if net.load_model(files[1]) != 0:
+            raise RuntimeError(f'ncnn cannot load the weights {files[1]}')
+        with open(files[0]) as f:
+            text = f.read()
+        inputs = re.findall(r'^Input\s+(\S+)', text, flags=re.M)
+        outputs = [f'out{i}' for i in range(len(job.output_names))]
+
+        def run(x: np.ndarray):
+            extractor = net.create_extractor()
+            extractor.input(inputs[0], ncnn.Mat(np.ascontiguousarray(x[0])).clone())
+            results = []
+            for name, shape in zip(outputs, job.output_shapes):
+                ret, mat = extractor.extract(name)
+                if ret != 0:
+                    raise RuntimeError(f'ncnn could not compute {name} (error {ret})')
+                results.append(np.array(mat).reshape(shape))
+            return results
+
+        return run

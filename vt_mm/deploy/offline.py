@@ -1,0 +1,99 @@
+"""A guard that keeps third-party converters offline: no network, no package installs.
+
+Converters have been seen to do both at run time: importing ``MNN.tools`` runs
+``os.system("pip install -U aliyun-log-python-sdk")`` and then posts a usage log with a machine
+id; onnx2tf downloads a calibration file; OpenVINO's ``convert_model`` has telemetry. vt-mm calls
+each converter so that none of this is reached (``docs/deployment.md``) and runs every
+conversion inside :func:`offline`, which turns any attempt into an :class:`OfflineViolation`
+naming what was tried, instead of a silent install or upload.
+"""
+import contextlib
+import importlib.abc
+import ipaddress
+import os
+import socket
+import subprocess
+import sys
+from typing import Iterable
+
+__all__ = ['OfflineViolation', 'offline', 'FORBIDDEN_MODULES']
+
+# modules whose import has side effects on the network or the environment
+FORBIDDEN_MODULES = {
+    'MNN.tools': "importing MNN.tools runs 'pip install aliyun-log-python-sdk' and sends a usage "
+                 'log; call the converter in the _tools extension module instead',
+    'openvino_telemetry': "OpenVINO's telemetry; read ONNX with openvino.Core().read_model",
+}
+
+
+class OfflineViolation(RuntimeError):
+    """A conversion tried to reach the network, install a package or run a program."""
+
+
+def _is_local(address) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX path
+        return True
+    host = address[0]
+    if host in ('localhost', ''):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _ForbiddenImports(importlib.abc.MetaPathFinder):
+
+    def find_spec(self, name, path=None, target=None):
+        for module, why in FORBIDDEN_MODULES.items():
+            if name == module or name.startswith(module + '.'):
+                raise OfflineViolation(f'import of {name} blocked: {why}')
+        return None
+
+
+@contextlib.contextmanager
+def offline(allowed_programs: Iterable[str] = ()):
+    """While active: connecting a socket to anything but this machine, ``os.system``, and
+    starting a program other than ``allowed_programs`` (absolute paths, e.g. the pnnx binary)
+    raise :class:`OfflineViolation`; so does importing a module of :data:`FORBIDDEN_MODULES`.
+    Programs that are allowed run with pip and network access disabled in their environment.
+    """
+    allowed = {os.path.realpath(p) for p in allowed_programs}
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+    system, popen_init = os.system, subprocess.Popen.__init__
+
+    def checked(method):
+
+        def wrapper(self, address, *args, **kwargs):
+            if not _is_local(address):
+                raise OfflineViolation(f'network connection to {address!r} blocked during a '
+                                       'conversion: vt-mm deploys offline')
+            return method(self, address, *args, **kwargs)
+
+        return wrapper
+
+    def no_system(command):
+        raise OfflineViolation(f'os.system({command!r}) blocked during a conversion')
+
+    def popen(self, args, *rest, **kwargs):
+        program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
+        program = os.fsdecode(program)
+        if kwargs.get('shell') or os.path.realpath(program) not in allowed:
+            raise OfflineViolation(f'starting {args!r} blocked during a conversion (allowed: '
+                                   f'{sorted(allowed) or "none"})')
+        env = dict(kwargs.get('env') or os.environ)
+        env.update(PIP_NO_INDEX='1', PIP_NO_INPUT='1', no_proxy='', https_proxy='http://0.0.0.0:9',
+                   http_proxy='http://0.0.0.0:9')
+        kwargs['env'] = env
+        return popen_init(self, args, *rest, **kwargs)
+
+    finder = _ForbiddenImports()
+    socket.socket.connect, socket.socket.connect_ex = checked(connect), checked(connect_ex)
+    os.system, subprocess.Popen.__init__ = no_system, popen
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
+        os.system, subprocess.Popen.__init__ = system, popen_init
+        sys.meta_path.remove(finder)

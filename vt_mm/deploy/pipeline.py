@@ -1,0 +1,146 @@
+"""Convert one model for several backends and compare each with PyTorch: what
+``tools/deployment/export.py`` runs.
+
+Every backend gets the same static-shape ONNX graph (folded with onnxslim when it is
+installed), or for converters that start from PyTorch the same network, and runs on the same
+input as PyTorch eager. Conversions run inside :func:`vt_mm.deploy.offline.offline`.
+"""
+import os
+import os.path as osp
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .backends import BACKENDS, ConversionJob, get_backend
+from .backends.ncnn import pnnx_binary
+from .offline import offline
+from .onnx import export_onnx, exportable, onnx_op_counts
+
+__all__ = ['DeployResult', 'deploy', 'compare_outputs', 'TOLERANCE']
+
+# max |backend - PyTorch|, absolute for outputs up to 1 and relative above (float32 rounding
+# grows with the values)
+TOLERANCE = 1e-4
+
+
+@dataclass
+class DeployResult:
+    backend: str
+    files: List[str] = field(default_factory=list)
+    max_abs_diff: Optional[float] = None
+    max_abs_output: Optional[float] = None
+    agreement: Optional[float] = None  # labels: share of pixels equal to PyTorch's
+    latency_ms: Optional[float] = None
+    error: Optional[str] = None
+    quantized: bool = False  # INT8: differences are reported, not judged against TOLERANCE
+
+    @property
+    def ok(self) -> bool:
+        if self.error is not None:
+            return False
+        if self.agreement is not None or self.quantized:
+            return True  # reported, judged by the caller (accuracy on data)
+        return self.max_abs_diff <= TOLERANCE * max(1.0, self.max_abs_output)
+
+    def line(self) -> str:
+        if self.error is not None:
+            return f'{self.backend}: FAILED {self.error}'
+        if self.agreement is not None:
+            what = f'agreement {100 * self.agreement:.3f}% max_abs_diff {self.max_abs_diff:g}'
+        else:
+            what = (f'max_abs_diff {self.max_abs_diff:.2e} (max abs output '
+                    f'{self.max_abs_output:.2f})')
+        return (f'{self.backend}: {what} latency {self.latency_ms:.1f} ms '
+                f'({osp.basename(self.files[0])})')
+
+
+def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], labels: bool):
+    """(max_abs_diff, max_abs_output, agreement or None) of a backend's outputs."""
+    if len(got) != len(expected):
+        raise AssertionError(f'{len(got)} outputs, PyTorch gives {len(expected)}')
+    for g, e in zip(got, expected):
+        if g.size != e.size:
+            raise AssertionError(f'output of shape {g.shape}, PyTorch gives {e.shape}')
+    got = [np.asarray(g).reshape(e.shape) for g, e in zip(got, expected)]
+    diff = max(float(np.abs(g.astype(np.float64) - e).max()) for g, e in zip(got, expected))
+    peak = max(float(np.abs(e).max()) for e in expected)
+    agreement = None
+    if labels:
+        agreement = float(np.mean([np.mean(g.astype(np.int64) == e) for g, e in
+                                   zip(got, expected)]))
+    return diff, peak, agreement
+
+
+def time_runner(run, x: np.ndarray, repeats: int = 10, warmup: int = 2) -> float:
+    """Median milliseconds of ``run(x)``."""
+    for _ in range(warmup):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], out_dir: str,
+           stem: str, toolbox: Optional[str] = None, output: str = 'logits',
+           calibration: Optional[Sequence[np.ndarray]] = None, num_threads: int = 1,
+           repeats: int = 10, seed: int = 0, keep_going: bool = True) -> dict:
+    """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
+    same random normalised image as PyTorch and times it.
+
+    Returns dict(onnx=path, op_counts={op: n}, outputs=names, results=[DeployResult]).
+    ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    model.eval()
+    net = exportable(model, toolbox, output).eval()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 3, *shape, generator=gen)
+    with torch.no_grad():
+        expected = net(x)
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    expected = [e.numpy() for e in expected]
+    onnx_path = osp.join(out_dir, stem + ('.labels' if output == 'labels' else '') + '.onnx')
+    try:
+        import onnxslim  # noqa: F401
+        simplify = True
+    except ImportError:
+        simplify = False
+        warnings.warn('onnxslim is not installed: the ONNX graph is not folded (bash '
+                      'tools/setup_env.sh --deploy installs it)')
+    names = export_onnx(model, onnx_path, shape, dynamic=False, toolbox=toolbox, output=output,
+                        simplify=simplify)
+    job = ConversionJob(onnx_path=onnx_path, net=net, example=x.numpy(), output_names=names,
+                        output_shapes=[e.shape for e in expected], out_dir=out_dir,
+                        stem=osp.splitext(osp.basename(onnx_path))[0], calibration=calibration)
+    results = []
+    for name in backends:
+        result = DeployResult(name, quantized=calibration is not None)
+        try:
+            backend = get_backend(name)
+            if calibration is not None and not backend.supports_int8:
+                raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
+                                 f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
+            allowed = [pnnx_binary()] if name == 'ncnn' else []
+            with offline(allowed_programs=allowed):
+                result.files = backend.convert(job)
+            run = backend.load(result.files, job, num_threads=num_threads)
+            got = run(job.example)
+            result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
+                got, expected, labels=output == 'labels')
+            result.latency_ms = time_runner(run, job.example, repeats=repeats)
+        except Exception as e:  # noqa: BLE001  (reported per backend)
+            if not keep_going:
+                raise
+            result.error = f'{type(e).__name__}: {e}'
+        results.append(result)
+    return dict(onnx=onnx_path, op_counts=onnx_op_counts(onnx_path), outputs=names,
+                results=results)
