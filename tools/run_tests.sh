@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# `make test`: set up the environment (if needed) and run the test suite.
+# `make test`: set up the environment and the deployment runtimes (if needed), run the test suite.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 ENV="$(bash "$ROOT/tools/setup_env.sh" | tail -1)"
+# the tests run in the overlay with the deployment runtimes, so that no backend test is skipped
+DEPLOY_ENV="$(bash "$ROOT/tools/setup_env.sh" --deploy | tail -1)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
@@ -18,4 +20,4 @@ fi
 echo "[test] style: ruff check (rules in pyproject.toml [tool.ruff])"
 "$ENV/bin/ruff" check "$ROOT"
 
-exec "$ENV/bin/python" -m pytest -ra "${@:-tests}"
+exec "$DEPLOY_ENV/bin/python" -m pytest -ra "${@:-tests}"

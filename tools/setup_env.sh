@@ -7,7 +7,11 @@
 # ops and C++20 (about 15 min on 2 cores) and the wheel is cached in $VT_MM_CACHE/wheels.
 #
 # Usage: tools/setup_env.sh          -> builds if needed, prints the env dir on the last line
+#        tools/setup_env.sh --deploy -> also the deployment runtimes (requirements/deploy.txt) in
+#                                       an overlay env on top of it; prints the overlay's dir
 set -euo pipefail
+DEPLOY=0
+[[ "${1:-}" == "--deploy" ]] && DEPLOY=1
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${VT_MM_CACHE:-$HOME/.cache/vt-mm}"
@@ -32,8 +36,42 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; set VT_MM_PYTHON to a
 exec 9>"$LOCK"
 flock 9
 
+# The deployment runtimes live in an overlay venv whose site-packages come first and which sees
+# the stack's through a .pth file: litert-torch's dependencies pin typing_extensions < 4.13
+# (xdsl), which the stack's own environment should not get. Keyed by both requirement files.
+deploy_overlay() {
+    local dkey overlay site
+    dkey="$( (echo "$KEY"; cat "$ROOT/requirements/deploy.txt" "$ROOT/requirements/deploy-nodeps.txt") | sha256sum | cut -c1-12)"
+    overlay="$CACHE/deploy-$dkey"
+    if [[ -f "$overlay/.complete" ]]; then
+        echo "$overlay"
+        return 0
+    fi
+    for stale in "$CACHE"/deploy-*; do
+        [[ -d "$stale" && ! -f "$stale/.complete" ]] && rm -rf "$stale"
+    done
+    say "installing the deployment runtimes into $overlay (requirements/deploy.txt; ~2 min)"
+    rm -rf "$overlay"
+    "$PYTHON" -m venv "$overlay" || die "could not create the deploy overlay venv"
+    site="$("$overlay/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    echo "import site; site.addsitedir('$ENV/lib/python3.11/site-packages')" > "$site/vt_mm_stack.pth"
+    local pip=("$overlay/bin/python" -m pip --disable-pip-version-check)
+    "${pip[@]}" install -q -r "$ROOT/requirements/deploy.txt" || die "installing requirements/deploy.txt failed"
+    "${pip[@]}" install -q --no-deps -r "$ROOT/requirements/deploy-nodeps.txt" || die "installing litert-torch failed"
+    "$overlay/bin/python" - <<'PY' || die "the deployment runtimes do not import beside the stack (see above)"
+import os
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import mmseg, mmdet, mmpretrain.models  # the stack still imports
+import openvino, MNN, ncnn, pnnx, onnxslim, litert_torch  # noqa: F401
+from ai_edge_litert.interpreter import Interpreter  # noqa: F401
+print(f"[setup_env] deploy: openvino {openvino.__version__}, ncnn {ncnn.__version__}, onnxslim {onnxslim.__version__}")
+PY
+    touch "$overlay/.complete"
+    echo "$overlay"
+}
+
 if [[ -f "$ENV/.complete" ]]; then
-    echo "$ENV"
+    if [[ $DEPLOY == 1 ]]; then deploy_overlay; else echo "$ENV"; fi
     exit 0
 fi
 
@@ -91,4 +129,4 @@ print(f"[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__} (ops), mm
 PY
 touch "$ENV/.complete"
 say "environment ready"
-echo "$ENV"
+if [[ $DEPLOY == 1 ]]; then deploy_overlay; else echo "$ENV"; fi

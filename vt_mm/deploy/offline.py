@@ -2,7 +2,8 @@
 
 Converters have been seen to do both at run time: importing ``MNN.tools`` runs
 ``os.system("pip install -U aliyun-log-python-sdk")`` and then posts a usage log with a machine
-id; onnx2tf downloads a calibration file; OpenVINO's ``convert_model`` has telemetry. vt-mm calls
+id; onnx2tf downloads a calibration file; OpenVINO's ``convert_model`` has telemetry (its
+package is imported by ``import openvino``, so only the network is blocked for it). vt-mm calls
 each converter so that none of this is reached (``docs/deployment.md``) and runs every
 conversion inside :func:`offline`, which turns any attempt into an :class:`OfflineViolation`
 naming what was tried, instead of a silent install or upload.
@@ -22,7 +23,6 @@ __all__ = ['OfflineViolation', 'offline', 'FORBIDDEN_MODULES']
 FORBIDDEN_MODULES = {
     'MNN.tools': "importing MNN.tools runs 'pip install aliyun-log-python-sdk' and sends a usage "
                  'log; call the converter in the _tools extension module instead',
-    'openvino_telemetry': "OpenVINO's telemetry; read ONNX with openvino.Core().read_model",
 }
 
 

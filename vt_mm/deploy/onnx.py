@@ -38,25 +38,46 @@ class SegmentationLabels(nn.Module):
     nearest resize of one channel give the same labels inside regions and differ only along
     class boundaries (measured in docs/deployment.md). The resize runs on the label map as
     float32 (exact for class ids below 2**24) because runtimes resize float tensors only.
+
+    Args:
+        net: image -> logits (N, C, h, w).
+        argmax_by_reduction: for runtimes without an ArgMax operator (ncnn's wheel builds none):
+            the first index of the maximum from max/min reductions and arithmetic, the same
+            labels as ``argmax`` for finite logits (ties: the first class, as argmax).
+        integer: int32 labels; False keeps float32 class ids for runtimes without integer
+            tensors (ncnn), cast by the caller.
     """
 
-    def __init__(self, net: nn.Module):
+    # (max - logit) * NOT_PEAK_SCALE is 0 at a maximum and >= 1 (clamped to 1) below it for any
+    # gap >= 1e-30 (every gap between distinct float32 logits above 1e-23 in magnitude); finite
+    # for gaps up to 3e8
+    NOT_PEAK_SCALE = 1e30
+
+    def __init__(self, net: nn.Module, argmax_by_reduction: bool = False, integer: bool = True):
         super().__init__()
         self.net = net
+        self.argmax_by_reduction, self.integer = argmax_by_reduction, integer
         self.train(net.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.net(x)
-        labels = logits.argmax(dim=1, keepdim=True).to(torch.float32)
+        if self.argmax_by_reduction:
+            classes = logits.shape[1]
+            peak = logits.amax(dim=1, keepdim=True)
+            not_peak = ((peak - logits) * self.NOT_PEAK_SCALE).clamp(0, 1)  # 0 at each maximum
+            index = torch.arange(classes, dtype=logits.dtype, device=logits.device)
+            labels = (index.view(1, -1, 1, 1) + classes * not_peak).amin(dim=1, keepdim=True)
+        else:
+            labels = logits.argmax(dim=1, keepdim=True).to(torch.float32)
         labels = F.interpolate(labels, size=x.shape[-2:], mode='nearest')
-        return labels.to(torch.int32)
+        return labels.to(torch.int32) if self.integer else labels
 
 
 OUTPUTS = ('logits', 'labels')
 
 
-def exportable(model: nn.Module, toolbox: Optional[str] = None,
-               output: str = 'logits') -> nn.Module:
+def exportable(model: nn.Module, toolbox: Optional[str] = None, output: str = 'logits',
+               **labels_options) -> nn.Module:
     """The network that ``export_onnx`` and every backend convert: segmentors -> decode-head
     logits (``output='labels'``: :class:`SegmentationLabels`), classifiers -> class logits,
     detectors -> backbone + neck feature maps (:class:`BackboneNeck`)."""
@@ -67,7 +88,7 @@ def exportable(model: nn.Module, toolbox: Optional[str] = None,
         raise ValueError(f"output='labels' is for segmentors; this is an {toolbox} model "
                          "(use output='logits')")
     net = BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
-    return SegmentationLabels(net) if output == 'labels' else net
+    return SegmentationLabels(net, **labels_options) if output == 'labels' else net
 
 
 @contextlib.contextmanager
@@ -99,7 +120,7 @@ def _traceable_mmseg_upsample():
 
 def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: bool = True,
                 toolbox: Optional[str] = None, opset: int = 17, output: str = 'logits',
-                simplify: bool = False) -> List[str]:
+                simplify: bool = False, **labels_options) -> List[str]:
     """Export a vt-mm model (mmseg segmentor, mmpretrain classifier, or an mmdet detector's
     backbone + neck) to ONNX; returns the output names.
 
@@ -113,7 +134,7 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
     graph with onnxslim (constants such as the position-embedding resizes, shape arithmetic,
     Identity chains); it needs the ``deploy`` extra and pays off for static shapes.
     """
-    net = exportable(model, toolbox, output).eval()
+    net = exportable(model, toolbox, output, **labels_options).eval()
     dummy = torch.randn(1, 3, *size)
     with torch.no_grad():
         outs = net(dummy)

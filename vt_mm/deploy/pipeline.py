@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from .backends import BACKENDS, ConversionJob, get_backend
 from .backends.ncnn import pnnx_binary
+from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
 
@@ -101,14 +102,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     """
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
-    net = exportable(model, toolbox, output).eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *shape, generator=gen)
-    with torch.no_grad():
-        expected = net(x)
-    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-    expected = [e.numpy() for e in expected]
-    onnx_path = osp.join(out_dir, stem + ('.labels' if output == 'labels' else '') + '.onnx')
     try:
         import onnxslim  # noqa: F401
         simplify = True
@@ -116,16 +111,39 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         simplify = False
         warnings.warn('onnxslim is not installed: the ONNX graph is not folded (bash '
                       'tools/setup_env.sh --deploy installs it)')
-    names = export_onnx(model, onnx_path, shape, dynamic=False, toolbox=toolbox, output=output,
-                        simplify=simplify)
-    job = ConversionJob(onnx_path=onnx_path, net=net, example=x.numpy(), output_names=names,
-                        output_shapes=[e.shape for e in expected], out_dir=out_dir,
-                        stem=osp.splitext(osp.basename(onnx_path))[0], calibration=calibration)
+    jobs = {}  # labels options -> the job every backend with those capabilities converts
+
+    def job_for(backend_class) -> ConversionJob:
+        options = {}
+        if output == 'labels':
+            options = dict(argmax_by_reduction=not backend_class.has_argmax,
+                           integer=backend_class.has_integer_tensors)
+        key = tuple(sorted(options.items()))
+        if key not in jobs:
+            net = exportable(model, toolbox, output, **options).eval()
+            with torch.no_grad():
+                expected = net(x)
+            expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+            plain = not options.get('argmax_by_reduction') and options.get('integer', True)
+            stem_ = (stem + ('.labels' if output == 'labels' else '') +
+                     ('' if plain else '.argmax-by-reduction'))
+            onnx_path = osp.join(out_dir, stem_ + '.onnx')
+            names = export_onnx(model, onnx_path, shape, dynamic=False, toolbox=toolbox,
+                                output=output, simplify=simplify, **options)
+            jobs[key] = ConversionJob(
+                onnx_path=onnx_path, net=net, example=x.numpy(), output_names=names,
+                output_shapes=[e.shape for e in expected], out_dir=out_dir, stem=stem_,
+                calibration=calibration, integer_outputs=output == 'labels',
+                expected=[e.numpy() for e in expected])
+        return jobs[key]
+
+    main_job = job_for(OnnxRuntimeBackend)
     results = []
     for name in backends:
         result = DeployResult(name, quantized=calibration is not None)
         try:
             backend = get_backend(name)
+            job = job_for(type(backend))
             if calibration is not None and not backend.supports_int8:
                 raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
                                  f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
@@ -135,12 +153,12 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             run = backend.load(result.files, job, num_threads=num_threads)
             got = run(job.example)
             result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
-                got, expected, labels=output == 'labels')
+                got, job.expected, labels=output == 'labels')
             result.latency_ms = time_runner(run, job.example, repeats=repeats)
         except Exception as e:  # noqa: BLE001  (reported per backend)
             if not keep_going:
                 raise
             result.error = f'{type(e).__name__}: {e}'
         results.append(result)
-    return dict(onnx=onnx_path, op_counts=onnx_op_counts(onnx_path), outputs=names,
-                results=results)
+    return dict(onnx=main_job.onnx_path, op_counts=onnx_op_counts(main_job.onnx_path),
+                outputs=main_job.output_names, results=results)

@@ -34,6 +34,8 @@ class ConversionJob:
         out_dir: where the backend writes its files.
         stem: the files' base name.
         calibration: INT8 calibration inputs (each like ``example``); None for fp32.
+        integer_outputs: whether the outputs are labels that the caller expects as int32.
+        expected: PyTorch's outputs on ``example`` (what the backend is compared with).
     """
     onnx_path: str
     net: nn.Module
@@ -43,6 +45,8 @@ class ConversionJob:
     out_dir: str
     stem: str
     calibration: Optional[Sequence[np.ndarray]] = None
+    integer_outputs: bool = False
+    expected: Optional[List[np.ndarray]] = None
 
     def path(self, suffix: str) -> str:
         return osp.join(self.out_dir, self.stem + suffix)
@@ -59,10 +63,16 @@ class Backend:
         name: the ``--backend`` name.
         packages: the import names it needs (for a clear error when one is missing).
         supports_int8: whether ``convert`` takes calibration data.
+        has_argmax: whether the runtime has an ArgMax operator (else the labels graph computes
+            it by reductions, :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
+        has_integer_tensors: whether a graph may output int32 (else labels stay float32 and
+            ``load``'s callable casts them).
     """
     name = ''
     packages: Sequence[str] = ()
     supports_int8 = False
+    has_argmax = True
+    has_integer_tensors = True
 
     @classmethod
     def missing(cls) -> List[str]:

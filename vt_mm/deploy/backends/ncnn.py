@@ -2,6 +2,9 @@
 stay fp32: pnnx's default stores fp16) to ``.ncnn.param`` + ``.ncnn.bin``, run by ncnn's Python
 binding with fp16 storage and arithmetic off.
 
+Segmentation labels: ncnn's wheel has no ArgMax layer and ncnn has no integer tensors, so its
+labels graph takes the argmax by reductions and outputs float32 class ids, cast to int32 here.
+
 ncnn's blobs have no batch axis and at most four dimensions: the graph's input and outputs are
 batch 1, and vt-mm's models avoid tensors of rank above 5 (with batch) in the traced graph.
 ncnn's ``load_param`` returns -1 for a layer it does not know, after which ``extract`` can
@@ -24,6 +27,8 @@ def pnnx_binary() -> str:
 class NCNNBackend(Backend):
     name = 'ncnn'
     packages = ('ncnn', 'pnnx')
+    has_argmax = False  # the ncnn wheel is built without its ArgMax layer
+    has_integer_tensors = False  # ncnn's Mat holds floats
 
     def convert(self, job):
         n, c, h, w = job.example.shape
@@ -72,7 +77,8 @@ class NCNNBackend(Backend):
                 ret, mat = extractor.extract(name)
                 if ret != 0:
                     raise RuntimeError(f'ncnn could not compute {name} (error {ret})')
-                results.append(np.array(mat).reshape(shape))
+                result = np.array(mat).reshape(shape)
+                results.append(np.rint(result).astype(np.int32) if job.integer_outputs else result)
             return results
 
         return run

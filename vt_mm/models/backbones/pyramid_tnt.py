@@ -124,7 +124,9 @@ class SRAttention(nn.Module):
             grid = x.transpose(1, 2).reshape(b, c, hw[0], hw[1])
             grid = F.avg_pool2d(grid, self.sr_ratio, self.sr_ratio).flatten(2).transpose(1, 2)
             x = self.sr_norm(self.sr(grid))
-        k, v = self.kv(x).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        kv = self.kv(x)  # keys then values along the channels; split before the head reshape
+        k = kv[..., :c].reshape(b, -1, h, c // h).transpose(1, 2)  # (4-D at most, for ncnn)
+        v = kv[..., c:].reshape(b, -1, h, c // h).transpose(1, 2)
         if self.fused_attn and not recording_attention(self):
             mask = None
             if bias is not None:
@@ -260,12 +262,16 @@ class Stem(nn.Module):
         b = x.shape[0]
         x = self.common(x)
         words = self.word_branch(x)
-        words = F.unfold(words, kernel_size=WORDS_SIDE, stride=WORDS_SIDE)  # B, c*16, N
-        n = words.shape[-1]
-        words = words.transpose(1, 2).reshape(b * n, self.word_dim, WORDS_SIDE * WORDS_SIDE)
+        # the 4x4 words of each sentence, sentences row-major, words row-major inside: what
+        # F.unfold(kernel 4, stride 4) gives, written with 4-D reshapes and permutes (unfold
+        # exports as a 6-D transpose, which ncnn lacks)
+        s, c = WORDS_SIDE, self.word_dim
+        rows, cols = words.shape[2] // s, words.shape[3] // s
+        words = words[:, :, :rows * s, :cols * s].reshape(b * c * rows, s, cols, s)
+        words = words.permute(0, 2, 1, 3).reshape(b, c, rows * cols, s * s).permute(0, 2, 3, 1)
         sentences = self.sentence_branch(x)
         hw = (sentences.shape[2], sentences.shape[3])
-        return words.transpose(1, 2), sentences.flatten(2).transpose(1, 2), hw
+        return words.reshape(-1, s * s, c), sentences.flatten(2).transpose(1, 2), hw
 
 
 class PyramidTNTStage(nn.Module):
