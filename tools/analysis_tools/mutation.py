@@ -34,7 +34,8 @@ GROUPS = {
     'base': (['vt_mm/models/backbones/base.py'], None,
              ['tests/test_backbone_contract.py', 'tests/test_vt_resnet.py', '-m', 'not slow']),
     'layers': (['vt_mm/models/layers/visual_tokens.py'], None,
-               ['tests/test_visual_tokens.py', 'tests/test_vtfpn.py', '-m', 'not slow']),
+               ['tests/test_visual_tokens.py', 'tests/test_visual_token_layers_contract.py',
+                'tests/test_vtfpn.py', '-m', 'not slow']),
     'vtfpn': (['vt_mm/models/necks/vt_fpn.py'], None, ['tests/test_vtfpn.py', '-m', 'not slow']),
 }
 

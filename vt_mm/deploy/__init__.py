@@ -3,8 +3,15 @@ backends (onnxruntime, OpenVINO, MNN, ncnn, TFLite; one module each under ``back
 guard that keeps their converters offline. ``vt_mm.deploy.pipeline`` ties them together for
 ``tools/deployment/export.py``."""
 from .offline import OfflineViolation, offline
-from .onnx import (BackboneNeck, SegmentationLabels, check_onnx, export_onnx, exportable,
-                   onnx_op_counts, simplify_onnx)
+from .onnx import (
+                   BackboneNeck,
+                   SegmentationLabels,
+                   check_onnx,
+                   export_onnx,
+                   exportable,
+                   onnx_op_counts,
+                   simplify_onnx,
+)
 from .transforms import fold_conv_bn, switch_to_deploy
 
 __all__ = [

@@ -13,8 +13,12 @@ class OnnxRuntimeBackend(Backend):
     def convert(self, job):
         if not job.int8:
             return [job.onnx_path]
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         class Images(CalibrationDataReader):

@@ -46,7 +46,7 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor
 
 from ..arg_checks import check_int, check_ints, check_number
-from ..layers import tracing
+from ..layers import TraceableGELU, tracing
 from .base import (
     BackboneContract,
     pretrained_to_init_cfg,
@@ -88,7 +88,7 @@ def mlp(dim: int, hidden: int, drop: float = 0.) -> FFN:
     """Linear - GELU - Dropout - Linear - Dropout, the official ``Mlp``, as mmcv's ``FFN``
     (without its residual: the block adds it). Keys ``layers.0.0.*`` / ``layers.1.*`` stand for
     the official ``fc1.*`` / ``fc2.*`` (the converter renames them)."""
-    return FFN(dim, hidden, act_cfg=dict(type='GELU'), ffn_drop=drop, add_identity=False)
+    return FFN(dim, hidden, act_cfg=dict(type=TraceableGELU), ffn_drop=drop, add_identity=False)
 
 
 class SRAttention(nn.Module):
@@ -440,8 +440,8 @@ class PyramidTNT(BackboneContract, BaseBackbone):
                 d = dims[i]
                 self.upsamples.append(nn.Sequential(
                     nn.ConvTranspose2d(d, d, 2, stride=2), build_norm_layer(norm_cfg, d)[1],
-                    nn.GELU(), nn.Conv2d(d, d, 3, padding=1, bias=False),
-                    build_norm_layer(norm_cfg, d)[1], nn.GELU()))
+                    TraceableGELU(), nn.Conv2d(d, d, 3, padding=1, bias=False),
+                    build_norm_layer(norm_cfg, d)[1], TraceableGELU()))
         self._freeze_stages()
 
     def init_weights(self):

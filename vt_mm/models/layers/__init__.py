@@ -1,3 +1,4 @@
+from .activations import TraceableGELU
 from .tracing import tracing
 from .visual_tokens import (
                             FilterTokenizer,
@@ -11,5 +12,5 @@ from .visual_tokens import (
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
-    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'tracing'
+    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'tracing', 'TraceableGELU'
 ]
