@@ -297,3 +297,22 @@ def test_traceable_gelu_is_gelu_and_avoids_the_fused_pattern(tmp_path):
         mnn = get_backend('mnn')
         got = mnn.load(mnn.convert(job), job)((x * 3).numpy())
         assert compare_outputs(got, [expected.numpy()], False)[0] < 1e-5
+
+
+def test_latency_benchmark_prints_one_row_per_thread_count(tmp_path):
+    """tools/analysis_tools/deploy_benchmark.py: eager and each backend timed alternately,
+    ratios to onnxruntime, one row per thread count (numbers not asserted: a benchmark)."""
+    _require(['onnxruntime', 'openvino'])
+    cfg = _config('vtfpn_small', tmp_path)
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis_tools/deploy_benchmark.py', cfg, '--backend',
+        'onnxruntime', 'openvino', '--threads', '1', '2', '--runs', '1', '--warmup', '0',
+        '--shape', '64', '64', '--out-dir', str(tmp_path / 'bench')
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith('| vtfpn_small')]
+    assert [row.split('|')[3].strip() for row in rows] == ['1', '2'], proc.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.split('|')[1:-1]]
+        assert cells[4].endswith('(1.00x)') and cells[5].endswith('x)'), row
+        assert float(cells[3]) > 0

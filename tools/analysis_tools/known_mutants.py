@@ -46,7 +46,7 @@ MUTANTS = [
     ('PyramidTNT same-size shortcut kept while tracing', 'vt_mm/models/backbones/pyramid_tnt.py',
      'if tuple(src) == tuple(dst) and not tracing():', 'if tuple(src) == tuple(dst):',
      ['tests/test_onnx_export.py', '-k', 'tnt']),
-    ('check_onnx compares the first output only', 'vt_mm/deploy.py',
+    ('check_onnx compares the first output only', 'vt_mm/deploy/onnx.py',
      'diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))',
      'diff = float(np.abs(got[0] - expected[0].numpy()).max())',
      ['tests/test_onnx_export.py', '-k', 'check_onnx']),

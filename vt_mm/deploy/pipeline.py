@@ -97,7 +97,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
-    Returns dict(onnx=path, op_counts={op: n}, outputs=names, results=[DeployResult]).
+    Returns dict(onnx=path, op_counts={op: n}, outputs=names, results=[DeployResult],
+    jobs={backend: ConversionJob} (to load a backend again, e.g. with other thread counts)).
     ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
     """
     os.makedirs(out_dir, exist_ok=True)
@@ -138,12 +139,12 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         return jobs[key]
 
     main_job = job_for(OnnxRuntimeBackend)
-    results = []
+    results, used_jobs = [], {}
     for name in backends:
         result = DeployResult(name, quantized=calibration is not None)
         try:
             backend = get_backend(name)
-            job = job_for(type(backend))
+            job = used_jobs[name] = job_for(type(backend))
             if calibration is not None and not backend.supports_int8:
                 raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
                                  f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
@@ -161,4 +162,4 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             result.error = f'{type(e).__name__}: {e}'
         results.append(result)
     return dict(onnx=main_job.onnx_path, op_counts=onnx_op_counts(main_job.onnx_path),
-                outputs=main_job.output_names, results=results)
+                outputs=main_job.output_names, results=results, jobs=used_jobs)
