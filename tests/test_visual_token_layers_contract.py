@@ -260,3 +260,37 @@ def test_pointwise_equals_the_convolution(groups, bias, traced, monkeypatch):
     tokens, maps = torch.randn(3, 8, 5), torch.randn(3, 8, 4, 6)
     torch.testing.assert_close(vt.pointwise(conv1, tokens), conv1(tokens))
     torch.testing.assert_close(vt.pointwise(conv2, maps), conv2(maps))
+
+
+@pytest.mark.parametrize('build', [
+    lambda cfg: FilterTokenizer(8, 8, 4, init_cfg=cfg),
+    lambda cfg: RecurrentTokenizer(8, 8, init_cfg=cfg),
+    lambda cfg: TokenPositionEncoding(8, init_cfg=cfg),
+    lambda cfg: TokenTransformer(8, init_cfg=cfg),
+    lambda cfg: TokenProjector(8, 8, init_cfg=cfg),
+    lambda cfg: VTModule(8, 8, 4, init_cfg=cfg),
+])
+def test_init_cfg_is_applied(build):
+    """Each layer hands init_cfg to BaseModule: init_weights() applies it."""
+    layer = build(dict(type='Constant', val=0.25, layer=['Conv1d', 'Conv2d', 'Linear']))
+    layer.init_weights()
+    weights = [m.weight for m in layer.modules()
+               if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    assert weights and all(bool((w == 0.25).all()) for w in weights)
+
+
+def test_transformer_ffn_and_its_errors():
+    """The FFN (1x1 conv, ReLU, 1x1 conv) exists for any ffn_channels >= 1 and computes
+    W2 relu(W1 x + b1) + b2; wrong token shapes are refused by name."""
+    assert TokenTransformer(8, ffn_channels=1).ffn is not None
+    t = TokenTransformer(8, ffn_channels=6).eval()
+    c1, c2 = [m for m in t.ffn.modules() if isinstance(m, torch.nn.Conv1d)]
+    x = torch.randn(2, 8, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(t.ffn(x), c2(torch.relu(c1(x))))
+    with pytest.raises(ValueError) as info:
+        t(torch.randn(2, 6, 5))
+    assert str(info.value) == 'TokenTransformer expects tokens (N, 8, L), got (2, 6, 5)'
+    with pytest.raises(ValueError) as info:
+        t(torch.randn(8, 5))
+    assert str(info.value) == 'TokenTransformer expects tokens (N, 8, L), got (8, 5)'
