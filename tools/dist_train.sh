@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: tools/dist_train.sh CONFIG GPUS [train.py args...]
+# torchrun is `python -m torch.distributed.run`; called that way it needs no console script on
+# PATH (PYTHON picks the interpreter, default: the first python on PATH).
 # Without GPUs, GPUS processes train on the CPU with the gloo backend.
 # Multi-node: set NNODES, NODE_RANK, MASTER_ADDR (and PORT) on every node.
 CONFIG=$1
@@ -11,7 +13,7 @@ MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 
 PYTHONPATH="$ROOT:$PYTHONPATH" \
-torchrun \
+"${PYTHON:-python}" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \
     --master_addr="$MASTER_ADDR" \
