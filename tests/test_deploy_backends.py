@@ -16,6 +16,8 @@ import torch
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
+from export_helpers import SMALL_SEMANTIC_VTFPN, trained_like_bn  # noqa: E402
+
 from vt_mm.analysis import build_model  # noqa: E402
 from vt_mm.deploy import OfflineViolation, SegmentationLabels, offline  # noqa: E402
 from vt_mm.deploy.backends import BACKENDS  # noqa: E402
@@ -24,15 +26,6 @@ from vt_mm.deploy.pipeline import TOLERANCE, deploy  # noqa: E402
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 ALL = list(BACKENDS)
 MISSING = {name: b.missing() for name, b in BACKENDS.items() if b.missing()}
-
-SMALL_SEMANTIC_VTFPN = """
-_base_ = [{base!r}]
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(pretrained=None, backbone=dict(depth=18, norm_cfg=norm_cfg),
-             neck=dict(in_channels=[64, 128, 256, 512], out_channels=32, token_channels=64),
-             decode_head=dict(in_channels=[32, 32, 32, 32], channels=32, norm_cfg=norm_cfg))
-"""
-
 
 # Small variants (same code paths, fewer blocks or channels) keep the conversions quick: the
 # TFLite converter's time grows with the number of ops.
@@ -65,13 +58,7 @@ def _require(backends):
 
 def _trained_like_bn(model):
     """Non-trivial BN statistics, so that a backend that drops or misplaces BN cannot pass."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
-    return model
+    return trained_like_bn(model, affine=False)
 
 
 def _config(name, tmp_path):

@@ -13,35 +13,14 @@ import torch
 pytest.importorskip('onnx')
 pytest.importorskip('onnxruntime')
 
+from export_helpers import SMALL_SEMANTIC_VTFPN  # noqa: E402
+from export_helpers import trained_like_bn as _trained_like_bn  # noqa: E402
+
 from vt_mm.analysis import build_model  # noqa: E402
 from vt_mm.deploy import check_onnx, export_onnx  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOL = 1e-4
-
-SMALL_SEMANTIC_VTFPN = """
-_base_ = [{base!r}]
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(pretrained=None, backbone=dict(depth=18, norm_cfg=norm_cfg),
-             neck=dict(in_channels=[64, 128, 256, 512], out_channels=32, token_channels=64),
-             decode_head=dict(in_channels=[32, 32, 32, 32], channels=32, norm_cfg=norm_cfg))
-"""
-
-
-def _trained_like_bn(model):
-    """BatchNorm with non-trivial statistics and affine terms, so that an export that got BN
-    wrong (e.g. in training mode) cannot pass."""
-    gen = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-            m.running_var.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
-            if m.affine:
-                m.weight.data.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
-                m.bias.data.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
-    return model
-
 
 def _export_and_check(config, trace, odd, tmp_path, randomize_bn=True):
     torch.manual_seed(0)

@@ -36,6 +36,15 @@ command -v "$PYTHON" >/dev/null || die "$PYTHON not found; set VT_MM_PYTHON to a
 exec 9>"$LOCK"
 flock 9
 
+# Environments that never completed are broken leftovers: remove them (they hold GBs each).
+remove_incomplete() {
+    local stale
+    for stale in "$CACHE"/"$1"-*; do
+        [[ -d "$stale" && ! -f "$stale/.complete" ]] && rm -rf "$stale"
+    done
+    return 0
+}
+
 # The deployment runtimes live in an overlay venv whose site-packages come first and which sees
 # the stack's through a .pth file: litert-torch's dependencies pin typing_extensions < 4.13
 # (xdsl), which the stack's own environment should not get. Keyed by both requirement files.
@@ -47,9 +56,7 @@ deploy_overlay() {
         echo "$overlay"
         return 0
     fi
-    for stale in "$CACHE"/deploy-*; do
-        [[ -d "$stale" && ! -f "$stale/.complete" ]] && rm -rf "$stale"
-    done
+    remove_incomplete deploy
     say "installing the deployment runtimes into $overlay (requirements/deploy.txt; ~2 min)"
     rm -rf "$overlay"
     "$PYTHON" -m venv "$overlay" || die "could not create the deploy overlay venv"
@@ -75,10 +82,7 @@ if [[ -f "$ENV/.complete" ]]; then
     exit 0
 fi
 
-# Environments that never completed are broken leftovers: remove them (they hold ~5 GB each).
-for stale in "$CACHE"/env-*; do
-    [[ -d "$stale" && ! -f "$stale/.complete" ]] && rm -rf "$stale"
-done
+remove_incomplete env
 say "building environment $ENV (first run on this machine; ~20 min, mostly the mmcv build)"
 rm -rf "$ENV"
 "$PYTHON" -m venv "$ENV" || die "could not create a venv with $PYTHON"

@@ -74,15 +74,18 @@ def main(argv=None):
             if not r.ok:
                 print(f'[deploy_benchmark] {stem}: {r.line()}', file=sys.stderr)
         ok = [r for r in report['results'] if r.ok]
-        net = exportable(model, toolbox, args.output).eval()
-        x = torch.randn(1, 3, *shape)
+        # eager runs the same network on the same input as the backends
+        net = report['jobs']['onnxruntime'].net if 'onnxruntime' in report['jobs'] else \
+            exportable(model, toolbox, args.output).eval()
+        example = report['jobs'][ok[0].backend].example if ok else \
+            torch.randn(1, 3, *shape).numpy()
+        x = torch.from_numpy(example)
         for threads in args.threads:
             torch.set_num_threads(threads)
             runners = []
             for r in ok:
                 job = report['jobs'][r.backend]
                 runners.append(get_backend(r.backend).load(r.files, job, num_threads=threads))
-            example = report['jobs'][ok[0].backend].example if ok else x.numpy()
             fns = [lambda: net(x)] + [lambda run=run: run(example) for run in runners]
             times = time_alternately(fns, args.runs, args.warmup, 'cpu', label=stem)
             ms = {'eager': 1000 * times[0][0]}

@@ -7,8 +7,6 @@ input as PyTorch eager. Conversions run inside :func:`vt_mm.deploy.offline.offli
 """
 import os
 import os.path as osp
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Tuple
@@ -17,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..analysis import time_alternately
 from .backends import BACKENDS, ConversionJob, get_backend
-from .backends.ncnn import pnnx_binary
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
@@ -76,18 +74,6 @@ def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], l
         agreement = float(np.mean([np.mean(g.astype(np.int64) == e) for g, e in
                                    zip(got, expected)]))
     return diff, peak, agreement
-
-
-def time_runner(run, x: np.ndarray, repeats: int = 10, warmup: int = 2) -> float:
-    """Median milliseconds of ``run(x)``."""
-    for _ in range(warmup):
-        run(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(x)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], out_dir: str,
@@ -148,14 +134,14 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             if calibration is not None and not backend.supports_int8:
                 raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
                                  f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
-            allowed = [pnnx_binary()] if name == 'ncnn' else []
-            with offline(allowed_programs=allowed):
+            with offline(allowed_programs=backend.programs()):
                 result.files = backend.convert(job)
             run = backend.load(result.files, job, num_threads=num_threads)
             got = run(job.example)
             result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
                 got, job.expected, labels=output == 'labels')
-            result.latency_ms = time_runner(run, job.example, repeats=repeats)
+            result.latency_ms = 1000 * time_alternately(
+                [lambda: run(job.example)], runs=repeats, warmup=2, device='cpu')[0][0]
         except Exception as e:  # noqa: BLE001  (reported per backend)
             if not keep_going:
                 raise

@@ -93,6 +93,10 @@ class Backend:
                 f"backend '{cls.name}' needs {', '.join(missing)}, which is not installed: "
                 'bash tools/setup_env.sh --deploy installs every runtime (requirements/deploy.txt)')
 
+    def programs(self) -> List[str]:
+        """Executables ``convert`` starts (allowed by :func:`vt_mm.deploy.offline.offline`)."""
+        return []
+
     def convert(self, job: ConversionJob) -> List[str]:
         """Writes the runtime's files for ``job``; returns their paths (the model file first)."""
         raise NotImplementedError

@@ -30,6 +30,9 @@ class NCNNBackend(Backend):
     has_argmax = False  # the ncnn wheel is built without its ArgMax layer
     has_integer_tensors = False  # ncnn's Mat holds floats
 
+    def programs(self):
+        return [pnnx_binary()]
+
     def convert(self, job):
         n, c, h, w = job.example.shape
         if n != 1:
