@@ -286,9 +286,11 @@ def test_traceable_gelu_is_gelu_and_avoids_the_fused_pattern(tmp_path):
         assert compare_outputs(got, [expected.numpy()], False)[0] < 1e-5
 
 
-def test_latency_benchmark_prints_one_row_per_thread_count(tmp_path):
-    """tools/analysis_tools/deploy_benchmark.py: eager and each backend timed alternately,
-    ratios to onnxruntime, one row per thread count (numbers not asserted: a benchmark)."""
+def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
+    """tools/analysis_tools/deploy_benchmark.py: eager and each backend's logits and labels
+    graphs timed alternately, ratios to onnxruntime's logits graph (logits rows) and to the
+    backend's own logits graph (labels rows), one row per graph and thread count (numbers not
+    asserted: a benchmark)."""
     _require(['onnxruntime', 'openvino'])
     cfg = _config('vtfpn_small', tmp_path)
     proc = subprocess.run([
@@ -297,9 +299,12 @@ def test_latency_benchmark_prints_one_row_per_thread_count(tmp_path):
         '--shape', '64', '64', '--out-dir', str(tmp_path / 'bench')
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith('| vtfpn_small')]
-    assert [row.split('|')[3].strip() for row in rows] == ['1', '2'], proc.stdout
-    for row in rows:
-        cells = [c.strip() for c in row.split('|')[1:-1]]
-        assert cells[4].endswith('(1.00x)') and cells[5].endswith('x)'), row
-        assert float(cells[3]) > 0
+    rows = [[c.strip() for c in line.split('|')[1:-1]] for line in proc.stdout.splitlines()
+            if line.startswith('| vtfpn_small')]
+    assert [(r[1], r[3]) for r in rows] == [('logits', '1'), ('labels', '1'), ('logits', '2'),
+                                           ('labels', '2')], proc.stdout
+    for cells in rows:
+        assert float(cells[4]) > 0  # eager
+        assert cells[5].endswith('x)') and cells[6].endswith('x)'), cells
+        if cells[1] == 'logits':
+            assert cells[5].endswith('(1.00x)'), cells  # onnxruntime against itself

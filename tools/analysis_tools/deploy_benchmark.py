@@ -2,13 +2,19 @@
 eager and onnxruntime in one run (this machine is noisy: only ratios within a run compare).
 
     python tools/analysis_tools/deploy_benchmark.py [CONFIG ...] [--backend ...]
-        [--threads 1 2] [--runs 10] [--shape H W] [--output logits|labels] [--out-dir DIR]
+        [--threads 1 2] [--runs 10] [--shape H W] [--variants logits labels int8]
+        [--calib-config CONFIG] [--out-dir DIR]
 
-Each config is converted once per backend by ``vt_mm.deploy.pipeline.deploy`` (checked against
-PyTorch as ``tools/deployment/export.py`` does); then, for each thread count, eager and every
-backend's runner are timed in alternation on the same input. Prints a markdown table with the
-median milliseconds, each backend's ratio to onnxruntime, and SeaFormer's ARM figures from the
-paper (one Snapdragon 865 core, 512x512) beside the SeaFormer rows. Runs outside the test suite.
+Each config is converted once per backend and graph (``--variants``: the logits graph, the
+labels graph of segmentors, the INT8 logits graph on backends with INT8) by
+``vt_mm.deploy.pipeline.deploy`` (checked against PyTorch as ``tools/deployment/export.py``
+does); then, for each thread count, eager and every runner of every graph are timed in
+alternation on the same input. Prints a markdown table with the median milliseconds and ratios
+(logits: to onnxruntime; labels: to the backend's logits graph; INT8: to its fp32 graph), and
+SeaFormer's ARM figures from the paper (one Snapdragon 865 core, 512x512) beside the SeaFormer
+rows. INT8 calibration images come from ``--calib-config``'s training split (default: the
+SeaFormer-T demo config; no other config's data is on this machine). Runs outside the test
+suite.
 """
 import argparse
 import os.path as osp
@@ -22,6 +28,7 @@ import torch  # noqa: E402
 from vt_mm.analysis import build_model, default_shape, time_alternately  # noqa: E402
 from vt_mm.deploy import exportable  # noqa: E402
 from vt_mm.deploy.backends import BACKENDS, get_backend  # noqa: E402
+from vt_mm.deploy.calibration import calibration_images  # noqa: E402
 from vt_mm.deploy.pipeline import deploy  # noqa: E402
 
 DEFAULT_CONFIGS = [
@@ -35,8 +42,17 @@ DEFAULT_CONFIGS = [
     'configs/pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
     'configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py',
 ]
+VARIANTS = ('logits', 'labels', 'int8')
+CALIB_CONFIG = 'configs/seaformer/seaformer-tiny_lip-demo-256x256.py'
 # the paper's Table (one Snapdragon 865 core, TFLite, 512x512), FACTS.md
 SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
+
+
+def calibration_for(config: str, shape, num: int):
+    """INT8 calibration images: ``config``'s training images (its test pipeline and
+    preprocessing; every vt-mm family uses the same ImageNet mean/std) at ``shape``."""
+    model, cfg, _ = build_model(config)
+    return calibration_images(cfg, model, shape, num)
 
 
 def arm_figure(config: str) -> str:
@@ -56,51 +72,78 @@ def main(argv=None):
     parser.add_argument('--runs', type=int, default=10)
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
-    parser.add_argument('--output', choices=['logits', 'labels'], default='logits')
+    parser.add_argument('--variants', nargs='+', choices=VARIANTS, default=['logits', 'labels'],
+                        help='graphs per config: logits, labels (segmentors), int8 (logits, '
+                        'backends with INT8)')
+    parser.add_argument('--calib-config', default=CALIB_CONFIG,
+                        help='config whose training images calibrate --variants int8')
+    parser.add_argument('--calib-images', type=int, default=16)
     parser.add_argument('--out-dir', default='work_dirs/deploy_benchmark')
     args = parser.parse_args(argv)
     backends = ['onnxruntime'] + [b for b in args.backend if b != 'onnxruntime']
-    print('| config | input | threads | eager ms | ' +
-          ' | '.join(f'{b} ms (x ort)' for b in backends) + ' | paper ARM ms (1 core) |')
-    print('|---|---|---|---|' + '---|' * len(backends) + '---|')
+    print('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels rows: to the '
+          "same backend's logits graph; int8 rows: to the same backend's fp32 logits graph. "
+          'All graphs of a config and thread count timed alternately in one run.\n')
+    print('| config | graph | input | threads | eager ms | ' +
+          ' | '.join(f'{b} ms' for b in backends) + ' | paper ARM ms (1 core) |')
+    print('|---|---|---|---|---|' + '---|' * len(backends) + '---|')
     for config in args.configs:
         model, cfg, toolbox = build_model(config)
         model.eval()
         shape = tuple(args.shape or default_shape(cfg, toolbox))
         stem = osp.splitext(osp.basename(config))[0]
-        report = deploy(model, backends, shape, osp.join(args.out_dir, stem), stem,
-                        toolbox=toolbox, output=args.output, repeats=1)
-        for r in report['results']:
-            if not r.ok:
-                print(f'[deploy_benchmark] {stem}: {r.line()}', file=sys.stderr)
-        ok = [r for r in report['results'] if r.ok]
-        # eager runs the same network on the same input as the backends
-        net = report['jobs']['onnxruntime'].net if 'onnxruntime' in report['jobs'] else \
-            exportable(model, toolbox, args.output).eval()
-        example = report['jobs'][ok[0].backend].example if ok else \
-            torch.randn(1, 3, *shape).numpy()
+        variants = [v for v in args.variants if v != 'labels' or toolbox == 'mmseg']
+        graphs = {}  # variant -> (eager net, {backend: (files, job)})
+        example = None
+        for variant in variants:
+            calibration = None
+            names = backends
+            if variant == 'int8':
+                names = [b for b in backends if BACKENDS[b].supports_int8]
+                calibration = calibration_for(args.calib_config, shape, args.calib_images)
+            report = deploy(model, names, shape, osp.join(args.out_dir, stem), stem,
+                            toolbox=toolbox, output='labels' if variant == 'labels' else 'logits',
+                            calibration=calibration, repeats=1)
+            converted = {}
+            for r in report['results']:
+                if r.ok:
+                    converted[r.backend] = (r.files, report['jobs'][r.backend])
+                else:
+                    print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
+            if converted and example is None:
+                example = next(iter(converted.values()))[1].example
+            net = exportable(model, toolbox, 'labels' if variant == 'labels' else 'logits')
+            graphs[variant] = (net.eval(), converted)
+        if example is None:
+            example = torch.randn(1, 3, *shape).numpy()
         x = torch.from_numpy(example)
         for threads in args.threads:
             torch.set_num_threads(threads)
-            runners = []
-            for r in ok:
-                job = report['jobs'][r.backend]
-                runners.append(get_backend(r.backend).load(r.files, job, num_threads=threads))
-            fns = [lambda: net(x)] + [lambda run=run: run(example) for run in runners]
+            keys, fns = [], []
+            for variant, (net, converted) in graphs.items():
+                if variant != 'int8':  # eager INT8 is not what a runtime runs
+                    keys.append((variant, 'eager'))
+                    fns.append(lambda net=net: net(x))
+                for backend, (files, job) in converted.items():
+                    run = get_backend(backend).load(files, job, num_threads=threads)
+                    keys.append((variant, backend))
+                    fns.append(lambda run=run: run(example))
             times = time_alternately(fns, args.runs, args.warmup, 'cpu', label=stem)
-            ms = {'eager': 1000 * times[0][0]}
-            ms.update({r.backend: 1000 * t[0] for r, t in zip(ok, times[1:])})
-            ort = ms.get('onnxruntime')
-            cells = []
-            for b in backends:
-                if b not in ms:
-                    cells.append('failed')
-                elif ort:
-                    cells.append(f'{ms[b]:.1f} ({ms[b] / ort:.2f}x)')
-                else:
-                    cells.append(f'{ms[b]:.1f}')
-            print(f'| {stem} | {shape[0]}x{shape[1]} | {threads} | {ms["eager"]:.1f} | ' +
-                  ' | '.join(cells) + f' | {arm_figure(config)} |', flush=True)
+            ms = {key: 1000 * t[0] for key, t in zip(keys, times)}
+            for variant in graphs:
+                cells = []
+                for b in backends:
+                    if (variant, b) not in ms:
+                        cells.append('failed' if variant != 'int8' or
+                                     BACKENDS[b].supports_int8 else '')
+                        continue
+                    base = ms.get(('logits', 'onnxruntime' if variant == 'logits' else b))
+                    ratio = f' ({ms[(variant, b)] / base:.2f}x)' if base else ''
+                    cells.append(f'{ms[(variant, b)]:.1f}{ratio}')
+                eager = ms.get((variant, 'eager'))
+                print(f'| {stem} | {variant} | {shape[0]}x{shape[1]} | {threads} | '
+                      f'{"" if eager is None else f"{eager:.1f}"} | ' + ' | '.join(cells) +
+                      f' | {arm_figure(config) if variant == "logits" else ""} |', flush=True)
 
 
 if __name__ == '__main__':

@@ -14,7 +14,8 @@ The graph's input is the normalised NCHW image (float32, (pixel - mean) / std wi
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
 docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in argmax at
 the logits' resolution and a nearest upsample to the input (int32). ``--int8`` quantizes with
-``--calib-images`` images of the config's test split (onnxruntime). Conversions run offline
+``--calib-images`` images of the config's training split through its test pipeline
+(onnxruntime: QDQ; tflite: fully integer, PT2E). Conversions run offline
 (no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
 initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
 """
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     parser.add_argument('--output', choices=['logits', 'labels'], default='logits')
     parser.add_argument('--int8', action='store_true', help='static INT8 quantization')
     parser.add_argument('--calib-images', type=int, default=32,
-                        help='calibration images from the config\'s test split (--int8)')
+                        help="calibration images from the config's training split (--int8)")
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=10, help='timed runs per backend')
     parser.add_argument('--out-dir', required=True)

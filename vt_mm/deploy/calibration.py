@@ -1,5 +1,8 @@
-"""INT8 calibration inputs from a config's own data: the test split's images through the test
-pipeline and the model's data_preprocessor (mean/std, RGB), resized to the graph's static size."""
+"""INT8 calibration inputs from a config's own data: images of its training split through the
+test pipeline and the model's data_preprocessor (mean/std, RGB), resized to the graph's static
+size. The training split, so that an INT8 model evaluated on the validation split was not
+calibrated on the images it is scored on."""
+import copy
 from typing import List, Tuple
 
 import numpy as np
@@ -10,20 +13,23 @@ __all__ = ['calibration_images']
 
 
 def calibration_images(cfg, model, shape: Tuple[int, int], num: int,
-                       split: str = 'test_dataloader') -> List[np.ndarray]:
-    """The first ``num`` images of ``cfg[split]``'s dataset as normalised float32 arrays
-    (1, 3, H, W), as the exported graph takes them; a clear error if the split has fewer."""
+                       split: str = 'train_dataloader') -> List[np.ndarray]:
+    """``num`` images of ``cfg[split]``'s dataset (evenly spread over it), loaded by the test
+    pipeline, as normalised float32 arrays (1, 3, H, W) as the exported graph takes them; a
+    clear error if the split has fewer."""
     from vt_mm.engine.data_checks import build_dataset
     if num < 1:
         raise ValueError(f'--calib-images must be >= 1, got {num}')
-    dataset = build_dataset(cfg, cfg[split]['dataset'])
+    ds_cfg = copy.deepcopy(cfg[split]['dataset'])
+    ds_cfg['pipeline'] = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)  # no augmentation
+    dataset = build_dataset(cfg, ds_cfg)
     if len(dataset) < num:
         raise ValueError(f'{num} calibration images asked for, but the {split} split has '
                          f'{len(dataset)}; lower --calib-images or point data_root at more data')
     images = []
     with torch.no_grad():
-        for idx in range(num):
-            sample = dataset[idx]
+        for idx in np.linspace(0, len(dataset) - 1, num).round().astype(int):
+            sample = dataset[int(idx)]
             batch = model.data_preprocessor(
                 dict(inputs=[sample['inputs']], data_samples=[sample['data_samples']]), False)
             x = batch['inputs'].float()

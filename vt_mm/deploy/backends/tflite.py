@@ -1,6 +1,15 @@
 """TFLite (LiteRT): the PyTorch network converted by litert-torch (``torch.export`` -> TFLite
 flatbuffer, fp32), run by ai-edge-litert's interpreter (XNNPACK).
 
+INT8: litert-torch's PT2E route (static, symmetric, per-channel weights, per-tensor activations
+with histogram observers) calibrated on the job's images. The model is then fully integer: its
+input and outputs are int8 with a scale and zero point (the app quantizes the normalised image
+as ``round(x / scale) + zero_point``); ``load``'s callable does that and dequantizes the
+outputs, so it takes and returns float32 like the other backends. litert-torch 0.10's default
+layout partitioner fails on quantized SeaFormer graphs ("Attempting to convert non-NHWC
+compatible node to NHWC: dequantize_per_tensor_..."); its greedy partitioner converts them and
+is used for INT8 only.
+
 litert-torch starts from PyTorch, not from the ONNX graph: onnx2tf (the ONNX route) needs
 TensorFlow, downloads a calibration file even for float models, and rejects SeaFormer's
 attention scaling without ``-dsm``. Nearest resizes are converted as gathers
@@ -63,17 +72,69 @@ def nearest_resize_as_gather():
         F.interpolate = original
 
 
+@contextlib.contextmanager
+def _layout_partitioner(name: str):
+    key = 'LAYOUT_OPTIMIZE_PARTITIONER'  # read by litert_torch.config at conversion time
+    saved = os.environ.get(key)
+    os.environ[key] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key)
+        else:
+            os.environ[key] = saved
+
+
+def _quantized_pt2e(net, example: torch.Tensor, calibration):
+    """``net`` exported, observed on the calibration images and converted to quantize /
+    dequantize pairs (PT2E), with the quantizer litert-torch needs to lower them."""
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e import quantize_pt2e
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
+    graph = torch.export.export(net, (example, )).module()
+    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    for image in calibration:
+        graph(torch.from_numpy(image))
+    return quantize_pt2e.convert_pt2e(graph, fold_quantize=False), quantizer
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """A float input as the tensor's dtype wants it (INT8 models: scale and zero point)."""
+    if detail['dtype'] == np.float32:
+        return x
+    scale, zero_point = detail['quantization']
+    info = np.iinfo(detail['dtype'])
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(detail['dtype'])
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail['quantization']
+    if detail['dtype'] == np.float32 or scale == 0:  # float, or integer labels (no scale)
+        return y.copy()
+    return (y.astype(np.float32) - zero_point) * np.float32(scale)
+
+
 class TFLiteBackend(Backend):
     name = 'tflite'
     packages = ('litert_torch', 'ai_edge_litert')
+    supports_int8 = True
 
     def convert(self, job):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
         import litert_torch
         example = torch.from_numpy(job.example)
         with torch.no_grad(), nearest_resize_as_gather():
-            edge_model = litert_torch.convert(job.net.eval(), (example, ))
-        path = job.path('.tflite')
+            if job.int8:
+                from litert_torch.quantize.quant_config import QuantConfig
+                graph, quantizer = _quantized_pt2e(job.net.eval(), example, job.calibration)
+                with _layout_partitioner('GREEDY'):
+                    edge_model = litert_torch.convert(
+                        graph, (example, ), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            else:
+                edge_model = litert_torch.convert(job.net.eval(), (example, ))
+        path = job.path('.int8.tflite' if job.int8 else '.tflite')
         edge_model.export(path)
         return [path]
 
@@ -85,8 +146,8 @@ class TFLiteBackend(Backend):
         outputs = interpreter.get_output_details()
 
         def run(x: np.ndarray):
-            interpreter.set_tensor(inp['index'], x)
+            interpreter.set_tensor(inp['index'], _quantize(x, inp))
             interpreter.invoke()
-            return [interpreter.get_tensor(o['index']).copy() for o in outputs]
+            return [_dequantize(interpreter.get_tensor(o['index']), o) for o in outputs]
 
         return run

@@ -1,0 +1,191 @@
+"""INT8 deployment (onnxruntime QDQ, TFLite fully integer), its calibration data and the accuracy
+tool that scores deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3
+and 5). Small SeaFormer-T at 64x64 on generated LIP-layout data; the trained-model numbers are
+benchmarks (docs/deployment.md)."""
+import copy
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip('onnxruntime')
+
+from export_helpers import trained_like_bn  # noqa: E402
+
+from vt_mm.analysis import build_model  # noqa: E402
+from vt_mm.deploy import accuracy, exportable, onnx_op_counts  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS  # noqa: E402
+from vt_mm.deploy.calibration import calibration_images  # noqa: E402
+from vt_mm.deploy.pipeline import deploy  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_lip-demo-256x256.py')
+SIZE = 64
+
+
+def _require(backends):
+    missing = {b: BACKENDS[b].missing() for b in backends if BACKENDS[b].missing()}
+    if missing:
+        pytest.skip(f'runtimes not installed: {missing} (bash tools/setup_env.sh --deploy)')
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """(config path, data root): the SeaFormer-T demo config on 6 train / 2 val images, tested
+    at 64x64."""
+    from vt_mm.datasets import make_demo_lip
+    tmp = tmp_path_factory.mktemp('int8')
+    root = str(tmp / 'lip')
+    make_demo_lip(root, num_train=6, num_val=2, size=48, seed=1)
+    path = tmp / 'seaformer_demo_64.py'
+    path.write_text(f"""_base_ = [{DEMO!r}]
+data_root = {root!r}
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({SIZE}, {SIZE}), keep_ratio=False),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_dataloader = val_dataloader
+""")
+    return str(path), root
+
+
+@pytest.fixture(scope='module')
+def model_and_cfg(demo):
+    torch.manual_seed(0)
+    model, cfg, toolbox = build_model(demo[0])
+    assert toolbox == 'mmseg'
+    return trained_like_bn(model).eval(), cfg
+
+
+def test_calibration_images_are_training_images_through_the_test_pipeline(demo, model_and_cfg):
+    """Calibration never uses the validation images an INT8 model is scored on, and sees what
+    the graph sees: the test pipeline (no random crops or flips), normalised, at its size."""
+    model, cfg = model_and_cfg
+    images = calibration_images(cfg, model, (SIZE, SIZE), 3)
+    assert len(images) == 3 and all(i.shape == (1, 3, SIZE, SIZE) for i in images)
+    assert all(i.dtype == np.float32 for i in images)
+    through_test_pipeline = copy.deepcopy(cfg)
+    through_test_pipeline.train_dataloader.dataset.pipeline = cfg.test_dataloader.dataset.pipeline
+    train = accuracy.val_samples(through_test_pipeline, model, split='train_dataloader')
+    val = accuracy.val_samples(cfg, model)
+    # spread over the split (indices 0, 2.5 -> 2, 5), exactly, without augmentation
+    for image, idx in zip(images, (0, 2, 5)):
+        np.testing.assert_array_equal(image, train[idx].inputs)
+    for image in images:
+        assert all(not np.array_equal(image, v.inputs) for v in val)
+    assert calibration_images(cfg, model, (32, 40), 1)[0].shape == (1, 3, 32, 40)
+    with pytest.raises(ValueError, match='7 calibration images.*has 6'):
+        calibration_images(cfg, model, (SIZE, SIZE), 7)
+
+
+def test_mmseg_postprocessing_of_logits_is_mmseg_predict(model_and_cfg):
+    """The accuracy tool's post-processing of a backend's 1/8 logits reproduces mmseg's
+    EncoderDecoder.predict exactly when given PyTorch's logits (so only the runtime differs)."""
+    model, cfg = model_and_cfg
+    samples = accuracy.val_samples(cfg, model)
+    net = exportable(model, 'mmseg', 'logits').eval()
+    for sample in samples:
+        assert sample.mmseg_pred.shape == sample.gt.shape == (48, 48)  # the image's size
+        with torch.no_grad():
+            logits = net(torch.from_numpy(sample.inputs)).numpy()
+        assert logits.shape[-2:] == (SIZE // 8, SIZE // 8)
+        np.testing.assert_array_equal(accuracy.mmseg_labels(model, logits, sample),
+                                      sample.mmseg_pred)
+        # a different prediction is told apart
+        shifted = np.roll(logits, 1, axis=1)
+        assert not np.array_equal(accuracy.mmseg_labels(model, shifted, sample),
+                                  sample.mmseg_pred)
+
+
+def test_score_counts_miou_and_agreement_as_mmseg_does():
+    gt = np.array([[0, 0, 1, 1], [0, 0, 1, 255]])
+    sample = accuracy.ValSample(None, None, gt, mmseg_pred=gt.copy())
+    assert accuracy.score(lambda s: s.gt, [sample], 3).miou == pytest.approx(100)
+    pred = np.array([[0, 0, 0, 1], [0, 0, 1, 2]])  # one 1 -> 0; the ignored pixel as 2
+    scored = accuracy.score(lambda s: pred, [sample], 3)
+    # IoU(0) = 4/5, IoU(1) = 2/3, class 2 absent from the (non-ignored) labels: nan, not counted
+    assert scored.miou == pytest.approx(100 * (4 / 5 + 2 / 3) / 2)
+    assert scored.agreement == pytest.approx(100 * 6 / 8)
+    labels = np.arange(4, dtype=np.int32).reshape(1, 1, 2, 2)
+    np.testing.assert_array_equal(accuracy.label_map_to(labels, (4, 4)),
+                                  np.repeat(np.repeat(labels[0, 0], 2, 0), 2, 1))
+
+
+def test_int8_in_onnxruntime_and_tflite_is_quantized_and_tracks_fp32(demo, model_and_cfg,
+                                                                      tmp_path):
+    """Static INT8, calibrated on the config's training images: onnxruntime's graph carries
+    QDQ pairs, TFLite's is fully integer (int8 input); both follow the fp32 logits closely but
+    not exactly (a backend that ignored the calibration and stayed fp32 would be exact)."""
+    _require(['onnxruntime', 'tflite'])
+    model, cfg = model_and_cfg
+    calibration = calibration_images(cfg, model, (SIZE, SIZE), 4)
+    report = deploy(model, ['onnxruntime', 'tflite'], (SIZE, SIZE), str(tmp_path), 'sea',
+                    toolbox='mmseg', calibration=calibration, repeats=1, keep_going=False)
+    ort, tfl = report['results']
+    assert ort.files[0].endswith('.int8.onnx') and tfl.files[0].endswith('.int8.tflite')
+    ops = onnx_op_counts(ort.files[0])
+    assert ops.get('QuantizeLinear', 0) > 20 and ops.get('DequantizeLinear', 0) > 20, ops
+    from ai_edge_litert.interpreter import Interpreter
+    interpreter = Interpreter(model_path=tfl.files[0])
+    assert interpreter.get_input_details()[0]['dtype'] == np.int8
+    # on a calibration-like image (the random one of deploy() is out of distribution)
+    x = calibration[1]
+    with torch.no_grad():
+        expected = report['jobs']['onnxruntime'].net(torch.from_numpy(x)).numpy()
+    for result in (ort, tfl):
+        assert result.quantized and result.ok
+        run = BACKENDS[result.backend]().load(result.files, report['jobs'][result.backend])
+        got = run(x)[0].reshape(expected.shape)
+        err = np.abs(got - expected).max() / np.abs(expected).max()
+        cosine = float((got * expected).sum() /
+                       (np.linalg.norm(got) * np.linalg.norm(expected)))
+        # random weights at 64x64 quantize worse than a trained model (measured: max error
+        # 23-29% of the peak, cosine 0.976-0.979); docs/deployment.md has trained-model mIoU
+        assert 1e-5 < err < 0.5 and cosine > 0.95, (result.backend, err, cosine)
+
+
+def test_int8_on_a_backend_without_it_names_the_ones_with_it(model_and_cfg, tmp_path):
+    model, cfg = model_and_cfg
+    report = deploy(model, ['mnn'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
+                    calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], repeats=1)
+    error = report['results'][0].error
+    assert 'mnn has no INT8 path' in error and "'onnxruntime', 'tflite'" in error, error
+
+
+def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, tmp_path):
+    """tools/analysis_tools/deploy_accuracy.py on a checkpoint: PyTorch's logits and labels,
+    each backend's labels graph, fp32 and INT8 logits (numbers are benchmarks, not asserted
+    beyond their range; PyTorch's logits row is mmseg's own prediction: 100% agreement)."""
+    _require(['onnxruntime'])
+    model, _ = model_and_cfg
+    ckpt = str(tmp_path / 'model.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis_tools/deploy_accuracy.py', demo[0], ckpt, '--backend',
+        'onnxruntime', '--int8-backend', 'onnxruntime', '--calib-images', '2', '--runs', '1',
+        '--out-dir', str(tmp_path / 'acc')
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.split('|')[1:-1]]
+        if line.startswith('| ') and cells[2] in ('fp32', 'INT8'):
+            rows[tuple(cells[:3])] = cells[3:]
+    assert set(rows) == {('PyTorch', 'logits', 'fp32'), ('PyTorch', 'labels', 'fp32'),
+                         ('onnxruntime', 'labels', 'fp32'), ('onnxruntime', 'logits', 'fp32'),
+                         ('onnxruntime', 'logits', 'INT8')}, proc.stdout
+    assert float(rows[('PyTorch', 'logits', 'fp32')][1]) == 100.0
+    assert float(rows[('onnxruntime', 'logits', 'fp32')][1]) == 100.0
+    for miou, agreement, ms in rows.values():
+        assert 0 <= float(miou) <= 100 and 0 < float(agreement) <= 100 and float(ms) > 0
+    assert '2 validation images at 64x64' in proc.stdout

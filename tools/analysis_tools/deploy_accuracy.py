@@ -1,0 +1,121 @@
+"""What a trained segmentor scores after deployment: every backend's labels graph and, for
+INT8, its quantized logits graph, on the config's validation split, against mmseg's own
+prediction (bilinear resize of the logits, then argmax).
+
+    python tools/analysis_tools/deploy_accuracy.py CONFIG CHECKPOINT
+        [--backend onnxruntime openvino mnn ncnn tflite] [--int8-backend onnxruntime tflite]
+        [--calib-images 32] [--max-images N] [--runs 10] [--out-dir DIR]
+
+Prints a markdown table: per runtime and graph (labels fp32; logits fp32 and INT8, whose
+logits go through mmseg's post-processing) the mIoU on the validation split, the share of
+pixels equal to mmseg's prediction of the PyTorch model, and the median single-thread latency,
+every graph timed alternately in one run. INT8 calibration uses ``--calib-images`` images of
+the training split (through the test pipeline), never the validation images it is scored on.
+Runs outside the test suite (docs/deployment.md has the numbers).
+"""
+import argparse
+import os.path as osp
+import sys
+import warnings
+
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
+
+import torch  # noqa: E402
+
+from vt_mm import analysis  # noqa: E402
+from vt_mm.analysis import build_model, time_alternately  # noqa: E402
+from vt_mm.deploy import accuracy, exportable  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS, get_backend  # noqa: E402
+from vt_mm.deploy.calibration import calibration_images  # noqa: E402
+from vt_mm.deploy.pipeline import deploy  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--backend', nargs='+', default=list(BACKENDS), choices=list(BACKENDS))
+    parser.add_argument('--int8-backend', nargs='*', default=['onnxruntime', 'tflite'],
+                        choices=[b for b, c in BACKENDS.items() if c.supports_int8])
+    parser.add_argument('--calib-images', type=int, default=32)
+    parser.add_argument('--max-images', type=int, help='validation images (default: all)')
+    parser.add_argument('--runs', type=int, default=10, help='timed runs per graph')
+    parser.add_argument('--out-dir', default='work_dirs/deploy_accuracy')
+    return parser.parse_args(argv)
+
+
+def loaded(report: dict, threads: int = 1):
+    """backend -> runner of each backend that converted and matches PyTorch."""
+    runners = {}
+    for result in report['results']:
+        if not result.ok:
+            print(f'[deploy_accuracy] {result.line()}', file=sys.stderr)
+            continue
+        job = report['jobs'][result.backend]
+        runners[result.backend] = get_backend(result.backend).load(result.files, job, threads)
+    return runners
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    analysis.VERBOSE_BUILD = False
+    model, cfg, toolbox = build_model(args.config)
+    if toolbox != 'mmseg':
+        sys.exit(f'[deploy_accuracy] {args.config} is not a segmentor (toolbox {toolbox})')
+    from mmengine.runner import load_checkpoint
+    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    model.eval()
+    torch.set_num_threads(1)
+    samples = accuracy.val_samples(cfg, model, args.max_images)
+    shape = tuple(samples[0].inputs.shape[-2:])
+    if any(tuple(s.inputs.shape[-2:]) != shape for s in samples):
+        sys.exit('[deploy_accuracy] the test pipeline gives inputs of several sizes; the '
+                 'deployed graphs are static: use a Resize to a fixed scale (keep_ratio=False)')
+    stem = osp.splitext(osp.basename(args.config))[0]
+    out = osp.join(args.out_dir, stem)
+
+    runners, outputs = {}, {}
+
+    def add(name, run, output):
+        runners[name], outputs[name] = run, output
+
+    labels_net = exportable(model, toolbox, 'labels').eval()
+    logits_net = exportable(model, toolbox, 'logits').eval()
+    add('PyTorch | logits | fp32', lambda x: [logits_net(torch.from_numpy(x)).numpy()], 'logits')
+    add('PyTorch | labels | fp32', lambda x: [labels_net(torch.from_numpy(x)).numpy()], 'labels')
+    for backend, run in loaded(deploy(model, args.backend, shape, out, stem, toolbox=toolbox,
+                                      output='labels', repeats=1)).items():
+        add(f'{backend} | labels | fp32', run, 'labels')
+    if args.int8_backend:
+        for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
+                                          toolbox=toolbox, repeats=1)).items():
+            add(f'{backend} | logits | fp32', run, 'logits')
+        calibration = calibration_images(cfg, model, shape, args.calib_images)
+        for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
+                                          toolbox=toolbox, calibration=calibration,
+                                          repeats=1)).items():
+            add(f'{backend} | logits | INT8', run, 'logits')
+
+    names = list(runners)
+    example = samples[0].inputs
+    with torch.no_grad():
+        times = time_alternately([lambda run=runners[n]: run(example) for n in names], args.runs,
+                                 2, 'cpu', label=stem)
+        predictors = accuracy.predictors(model, runners, outputs)
+        num_classes = model.decode_head.num_classes
+        ignore_index = model.decode_head.ignore_index
+        scores = {n: accuracy.score(predictors[n], samples, num_classes, ignore_index)
+                  for n in names}
+    reference = accuracy.score(lambda s: s.mmseg_pred, samples, num_classes, ignore_index)
+    print(f'\n{stem}: {len(samples)} validation images at {shape[0]}x{shape[1]}, mmseg predict '
+          f'(PyTorch, bilinear then argmax) mIoU {reference.miou:.2f}%; 1 thread\n')
+    print('| runtime | graph | precision | mIoU % | agreement with mmseg % | ms |')
+    print('|---|---|---|---|---|---|')
+    for name, t in zip(names, times):
+        s = scores[name]
+        print(f'| {name} | {s.miou:.2f} | {s.agreement:.2f} | {1000 * t[0]:.1f} |')
+
+
+if __name__ == '__main__':
+    main()
