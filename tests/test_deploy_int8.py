@@ -23,7 +23,7 @@ from vt_mm.deploy.calibration import calibration_images  # noqa: E402
 from vt_mm.deploy.pipeline import deploy  # noqa: E402
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_lip-demo-256x256.py')
+DEMO = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_lip-256x256_demo.py')
 SIZE = 64
 
 

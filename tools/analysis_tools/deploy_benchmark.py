@@ -43,7 +43,7 @@ DEFAULT_CONFIGS = [
     'configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py',
 ]
 VARIANTS = ('logits', 'labels', 'int8')
-CALIB_CONFIG = 'configs/seaformer/seaformer-tiny_lip-demo-256x256.py'
+CALIB_CONFIG = 'configs/seaformer/seaformer-tiny_lip-256x256_demo.py'
 # the paper's Table (one Snapdragon 865 core, TFLite, 512x512), FACTS.md
 SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
 
