@@ -137,7 +137,8 @@ class VTFPN(BaseModule):
         num_tokens (int): Tokens per level L. Default: 8.
         token_channels (int, optional): Token channels C_T. Default: None (4 x out_channels).
         num_heads (int, optional): Heads of transformer and projector attention. Default: None
-            (16, or the largest common divisor of 16, out_channels and token_channels).
+            (16, or the largest common divisor of 16, out_channels, token_channels and
+            token_channels // 2, the transformer's key width).
         groups (int, optional): Groups of the tokenizer value projections and the projector
             queries. Default: None (as num_heads).
         num_transformer_layers (int): Stacked shared token transformers. Default: 1.
@@ -243,8 +244,9 @@ class VTFPN(BaseModule):
         ])
         if token_channels is None:
             token_channels = TOKEN_WIDTH_RATIO * out_channels
-        # None: the pseudo-code's 16, or the largest divisor of both widths below it (narrow necks)
-        fit = math.gcd(16, out_channels, token_channels)
+        # None: the pseudo-code's 16, or the largest divisor of both widths and of the
+        # transformer's key width C_T/2 below it (narrow necks)
+        fit = math.gcd(16, out_channels, token_channels, max(token_channels // 2, 1))
         num_heads = fit if num_heads is None else num_heads
         groups = fit if groups is None else groups
         for what, value in (('out_channels', out_channels), ('token_channels', token_channels)):

@@ -1,0 +1,195 @@
+"""VT-FPN's contract, pinned down where a mutation run found bugs that passed the other tests
+(issue "Tests that catch the bug", docs/testing.md): the default transformer settings, the
+defaults of the FPN vocabulary, the extra levels computed by hand for every
+``add_extra_convs`` mode, the top-down pathway on 2- and 3-level pyramids, and the exact values
+of ``token_statistics``."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import vt_mm  # noqa: F401
+from vt_mm.models.necks import VTFPN
+
+IN_CHANNELS = [16, 32, 64, 128]
+
+
+def _features(h, w, channels=IN_CHANNELS, n=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    feats, fh, fw = [], -(-h // 4), -(-w // 4)
+    for c in channels:
+        feats.append(torch.randn(n, c, fh, fw, generator=gen))
+        fh, fw = -(-fh // 2), -(-fw // 2)
+    return feats
+
+
+def _neck(**kw):
+    args = dict(in_channels=IN_CHANNELS, out_channels=32, num_outs=4, num_tokens=4,
+                token_channels=64)
+    args.update(kw)
+    torch.manual_seed(0)
+    neck = VTFPN(**args)
+    neck.init_weights()
+    return neck.eval()
+
+
+def test_default_transformer_is_the_pseudo_codes():
+    """token_channels = 4 x out_channels; 16 heads and groups (or gcd with the widths); the
+    transformer: keys/queries C_T/2 wide, K/Q/V grouped by gcd(8, C_T/2), with a value
+    projection, one layer; a position encoding per level."""
+    neck = VTFPN(IN_CHANNELS, 64, 4)
+    assert neck.token_channels == 256
+    (layer, ) = neck.transformer
+    assert layer.num_heads == 16 and layer.qk_channels == 128
+    assert layer.key.weight.shape == (128, 256 // 8, 1) and layer.key.groups == 8
+    assert layer.query.groups == 8 and layer.value is not None and layer.value.groups == 8
+    assert layer.value.weight.shape == (256, 256 // 8, 1) and layer.value.bias is not None
+    for tok, proj in zip(neck.tokenizers, neck.projectors):
+        assert tok.value.groups == 16 and tok.value.weight.shape == (256, 64 // 16, 1)
+        assert tok.num_tokens == 8 and tok.token_channels == 256
+        assert proj.num_heads == 16 and proj.query_groups == 16
+    assert len(neck.pos_encodings) == 4
+    # narrow widths: gcd(16, 24, 48) = 8 heads and groups; qkv groups gcd(8, 24) = 8
+    narrow = VTFPN(IN_CHANNELS, 24, 4, token_channels=48)
+    assert narrow.transformer[0].num_heads == 8 and narrow.projectors[0].query_groups == 8
+    assert narrow.tokenizers[0].value.groups == 8 and narrow.transformer[0].key.groups == 8
+    # C_T/2 = 18: heads gcd(16, 32, 36, 18) = 2 (the key width must split into the heads;
+    # before, 4 heads from gcd(16, 32, 36) failed with 'qk_channels=18 must be divisible by 4')
+    odd = VTFPN(IN_CHANNELS, 32, 4, token_channels=36)
+    assert odd.transformer[0].key.groups == 2 and odd.transformer[0].num_heads == 2
+    assert VTFPN(IN_CHANNELS, 32, 4, token_channels=48).transformer[0].num_heads == 8
+
+
+def test_transformer_cfg_tokenizer_cfg_and_layer_count_pass_through():
+    neck = VTFPN(IN_CHANNELS, 32, 4, token_channels=64, num_transformer_layers=2,
+                 transformer_cfg=dict(with_value=False, qk_channels=16, ffn_channels=0),
+                 with_pos_encoding=False, num_heads=4, groups=2)
+    assert len(neck.transformer) == 2
+    for layer in neck.transformer:
+        assert layer.value is None and layer.qk_channels == 16 and layer.ffn is None
+        assert layer.num_heads == 4
+    assert neck.pos_encodings is None
+    assert all(t.value.groups == 2 for t in neck.tokenizers)
+    assert all(p.num_heads == 4 and p.query_groups == 2 for p in neck.projectors)
+    none = VTFPN(IN_CHANNELS, 32, 4, token_channels=64, num_transformer_layers=0)
+    tokens = [torch.randn(1, 64, 4)] * 2
+    assert all(torch.equal(a, b) for a, b in zip(none.mix_tokens(tokens), tokens))
+
+
+def test_fpn_vocabulary_defaults():
+    """add_extra_convs=False (max-pool), norm on laterals when norm_cfg is given,
+    zero_init_projection=False, relu_before_extra_convs=False, nearest top-down."""
+    neck = VTFPN(IN_CHANNELS, 32, 5, token_channels=64, norm_cfg=dict(type='BN'))
+    assert neck.add_extra_convs is False and len(neck.extra_convs) == 0
+    assert all(conv.with_norm for conv in neck.lateral_convs)
+    assert neck.relu_before_extra_convs is False and neck.upsample_cfg == dict(mode='nearest')
+    neck.init_weights()
+    assert all(p.value.weight.abs().sum() > 0 for p in neck.projectors)
+    no_norm = VTFPN(IN_CHANNELS, 32, 4, token_channels=64, norm_cfg=dict(type='BN'),
+                    no_norm_on_lateral=True)
+    assert not any(conv.with_norm for conv in no_norm.lateral_convs)
+    assert VTFPN(IN_CHANNELS, 32, 5, add_extra_convs=True).add_extra_convs == 'on_input'
+
+
+@pytest.mark.parametrize('mode', ['on_input', 'on_lateral', 'on_output'])
+@pytest.mark.parametrize('relu', [False, True])
+def test_extra_levels_by_hand(mode, relu):
+    """Two extra levels: the first a stride-2 3x3 conv on the last input, lateral or output
+    (the input has the backbone's channels), the second on the first's output, after a ReLU
+    with relu_before_extra_convs (mmdet's FPN)."""
+    neck = _neck(num_outs=6, add_extra_convs=mode, relu_before_extra_convs=relu)
+    first, second = neck.extra_convs
+    assert first.conv.in_channels == (IN_CHANNELS[-1] if mode == 'on_input' else 32)
+    assert first.conv.stride == (2, 2) and first.conv.kernel_size == (3, 3)
+    assert second.conv.in_channels == 32 and first.conv.padding == (1, 1)
+    feats = _features(64, 96)
+    with torch.no_grad():
+        outs = neck(feats)
+        laterals = neck.lateral_features(feats)
+        source = dict(on_input=feats[-1], on_lateral=laterals[-1], on_output=outs[3])[mode]
+        p5 = first(source)
+        p6 = second(F.relu(p5) if relu else p5)
+    assert len(outs) == 6
+    torch.testing.assert_close(outs[4], p5, rtol=0, atol=0)
+    torch.testing.assert_close(outs[5], p6, rtol=0, atol=0)
+    assert outs[4].shape[2:] == (1, 2) and outs[5].shape[2:] == (1, 1)
+
+
+def test_max_pool_extra_levels_pool_the_last_output():
+    neck = _neck(num_outs=6)
+    with torch.no_grad():
+        outs = neck(_features(64, 96))
+    torch.testing.assert_close(outs[4], F.max_pool2d(outs[3], 1, stride=2), rtol=0, atol=0)
+    torch.testing.assert_close(outs[5], F.max_pool2d(outs[4], 1, stride=2), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('levels', [2, 3])
+@pytest.mark.parametrize('hw', [(64, 64), (72, 104)])
+def test_top_down_on_short_pyramids_is_fpns(levels, hw):
+    """Laterals + top-down on 2- and 3-level pyramids (start_level / end_level), the fused
+    fast path with non-zero biases against the sum written out."""
+    in_channels = IN_CHANNELS[:levels]
+    neck = _neck(in_channels=in_channels, num_outs=levels)
+    for conv in neck.lateral_convs:
+        torch.nn.init.normal_(conv.conv.bias)
+    feats = _features(*hw, channels=in_channels)
+    with torch.no_grad():
+        got = neck.lateral_features(feats)
+        plain = [conv.conv(x) for conv, x in zip(neck.lateral_convs, feats)]
+        for i in range(levels - 1, 0, -1):
+            plain[i - 1] = plain[i - 1] + F.interpolate(plain[i], size=plain[i - 1].shape[2:])
+    assert neck._fused_laterals and len(got) == levels
+    for g, p in zip(got, plain):
+        torch.testing.assert_close(g, p, rtol=1e-5, atol=1e-5)
+    sliced = _neck(start_level=1, end_level=2, num_outs=2)
+    with torch.no_grad():
+        outs = sliced(_features(*hw))
+    assert [o.shape[1] for o in outs] == [32, 32]
+    assert outs[0].shape[2:] == _features(*hw)[1].shape[2:]
+
+
+def test_token_statistics_exact_values():
+    """Uniform tokenizer attention (zero token coefficients) gives entropy 1 and peak 1, every
+    token the same (similarity 1); zero projector values add nothing (ratio 0); random ones
+    add the ratio of norms written out."""
+    neck = _neck(num_transformer_layers=0, with_pos_encoding=False, zero_init_projection=True)
+    for tok in neck.tokenizers:
+        torch.nn.init.zeros_(tok.token_coef.weight)
+        torch.nn.init.zeros_(tok.token_coef.bias)
+    feats = _features(64, 64, n=2)
+    with torch.no_grad():
+        stats = neck.token_statistics(feats)
+    assert len(stats) == 4
+    for s in stats:
+        assert s['attention_entropy'] == pytest.approx(1, abs=1e-6)
+        assert s['attention_peak'] == pytest.approx(1, abs=1e-5)
+        assert s['token_similarity'] == pytest.approx(1, abs=1e-5)
+        assert s['projection_ratio'] == 0
+        assert 0 <= s['projector_entropy'] <= 1 + 1e-6
+    # projector values non-zero: the ratio is the added norm over the lateral's norm
+    for p in neck.projectors:
+        torch.nn.init.normal_(p.value.weight)
+    with torch.no_grad():
+        stats = neck.token_statistics(feats)
+        laterals = neck.lateral_features(feats)
+        tokens, _ = neck.tokenize(laterals)
+        added = neck.projectors[1](laterals[1], tokens[1]) - laterals[1]
+    expected = (added.flatten(1).norm(dim=1) / laterals[1].flatten(1).norm(dim=1)).mean()
+    assert stats[1]['projection_ratio'] == pytest.approx(float(expected), rel=1e-5)
+    assert stats[1]['projection_ratio'] > 0
+
+
+def test_token_statistics_keys_ranges_and_a_single_token():
+    neck = _neck(num_transformer_layers=0, with_pos_encoding=False)
+    stats_keys = {'attention_entropy', 'attention_peak', 'token_similarity',
+                  'projector_entropy', 'projection_ratio'}
+    with torch.no_grad():
+        stats = neck.token_statistics(_features(64, 64))
+    assert all(set(s) == stats_keys for s in stats)
+    assert all(-1 <= s['token_similarity'] <= 1 for s in stats)
+    # normalised entropy of L=1 tokens is defined as 1 (no choice)
+    single = _neck(num_tokens=1, num_transformer_layers=0)
+    with torch.no_grad():
+        assert single.token_statistics(_features(64, 64))[0]['projector_entropy'] == 1.0
+    assert math.isfinite(stats[0]['attention_peak'])
