@@ -105,11 +105,10 @@ def main(argv=None):
                             toolbox=toolbox, output='labels' if variant == 'labels' else 'logits',
                             calibration=calibration, repeats=1)
             converted = {}
-            for r in report['results']:
+            for r in report['results']:  # the check against PyTorch, failed or not
+                print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
                 if r.ok:
                     converted[r.backend] = (r.files, report['jobs'][r.backend])
-                else:
-                    print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
             if converted and example is None:
                 example = next(iter(converted.values()))[1].example
             net = exportable(model, toolbox, 'labels' if variant == 'labels' else 'logits')
