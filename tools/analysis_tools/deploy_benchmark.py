@@ -104,6 +104,8 @@ def main(argv=None):
             report = deploy(model, names, shape, osp.join(args.out_dir, stem), stem,
                             toolbox=toolbox, output='labels' if variant == 'labels' else 'logits',
                             calibration=calibration, repeats=1)
+            ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
+            print(f'[deploy_benchmark] {stem} {variant} ONNX ops: {ops}', file=sys.stderr)
             converted = {}
             for r in report['results']:  # the check against PyTorch, failed or not
                 print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
