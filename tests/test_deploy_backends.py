@@ -210,18 +210,22 @@ def test_mnn_tools_import_is_blocked():
 
 
 def test_cli_prints_one_line_per_backend(tmp_path):
-    _require(['onnxruntime', 'openvino'])
+    """export.py from another folder with a relative --out-dir (as users type it): ncnn's
+    converter runs in the output folder and once failed to open the relative ONNX path."""
+    _require(['onnxruntime', 'openvino', 'ncnn'])
     cfg = _config('vtfpn_small', tmp_path)
     proc = subprocess.run([
-        sys.executable, 'tools/deployment/export.py', cfg, '--backend', 'onnxruntime',
-        'openvino', '--shape', '64', '64', '--repeats', '1', '--out-dir', str(tmp_path / 'out')
-    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+        sys.executable, osp.join(ROOT, 'tools/deployment/export.py'), cfg, '--backend',
+        'onnxruntime', 'openvino', 'ncnn', '--shape', '64', '64', '--repeats', '1', '--out-dir',
+        'out'
+    ], cwd=str(tmp_path), capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [line for line in proc.stdout.splitlines() if 'max_abs_diff' in line]
-    assert [line.split(':')[0] for line in lines] == ['onnxruntime', 'openvino'], proc.stdout
+    assert [line.split(':')[0] for line in lines] == ['onnxruntime', 'openvino', 'ncnn'], \
+        proc.stdout
     assert all('latency' in line and ' ms ' in line for line in lines)
-    assert osp.isfile(tmp_path / 'out' / 'vtfpn_small.xml')
-    assert osp.isfile(tmp_path / 'out' / 'vtfpn_small.bin')
+    for name in ('vtfpn_small.xml', 'vtfpn_small.bin', 'vtfpn_small.ncnn.param'):
+        assert osp.isfile(tmp_path / 'out' / name), name
     assert np.isfinite(float(lines[0].split('max_abs_diff ')[1].split()[0]))
 
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 pytest.importorskip('onnxruntime')
 
@@ -121,6 +122,36 @@ def test_score_counts_miou_and_agreement_as_mmseg_does():
                                   np.repeat(np.repeat(labels[0, 0], 2, 0), 2, 1))
 
 
+def test_labels_from_upsampled_logits(model_and_cfg, tmp_path):
+    """logits_upsample=K: bilinear upsampling of the logits by K (the head's align_corners)
+    before the argmax; at the head's stride the labels are mmseg's prediction at the input
+    size. onnxruntime gives PyTorch's labels."""
+    model, cfg = model_and_cfg
+    sample = accuracy.val_samples(cfg, model, max_images=1)[0]
+    x = torch.from_numpy(sample.inputs)
+    metas = [s.metainfo for s in sample.data_samples]
+    with torch.no_grad():
+        logits = exportable(model, 'mmseg', 'logits')(x)
+        full = exportable(model, 'mmseg', 'labels', logits_upsample=8)(x)
+        mmseg = model.decode_head.predict_by_feat(logits, metas).argmax(1, keepdim=True)
+        twice = exportable(model, 'mmseg', 'labels', logits_upsample=2)(x)
+        up2 = F.interpolate(logits, scale_factor=2, mode='bilinear', align_corners=False)
+        plain = exportable(model, 'mmseg', 'labels')(x)
+    assert full.shape == (1, 1, SIZE, SIZE) and full.dtype == torch.int32
+    torch.testing.assert_close(full, mmseg.to(torch.int32), rtol=0, atol=0)
+    expected2 = F.interpolate(up2.argmax(1, keepdim=True).float(), size=(SIZE, SIZE))
+    torch.testing.assert_close(twice, expected2.to(torch.int32), rtol=0, atol=0)
+    assert not torch.equal(plain, full)  # the factor changes the labels
+    with pytest.raises(ValueError, match='logits_upsample must be an integer >= 1'):
+        exportable(model, 'mmseg', 'labels', logits_upsample=0)
+    report = deploy(model, ['onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
+                    toolbox='mmseg', output='labels', repeats=1, labels_upsample=2)
+    (result, ) = report['results']
+    assert result.files[0].endswith('sea.labels.up2.onnx')
+    assert result.agreement == 1.0, result.line()
+    assert 'Resize' in report['op_counts']
+
+
 def test_int8_in_onnxruntime_and_tflite_is_quantized_and_tracks_fp32(demo, model_and_cfg,
                                                                       tmp_path):
     """Static INT8, calibrated on the config's training images: onnxruntime's graph carries
@@ -173,6 +204,7 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
     proc = subprocess.run([
         sys.executable, 'tools/analysis_tools/deploy_accuracy.py', demo[0], ckpt, '--backend',
         'onnxruntime', '--int8-backend', 'onnxruntime', '--calib-images', '2', '--runs', '1',
+        '--labels-upsample', '1', '2',
         '--out-dir', str(tmp_path / 'acc')
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -181,8 +213,10 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
         cells = [c.strip() for c in line.split('|')[1:-1]]
         if line.startswith('| ') and cells[2] in ('fp32', 'INT8'):
             rows[tuple(cells[:3])] = cells[3:]
+    up = 'labels, logits x2 bilinear'
     assert set(rows) == {('PyTorch', 'logits', 'fp32'), ('PyTorch', 'labels', 'fp32'),
-                         ('onnxruntime', 'labels', 'fp32'), ('onnxruntime', 'logits', 'fp32'),
+                         ('onnxruntime', 'labels', 'fp32'), ('PyTorch', up, 'fp32'),
+                         ('onnxruntime', up, 'fp32'), ('onnxruntime', 'logits', 'fp32'),
                          ('onnxruntime', 'logits', 'INT8')}, proc.stdout
     assert float(rows[('PyTorch', 'logits', 'fp32')][1]) == 100.0
     assert float(rows[('onnxruntime', 'logits', 'fp32')][1]) == 100.0

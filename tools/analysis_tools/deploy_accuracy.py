@@ -3,14 +3,16 @@ INT8, its quantized logits graph, on the config's validation split, against mmse
 prediction (bilinear resize of the logits, then argmax).
 
     python tools/analysis_tools/deploy_accuracy.py CONFIG CHECKPOINT
-        [--backend onnxruntime openvino mnn ncnn tflite] [--int8-backend onnxruntime tflite]
-        [--calib-images 32] [--max-images N] [--runs 10] [--out-dir DIR]
+        [--backend onnxruntime openvino mnn ncnn tflite] [--labels-upsample 1 2 4 8]
+        [--int8-backend onnxruntime tflite] [--calib-images 32] [--max-images N] [--runs 10]
+        [--out-dir DIR]
 
-Prints a markdown table: per runtime and graph (labels fp32; logits fp32 and INT8, whose
-logits go through mmseg's post-processing) the mIoU on the validation split, the share of
-pixels equal to mmseg's prediction of the PyTorch model, and the median single-thread latency,
-every graph timed alternately in one run. INT8 calibration uses ``--calib-images`` images of
-the training split (through the test pipeline), never the validation images it is scored on.
+Prints a markdown table: per runtime and graph (labels fp32, for each ``--labels-upsample``
+factor; logits fp32 and INT8, whose logits go through mmseg's post-processing) the mIoU on the
+validation split, the share of pixels equal to mmseg's prediction of the PyTorch model, and the
+median single-thread latency, every graph timed alternately in one run. INT8 calibration
+uses ``--calib-images`` images of the training split (through the test pipeline), never the
+validation images it is scored on.
 Runs outside the test suite (docs/deployment.md has the numbers).
 """
 import argparse
@@ -38,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument('--backend', nargs='+', default=list(BACKENDS), choices=list(BACKENDS))
     parser.add_argument('--int8-backend', nargs='*', default=['onnxruntime', 'tflite'],
                         choices=[b for b, c in BACKENDS.items() if c.supports_int8])
+    parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1, 2, 4, 8],
+                        metavar='K', help='labels graphs: bilinear upsampling of the logits '
+                        'by K before the argmax (one graph per K)')
     parser.add_argument('--calib-images', type=int, default=32)
     parser.add_argument('--max-images', type=int, help='validation images (default: all)')
     parser.add_argument('--runs', type=int, default=10, help='timed runs per graph')
@@ -80,13 +85,17 @@ def main(argv=None):
     def add(name, run, output):
         runners[name], outputs[name] = run, output
 
-    labels_net = exportable(model, toolbox, 'labels').eval()
     logits_net = exportable(model, toolbox, 'logits').eval()
     add('PyTorch | logits | fp32', lambda x: [logits_net(torch.from_numpy(x)).numpy()], 'logits')
-    add('PyTorch | labels | fp32', lambda x: [labels_net(torch.from_numpy(x)).numpy()], 'labels')
-    for backend, run in loaded(deploy(model, args.backend, shape, out, stem, toolbox=toolbox,
-                                      output='labels', repeats=1)).items():
-        add(f'{backend} | labels | fp32', run, 'labels')
+    for k in args.labels_upsample:
+        graph = 'labels' if k == 1 else f'labels, logits x{k} bilinear'
+        net = exportable(model, toolbox, 'labels', logits_upsample=k).eval()
+        add(f'PyTorch | {graph} | fp32', lambda x, net=net: [net(torch.from_numpy(x)).numpy()],
+            'labels')
+        for backend, run in loaded(deploy(model, args.backend, shape, out, stem,
+                                          toolbox=toolbox, output='labels', repeats=1,
+                                          labels_upsample=k)).items():
+            add(f'{backend} | {graph} | fp32', run, 'labels')
     if args.int8_backend:
         for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
                                           toolbox=toolbox, repeats=1)).items():

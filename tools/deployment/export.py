@@ -2,7 +2,8 @@
 
     python tools/deployment/export.py CONFIG [--checkpoint CKPT]
         --backend onnxruntime openvino mnn ncnn tflite [--shape H W]
-        [--output logits|labels] [--int8 [--calib-images N]] [--threads T] --out-dir DIR
+        [--output logits|labels [--labels-upsample K]] [--int8 [--calib-images N]]
+        [--threads T] --out-dir DIR
 
 Writes each backend's files under DIR (``.onnx``, OpenVINO ``.xml``/``.bin``, ``.mnn``,
 ``.ncnn.param``/``.ncnn.bin``, ``.tflite``), runs each in its own runtime on the same random
@@ -13,7 +14,8 @@ Exits with status 1 if a backend fails or differs by more than 1e-4 (relative ab
 The graph's input is the normalised NCHW image (float32, (pixel - mean) / std with the config's
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
 docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in argmax at
-the logits' resolution and a nearest upsample to the input (int32). ``--int8`` quantizes with
+the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits by
+K) and a nearest upsample to the input (int32). ``--int8`` quantizes with
 ``--calib-images`` images of the config's training split through its test pipeline
 (onnxruntime: QDQ; tflite: fully integer, PT2E). Conversions run offline
 (no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
@@ -43,6 +45,9 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="the graph's static input size (default: the config's test size)")
     parser.add_argument('--output', choices=['logits', 'labels'], default='logits')
+    parser.add_argument('--labels-upsample', type=int, default=1, metavar='K',
+                        help='--output labels: bilinear upsampling of the logits by K before '
+                        "the argmax (1: none; the head's stride: mmseg's prediction)")
     parser.add_argument('--int8', action='store_true', help='static INT8 quantization')
     parser.add_argument('--calib-images', type=int, default=32,
                         help="calibration images from the config's training split (--int8)")
@@ -69,7 +74,7 @@ def main(argv=None):
     stem = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     report = deploy(model, args.backend, shape, args.out_dir, stem, toolbox=toolbox,
                     output=args.output, calibration=calibration, num_threads=args.threads,
-                    repeats=args.repeats)
+                    repeats=args.repeats, labels_upsample=args.labels_upsample)
     ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
     print(f'[export] {args.config} at {shape[0]}x{shape[1]}, output {args.output}'
           f'{", INT8" if args.int8 else ""}, {args.threads} thread(s); ONNX ops: {ops}')

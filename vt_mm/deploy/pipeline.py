@@ -79,13 +79,16 @@ def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], l
 def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], out_dir: str,
            stem: str, toolbox: Optional[str] = None, output: str = 'logits',
            calibration: Optional[Sequence[np.ndarray]] = None, num_threads: int = 1,
-           repeats: int = 10, seed: int = 0, keep_going: bool = True) -> dict:
+           repeats: int = 10, seed: int = 0, keep_going: bool = True,
+           labels_upsample: int = 1) -> dict:
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
     Returns dict(onnx=path, op_counts={op: n}, outputs=names, results=[DeployResult],
     jobs={backend: ConversionJob} (to load a backend again, e.g. with other thread counts)).
     ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
+    ``labels_upsample``: the labels graph's bilinear upsampling of the logits before the argmax
+    (:class:`~vt_mm.deploy.onnx.SegmentationLabels`).
     """
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
@@ -104,7 +107,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         options = {}
         if output == 'labels':
             options = dict(argmax_by_reduction=not backend_class.has_argmax,
-                           integer=backend_class.has_integer_tensors)
+                           integer=backend_class.has_integer_tensors,
+                           logits_upsample=labels_upsample)
         key = tuple(sorted(options.items()))
         if key not in jobs:
             net = exportable(model, toolbox, output, **options).eval()
@@ -113,7 +117,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
             plain = not options.get('argmax_by_reduction') and options.get('integer', True)
             stem_ = (stem + ('.labels' if output == 'labels' else '') +
-                     ('' if plain else '.argmax-by-reduction'))
+                     (f'.up{labels_upsample}' if output == 'labels' and labels_upsample > 1
+                      else '') + ('' if plain else '.argmax-by-reduction'))
             onnx_path = osp.join(out_dir, stem_ + '.onnx')
             names = export_onnx(model, onnx_path, shape, dynamic=False, toolbox=toolbox,
                                 output=output, simplify=simplify, **options)

@@ -49,7 +49,9 @@ class ConversionJob:
     expected: Optional[List[np.ndarray]] = None
 
     def path(self, suffix: str) -> str:
-        return osp.join(self.out_dir, self.stem + suffix)
+        """The absolute path of the file ``stem + suffix`` in ``out_dir`` (absolute: converters
+        that run in another folder read it too)."""
+        return osp.abspath(osp.join(self.out_dir, self.stem + suffix))
 
     @property
     def int8(self) -> bool:

@@ -38,8 +38,10 @@ class NCNNBackend(Backend):
         if n != 1:
             raise ValueError(f'ncnn runs batch 1 (its blobs have no batch axis); got {n}')
         param, weights = job.path('.ncnn.param'), job.path('.ncnn.bin')
-        # pnnx writes its intermediate files too; they go beside the ncnn ones
-        args = [pnnx_binary(), job.onnx_path, f'inputshape=[1,{c},{h},{w}]f32', 'fp16=0',
+        # pnnx writes its intermediate files too; they go beside the ncnn ones. It runs in the
+        # output folder, so every path is absolute (a relative --out-dir failed: 'open failed')
+        args = [pnnx_binary(), os.path.abspath(job.onnx_path),
+                f'inputshape=[1,{c},{h},{w}]f32', 'fp16=0',
                 f'ncnnparam={param}', f'ncnnbin={weights}', f'ncnnpy={job.path("_ncnn.py")}',
                 f'pnnxparam={job.path(".pnnx.param")}', f'pnnxbin={job.path(".pnnx.bin")}',
                 f'pnnxpy={job.path("_pnnx.py")}', f'pnnxonnx={job.path(".pnnx.onnx")}']

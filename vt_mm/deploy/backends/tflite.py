@@ -90,14 +90,17 @@ def _quantized_pt2e(net, example: torch.Tensor, calibration):
     """``net`` exported, observed on the calibration images and converted to quantize /
     dequantize pairs (PT2E), with the quantizer litert-torch needs to lower them."""
     from litert_torch.quantize import pt2e_quantizer
-    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(net, (example, )).module()
-    graph = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    # an exported module cannot .eval(); this is the way (and silences litert-torch's
+    # 'converted in training mode' warning; the exported ops are eval-mode already)
+    graph = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
     for image in calibration:
         graph(torch.from_numpy(image))
-    return quantize_pt2e.convert_pt2e(graph, fold_quantize=False), quantizer
+    return move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False)), \
+        quantizer
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
