@@ -223,3 +223,19 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
     for miou, agreement, ms in rows.values():
         assert 0 <= float(miou) <= 100 and 0 < float(agreement) <= 100 and float(ms) > 0
     assert '2 validation images at 64x64' in proc.stdout
+
+
+def test_converter_progress_stays_off_stdout(capfd):
+    """quiet_stdout (around litert-torch's and MNN's converters): Python prints (litert's
+    progress bars) and C-level writes to fd 1 (MNN's notices) vanish; stdout works after."""
+    from vt_mm.deploy.backends.base import quiet_stdout
+    with quiet_stdout():
+        print('[START] LiteRT-Torch Convert')
+        os.write(1, b'Resize has empty input\n')
+    print('result line')
+    assert capfd.readouterr().out == 'result line\n'
+    with pytest.raises(RuntimeError, match='conversion failed'):
+        with quiet_stdout():
+            raise RuntimeError('conversion failed')
+    print('still here')
+    assert capfd.readouterr().out == 'still here\n'

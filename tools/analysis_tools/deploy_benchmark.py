@@ -75,6 +75,9 @@ def main(argv=None):
     parser.add_argument('--variants', nargs='+', choices=VARIANTS, default=['logits', 'labels'],
                         help='graphs per config: logits, labels (segmentors), int8 (logits, '
                         'backends with INT8)')
+    parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1], metavar='K',
+                        help='labels graphs: one per bilinear upsampling factor K of the logits '
+                        '(tools/deployment/export.py --labels-upsample)')
     parser.add_argument('--calib-config', default=CALIB_CONFIG,
                         help='config whose training images calibrate --variants int8')
     parser.add_argument('--calib-images', type=int, default=16)
@@ -92,18 +95,24 @@ def main(argv=None):
         model.eval()
         shape = tuple(args.shape or default_shape(cfg, toolbox))
         stem = osp.splitext(osp.basename(config))[0]
-        variants = [v for v in args.variants if v != 'labels' or toolbox == 'mmseg']
+        variants = []  # (name, output, labels upsampling factor)
+        for v in args.variants:
+            if v != 'labels':
+                variants.append((v, 'logits', 1))
+            elif toolbox == 'mmseg':
+                variants += [('labels' if k == 1 else f'labels x{k}', 'labels', k)
+                             for k in args.labels_upsample]
         graphs = {}  # variant -> (eager net, {backend: (files, job)})
         example = None
-        for variant in variants:
+        for variant, output, upsample in variants:
             calibration = None
             names = backends
             if variant == 'int8':
                 names = [b for b in backends if BACKENDS[b].supports_int8]
                 calibration = calibration_for(args.calib_config, shape, args.calib_images)
             report = deploy(model, names, shape, osp.join(args.out_dir, stem), stem,
-                            toolbox=toolbox, output='labels' if variant == 'labels' else 'logits',
-                            calibration=calibration, repeats=1)
+                            toolbox=toolbox, output=output, calibration=calibration, repeats=1,
+                            labels_upsample=upsample)
             ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
             print(f'[deploy_benchmark] {stem} {variant} ONNX ops: {ops}', file=sys.stderr)
             converted = {}
@@ -113,8 +122,8 @@ def main(argv=None):
                     converted[r.backend] = (r.files, report['jobs'][r.backend])
             if converted and example is None:
                 example = next(iter(converted.values()))[1].example
-            net = exportable(model, toolbox, 'labels' if variant == 'labels' else 'logits')
-            graphs[variant] = (net.eval(), converted)
+            options = dict(logits_upsample=upsample) if output == 'labels' else {}
+            graphs[variant] = (exportable(model, toolbox, output, **options).eval(), converted)
         if example is None:
             example = torch.randn(1, 3, *shape).numpy()
         x = torch.from_numpy(example)

@@ -6,15 +6,35 @@ files into a callable that maps the normalised NCHW image (numpy float32, batch 
 graph's outputs as numpy arrays in the ONNX layout. Adding a runtime is one module with one
 :class:`Backend` subclass, registered in ``vt_mm.deploy.backends.BACKENDS``.
 """
+import contextlib
 import importlib
+import io
+import os
 import os.path as osp
+import sys
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 import torch.nn as nn
 
-__all__ = ['Backend', 'ConversionJob', 'BackendUnavailable']
+__all__ = ['Backend', 'ConversionJob', 'BackendUnavailable', 'quiet_stdout']
+
+
+@contextlib.contextmanager
+def quiet_stdout():
+    """Converters' progress output off stdout (the tools print their results there): Python
+    prints (litert-torch's progress bars) and C stdio (MNN's converter notices). Errors still
+    raise; their messages are in the exceptions."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, 'w') as devnull, contextlib.redirect_stdout(io.StringIO()):
+        os.dup2(devnull.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 class BackendUnavailable(RuntimeError):

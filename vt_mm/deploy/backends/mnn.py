@@ -5,27 +5,11 @@ MNN's Python wrapper ``MNN.tools.mnnconvert`` imports ``MNN.tools.utils.log``, w
 ``pip install aliyun-log-python-sdk`` and posts a usage log: the converter is called in the
 compiled ``_tools`` extension module that the wrapper itself calls, so that none of it runs.
 """
-import contextlib
 import os
 
 import numpy as np
 
-from .base import Backend
-
-
-@contextlib.contextmanager
-def _quiet_stdout():
-    """MNN's converter prints through C stdio (one notice per Resize among others)."""
-    import sys
-    sys.stdout.flush()
-    saved = os.dup(1)
-    with open(os.devnull, 'w') as devnull:
-        os.dup2(devnull.fileno(), 1)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
+from .base import Backend, quiet_stdout
 
 
 class MNNBackend(Backend):
@@ -38,7 +22,7 @@ class MNNBackend(Backend):
         path = job.path('.mnn')
         args = ['mnnconvert', '-f', 'ONNX', '--modelFile', job.onnx_path, '--MNNModel', path,
                 '--bizCode', 'vt_mm']
-        with _quiet_stdout():
+        with quiet_stdout():  # one notice per Resize among others
             _tools.mnnconvert(args)
         if not os.path.isfile(path):
             raise RuntimeError(f'MNN could not convert {job.onnx_path} (run MNN\'s converter '

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Backend
+from .base import Backend, quiet_stdout
 
 
 def nearest_indices(length: int, out: int) -> np.ndarray:
@@ -128,7 +128,7 @@ class TFLiteBackend(Backend):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
         import litert_torch
         example = torch.from_numpy(job.example)
-        with torch.no_grad(), nearest_resize_as_gather():
+        with torch.no_grad(), nearest_resize_as_gather(), quiet_stdout():
             if job.int8:
                 from litert_torch.quantize.quant_config import QuantConfig
                 graph, quantizer = _quantized_pt2e(job.net.eval(), example, job.calibration)
@@ -138,7 +138,8 @@ class TFLiteBackend(Backend):
             else:
                 edge_model = litert_torch.convert(job.net.eval(), (example, ))
         path = job.path('.int8.tflite' if job.int8 else '.tflite')
-        edge_model.export(path)
+        with quiet_stdout():
+            edge_model.export(path)
         return [path]
 
     def load(self, files, job, num_threads=1):
