@@ -101,8 +101,16 @@ def test_model_zoo_table_from_the_tool(tmp_path):
     text = benchmark.write_model_zoo(str(out), only='seaformer-tiny_8xb4-160k|pyramid-tnt-ti|'
                                      'vt-resnet50_8xb32', runs=0)
     assert '| CPU ms | onnxruntime ms, speed-up |' in text
-    rows = [line for line in text.splitlines() if line.startswith('| ') and 'model |' not in line]
+    table, deploy = text.split('\n## Deployment latency', 1)
+    rows = [line for line in table.splitlines() if line.startswith('| ') and 'model |' not in line]
     assert len(rows) == 3
+    # the deployment latency table of docs/deployment.md, with the paper's ARM figures
+    assert '| seaformer-tiny_8xb4-160k_ade20k-512x512 | logits | 512x512 | 1 |' in deploy
+    assert 'paper ARM ms' in deploy and '<!--' not in deploy
+    # updating some rows keeps the others and does not take latency rows for model rows
+    again = benchmark.write_model_zoo(str(out), only='pyramid-tnt-ti', runs=0)
+    assert again.count('\n## Deployment latency') == 1
+    assert again.split('\n## Deployment latency')[0].count('| seaformer-tiny_8xb4-160k') == 1
     sea = next(r for r in rows if r.startswith('| seaformer-tiny'))
     assert '| equal |' in sea and 'mIoU 36.5' in sea and '0.565' in sea
     vt = next(r for r in rows if r.startswith('| vt-resnet50'))

@@ -173,6 +173,27 @@ def _params_verdict(measured: int, meta: Dict) -> str:
     return 'no reference'
 
 
+DEPLOY_LATENCY_START = '<!-- deploy-latency:start -->'
+DEPLOY_LATENCY_END = '<!-- deploy-latency:end -->'
+DEPLOY_LATENCY_HEADING = '## Deployment latency'
+
+
+def deployment_latency_section(path: str = osp.join(ROOT, 'docs', 'deployment.md')) -> str:
+    """The model zoo's deployment section: the latency table of docs/deployment.md (between
+    its deploy-latency markers; measured by tools/analysis_tools/deploy_benchmark.py, too long
+    to rerun with the zoo), '' if there is none."""
+    if not osp.isfile(path):
+        return ''
+    text = open(path).read()
+    if DEPLOY_LATENCY_START not in text or DEPLOY_LATENCY_END not in text:
+        return ''
+    block = text.split(DEPLOY_LATENCY_START, 1)[1].split(DEPLOY_LATENCY_END, 1)[0].strip()
+    return (f'\n{DEPLOY_LATENCY_HEADING} (onnxruntime, OpenVINO, MNN, ncnn, TFLite)\n\n'
+            'Copied from [deployment.md](deployment.md#latency-every-family-x-backend) by the '
+            'model-zoo tool; measured by `tools/analysis_tools/deploy_benchmark.py`.\n\n'
+            f'{block}\n')
+
+
 def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup: int = 1,
                     onnxruntime: bool = True) -> str:
     import re
@@ -232,11 +253,12 @@ def write_model_zoo(out: str, only: Optional[str] = None, runs: int = 3, warmup:
     ]
     if only and osp.isfile(out):  # update these rows of an existing table, keep the others
         fresh = {r.split(' | ')[0]: r for r in rows}
-        kept = [line for line in open(out).read().splitlines() if line.startswith('| ') and
+        table = open(out).read().split(f'\n{DEPLOY_LATENCY_HEADING}', 1)[0]
+        kept = [line for line in table.splitlines() if line.startswith('| ') and
                 not line.startswith('| model |') and line.split(' | ')[0] not in fresh]
         order = {m['Name']: i for i, m in enumerate(load_model_index())}
         rows = sorted(kept + rows, key=lambda r: order.get(r.split(' | ')[0][2:], 1e9))
-    text = '\n'.join(header + rows) + '\n'
+    text = '\n'.join(header + rows) + '\n' + deployment_latency_section()
     with open(out, 'w') as f:
         f.write(text)
     return text
