@@ -193,3 +193,39 @@ def test_token_statistics_keys_ranges_and_a_single_token():
     with torch.no_grad():
         assert single.token_statistics(_features(64, 64))[0]['projector_entropy'] == 1.0
     assert math.isfinite(stats[0]['attention_peak'])
+
+
+def _top_down(neck, feats, **interpolate):
+    plain = [conv.conv(x) for conv, x in zip(neck.lateral_convs, feats)]
+    for i in range(len(plain) - 1, 0, -1):
+        size = None if 'scale_factor' in interpolate else plain[i - 1].shape[2:]
+        plain[i - 1] = plain[i - 1] + F.interpolate(plain[i], size=size, **interpolate)
+    return plain
+
+
+@pytest.mark.parametrize('upsample_cfg', [dict(scale_factor=2, mode='nearest'),
+                                          dict(mode='bilinear', align_corners=False)])
+def test_upsample_cfg_reaches_the_top_down_pathway(upsample_cfg):
+    """mmdet FPN's upsample_cfg: by scale factor, or by size with another mode (bilinear is
+    not nearest: the nearest fast path must not take it)."""
+    neck = _neck(upsample_cfg=upsample_cfg)
+    for conv in neck.lateral_convs:
+        torch.nn.init.normal_(conv.conv.bias)
+    feats = _features(64, 64)
+    with torch.no_grad():
+        got = neck.lateral_features(feats)
+        expected = _top_down(neck, feats, **upsample_cfg)
+        nearest = _top_down(neck, feats, mode='nearest')
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+    if upsample_cfg['mode'] == 'bilinear':
+        assert not torch.allclose(got[0], nearest[0], atol=1e-3)
+
+
+def test_top_down_size_mismatch_names_the_sizes_and_the_fix():
+    neck = _neck(upsample_cfg=dict(scale_factor=2, mode='nearest'))
+    with pytest.raises(ValueError, match=(
+            r'upsampled a \(3, 3\) map to \(6, 6\), but the finer level is \(5, 5\); with '
+            r"upsample_cfg=\{'scale_factor': 2, 'mode': 'nearest'\} the input size must be "
+            'divisible by the largest stride')):
+        neck.lateral_features(_features(72, 72))  # levels 18, 9, 5, 3
