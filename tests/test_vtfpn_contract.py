@@ -229,3 +229,49 @@ def test_top_down_size_mismatch_names_the_sizes_and_the_fix():
             r"upsample_cfg=\{'scale_factor': 2, 'mode': 'nearest'\} the input size must be "
             'divisible by the largest stride')):
         neck.lateral_features(_features(72, 72))  # levels 18, 9, 5, 3
+
+
+def test_top_down_with_normed_laterals_is_fpns():
+    """Laterals with BN (not fusable: the plain path) against ConvModule + the sum written out
+    (a minus for the plus in the plain path's loop passed every other test)."""
+    neck = _neck(norm_cfg=dict(type='BN'))
+    assert not neck._fused_laterals
+    gen = torch.Generator().manual_seed(1)
+    for conv in neck.lateral_convs:
+        conv.bn.running_mean.copy_(torch.randn(32, generator=gen))
+        conv.bn.running_var.copy_(torch.rand(32, generator=gen) + 0.5)
+    feats = _features(72, 104)
+    with torch.no_grad():
+        got = neck.lateral_features(feats)
+        plain = [conv(x) for conv, x in zip(neck.lateral_convs, feats)]
+        for i in range(3, 0, -1):
+            plain[i - 1] = plain[i - 1] + F.interpolate(plain[i], size=plain[i - 1].shape[2:])
+    for g, p in zip(got, plain):
+        torch.testing.assert_close(g, p, rtol=1e-5, atol=1e-5)
+
+
+def test_token_statistics_match_their_definitions():
+    """Each statistic recomputed from its docstring on a random neck with 2 tokens per level
+    (where a 2-way entropy must not be taken for the single-token case)."""
+    neck = _neck(num_tokens=2)
+    feats = _features(64, 64, n=2)
+    with torch.no_grad():
+        stats = neck.token_statistics(feats)
+        laterals = neck.lateral_features(feats)
+        tokens, attns = neck.tokenize(laterals)
+        mixed = neck.mix_tokens(tokens)
+    for level, s in enumerate(stats):
+        p = attns[level].flatten(2)  # N, L, HW
+        hw = p.shape[-1]
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(hw)
+        assert s['attention_entropy'] == pytest.approx(float(entropy), rel=1e-5)
+        assert s['attention_peak'] == pytest.approx(float((p.max(-1).values * hw).mean()),
+                                                    rel=1e-5)
+        tok = tokens[level]  # N, C, 2
+        cosine = F.cosine_similarity(tok[:, :, 0], tok[:, :, 1], dim=1).mean()
+        assert s['token_similarity'] == pytest.approx(float(cosine), rel=1e-4, abs=1e-6)
+        with torch.no_grad():
+            q = neck.projectors[level].attention(laterals[level], mixed[level])
+        two_way = -(q * q.clamp_min(1e-12).log()).sum(-1).mean() / math.log(2)
+        assert q.shape[-1] == 2 and float(two_way) < 1 - 1e-4
+        assert s['projector_entropy'] == pytest.approx(float(two_way), rel=1e-5)
