@@ -8,12 +8,14 @@ from vt_mm.models.necks import VTFPN
 IN_CHANNELS = [16, 32, 64, 128]
 
 
-def _features(h, w, channels=IN_CHANNELS, n=1):
-    # ResNet-style strides 4..32 with ceil rounding, as a ResNet produces for odd sizes
+def _features(h, w, channels=IN_CHANNELS, n=1, seed=None):
+    # ResNet-style strides 4..32 with ceil rounding, as a ResNet produces for odd sizes;
+    # seed: a generator of its own (None: the global one)
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
     feats = []
     fh, fw = -(-h // 4), -(-w // 4)
     for c in channels:
-        feats.append(torch.randn(n, c, fh, fw))
+        feats.append(torch.randn(n, c, fh, fw, generator=gen))
         fh, fw = -(-fh // 2), -(-fw // 2)
     return feats
 

@@ -3,33 +3,24 @@
 defaults of the FPN vocabulary, the extra levels computed by hand for every
 ``add_extra_convs`` mode, the top-down pathway on 2- and 3-level pyramids, and the exact values
 of ``token_statistics``."""
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_vtfpn import IN_CHANNELS, _small_neck
+from test_vtfpn import _features as vtfpn_features
 
 import vt_mm  # noqa: F401
 from vt_mm.models.necks import VTFPN
 
-IN_CHANNELS = [16, 32, 64, 128]
-
-
-def _features(h, w, channels=IN_CHANNELS, n=1, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    feats, fh, fw = [], -(-h // 4), -(-w // 4)
-    for c in channels:
-        feats.append(torch.randn(n, c, fh, fw, generator=gen))
-        fh, fw = -(-fh // 2), -(-fw // 2)
-    return feats
+_features = functools.partial(vtfpn_features, seed=0)  # the same inputs in every run
 
 
 def _neck(**kw):
-    args = dict(in_channels=IN_CHANNELS, out_channels=32, num_outs=4, num_tokens=4,
-                token_channels=64)
-    args.update(kw)
     torch.manual_seed(0)
-    neck = VTFPN(**args)
+    neck = _small_neck(**kw)
     neck.init_weights()
     return neck.eval()
 

@@ -1,5 +1,6 @@
 # SeaFormer-T + LightHead on the synthetic LIP-layout demo data (make_demo_lip.py: 400 train / 50
-# val figures, 20 classes), upsampled to 256x256 so that the 1/8 logits are 32x32. From scratch
+# val figures, 20 classes), upsampled to 256x256 so that the 1/8 logits are 32x32 (so the
+# pipelines are configs/vtfpn_lip_demo.py's at another crop size). From scratch
 # (no ImageNet weights offline), BN instead of SyncBN, a short CPU schedule (~1000 iterations,
 # about 10 minutes on 2 cores). It gives the deployment checks a model whose logits mean
 # something (labels agreement, INT8 mIoU: docs/deployment.md); its mIoU says nothing about LIP.
@@ -7,7 +8,9 @@ _base_ = [
     './_base_/seaformer-tiny.py',
     '../_base_/datasets/lip.py',
     'mmseg::_base_/default_runtime.py',
-    'mmseg::_base_/schedules/schedule_40k.py',
+    # the authors' AdamW recipe (lr 5e-4, head lr x10, no decay on position embeddings and
+    # norms), with a short schedule below
+    './_base_/schedule_160k_adamw.py',
 ]
 data_root = 'data/LIP_demo'
 crop_size = (256, 256)
@@ -34,26 +37,13 @@ train_dataloader = dict(
     batch_size=8, num_workers=2, dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(num_workers=1, dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
-# the authors' AdamW recipe (head lr x10, no decay on position embeddings and norms), scaled to
-# batch 8 and a short schedule (lr 5e-4: head 5e-3)
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=5e-4, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(
-        custom_keys={
-            'pos_embed': dict(decay_mult=0.0),
-            'head': dict(lr_mult=10.0),
-            'norm': dict(decay_mult=0.0),
-            'bn': dict(decay_mult=0.0),
-        }))
 max_iters = 1000
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=50),
     dict(type='PolyLR', eta_min=1e-5, power=0.9, begin=50, end=max_iters, by_epoch=False),
 ]
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
+train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(
     logger=dict(interval=50),
-    checkpoint=dict(by_epoch=False, interval=500, max_keep_ckpts=2))
+    checkpoint=dict(interval=500, max_keep_ckpts=2))
 randomness = dict(seed=0, deterministic=True)

@@ -24,12 +24,11 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from vt_mm import analysis  # noqa: E402
 from vt_mm.analysis import build_model, time_alternately  # noqa: E402
 from vt_mm.deploy import accuracy, exportable  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS, get_backend  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
-from vt_mm.deploy.pipeline import deploy  # noqa: E402
+from vt_mm.deploy.pipeline import deploy, load_runners  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,21 +49,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def loaded(report: dict, threads: int = 1):
-    """backend -> runner of each backend that converted and matches PyTorch."""
-    runners = {}
+def loaded(report: dict):
+    """backend -> single-thread runner of each backend that converted and matches PyTorch
+    (the others are reported)."""
     for result in report['results']:
         if not result.ok:
             print(f'[deploy_accuracy] {result.line()}', file=sys.stderr)
-            continue
-        job = report['jobs'][result.backend]
-        runners[result.backend] = get_backend(result.backend).load(result.files, job, threads)
-    return runners
+    return load_runners(report, num_threads=1)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    analysis.VERBOSE_BUILD = False
     model, cfg, toolbox = build_model(args.config)
     if toolbox != 'mmseg':
         sys.exit(f'[deploy_accuracy] {args.config} is not a segmentor (toolbox {toolbox})')

@@ -17,6 +17,7 @@ SeaFormer-T demo config; no other config's data is on this machine). Runs outsid
 suite.
 """
 import argparse
+import functools
 import os.path as osp
 import sys
 import warnings
@@ -27,9 +28,9 @@ import torch  # noqa: E402
 
 from vt_mm.analysis import build_model, default_shape, time_alternately  # noqa: E402
 from vt_mm.deploy import exportable  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS, get_backend  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
-from vt_mm.deploy.pipeline import deploy  # noqa: E402
+from vt_mm.deploy.pipeline import deploy, load_runners  # noqa: E402
 
 DEFAULT_CONFIGS = [
     'configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py',
@@ -48,9 +49,11 @@ CALIB_CONFIG = 'configs/seaformer/seaformer-tiny_lip-256x256_demo.py'
 SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
 
 
+@functools.lru_cache(maxsize=None)
 def calibration_for(config: str, shape, num: int):
     """INT8 calibration images: ``config``'s training images (its test pipeline and
-    preprocessing; every vt-mm family uses the same ImageNet mean/std) at ``shape``."""
+    preprocessing; every vt-mm family uses the same ImageNet mean/std) at ``shape``, loaded
+    once per shape."""
     model, cfg, _ = build_model(config)
     return calibration_images(cfg, model, shape, num)
 
@@ -102,8 +105,7 @@ def main(argv=None):
             elif toolbox == 'mmseg':
                 variants += [('labels' if k == 1 else f'labels x{k}', 'labels', k)
                              for k in args.labels_upsample]
-        graphs = {}  # variant -> (eager net, {backend: (files, job)})
-        example = None
+        graphs = {}  # variant -> (eager net, deploy report)
         for variant, output, upsample in variants:
             calibration = None
             names = backends
@@ -115,27 +117,21 @@ def main(argv=None):
                             labels_upsample=upsample)
             ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
             print(f'[deploy_benchmark] {stem} {variant} ONNX ops: {ops}', file=sys.stderr)
-            converted = {}
             for r in report['results']:  # the check against PyTorch, failed or not
                 print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
-                if r.ok:
-                    converted[r.backend] = (r.files, report['jobs'][r.backend])
-            if converted and example is None:
-                example = next(iter(converted.values()))[1].example
             options = dict(logits_upsample=upsample) if output == 'labels' else {}
-            graphs[variant] = (exportable(model, toolbox, output, **options).eval(), converted)
-        if example is None:
-            example = torch.randn(1, 3, *shape).numpy()
+            graphs[variant] = (exportable(model, toolbox, output, **options).eval(), report)
+        # every graph ran on the same input (deploy's fixed seed)
+        example = next(iter(graphs.values()))[1]['example']
         x = torch.from_numpy(example)
         for threads in args.threads:
             torch.set_num_threads(threads)
             keys, fns = [], []
-            for variant, (net, converted) in graphs.items():
+            for variant, (net, report) in graphs.items():
                 if variant != 'int8':  # eager INT8 is not what a runtime runs
                     keys.append((variant, 'eager'))
                     fns.append(lambda net=net: net(x))
-                for backend, (files, job) in converted.items():
-                    run = get_backend(backend).load(files, job, num_threads=threads)
+                for backend, run in load_runners(report, threads).items():
                     keys.append((variant, backend))
                     fns.append(lambda run=run: run(example))
             times = time_alternately(fns, args.runs, args.warmup, 'cpu', label=stem)

@@ -9,7 +9,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ['calibration_images']
+__all__ = ['calibration_images', 'preprocessed']
+
+
+def preprocessed(model, sample: dict) -> dict:
+    """One dataset sample as the model sees it: its data_preprocessor's batch of one
+    (``inputs`` normalised, ``data_samples`` with the metainfo)."""
+    from mmengine.dataset import pseudo_collate
+    return model.data_preprocessor(pseudo_collate([sample]), False)
 
 
 def calibration_images(cfg, model, shape: Tuple[int, int], num: int,
@@ -29,10 +36,7 @@ def calibration_images(cfg, model, shape: Tuple[int, int], num: int,
     images = []
     with torch.no_grad():
         for idx in np.linspace(0, len(dataset) - 1, num).round().astype(int):
-            sample = dataset[int(idx)]
-            batch = model.data_preprocessor(
-                dict(inputs=[sample['inputs']], data_samples=[sample['data_samples']]), False)
-            x = batch['inputs'].float()
+            x = preprocessed(model, dataset[int(idx)])['inputs'].float()
             if tuple(x.shape[-2:]) != tuple(shape):
                 x = F.interpolate(x, size=shape, mode='bilinear', align_corners=False)
             images.append(np.ascontiguousarray(x.numpy(), dtype=np.float32))

@@ -21,7 +21,7 @@ from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
 
-__all__ = ['DeployResult', 'deploy', 'compare_outputs', 'TOLERANCE']
+__all__ = ['DeployResult', 'deploy', 'load_runners', 'compare_outputs', 'TOLERANCE']
 
 # max |backend - PyTorch|, absolute for outputs up to 1 and relative above (float32 rounding
 # grows with the values)
@@ -84,8 +84,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
-    Returns dict(onnx=path, op_counts={op: n}, outputs=names, results=[DeployResult],
-    jobs={backend: ConversionJob} (to load a backend again, e.g. with other thread counts)).
+    Returns dict(onnx=path, op_counts={op: n}, outputs=names, example=the input (numpy),
+    results=[DeployResult], jobs={backend: ConversionJob} (to load a backend again, e.g. with
+    other thread counts: :func:`load_runners`)).
     ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
     ``labels_upsample``: the labels graph's bilinear upsampling of the logits before the argmax
     (:class:`~vt_mm.deploy.onnx.SegmentationLabels`).
@@ -153,4 +154,13 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             result.error = f'{type(e).__name__}: {e}'
         results.append(result)
     return dict(onnx=main_job.onnx_path, op_counts=onnx_op_counts(main_job.onnx_path),
-                outputs=main_job.output_names, results=results, jobs=used_jobs)
+                outputs=main_job.output_names, example=main_job.example, results=results,
+                jobs=used_jobs)
+
+
+def load_runners(report: dict, num_threads: int = 1) -> dict:
+    """backend -> runner (input -> outputs) of every backend of a :func:`deploy` report that
+    converted and matches PyTorch, loaded with ``num_threads``."""
+    return {r.backend: get_backend(r.backend).load(r.files, report['jobs'][r.backend],
+                                                   num_threads=num_threads)
+            for r in report['results'] if r.ok}
