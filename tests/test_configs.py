@@ -50,7 +50,7 @@ def test_train_tool_reports_missing_hooks():
     from vt_mm.engine.runtime import check_reliability_hooks
     cfg = Config(dict(custom_hooks=[dict(type='NonFiniteLossHook')]))
     assert check_reliability_hooks(cfg) == ['ResumeRNGHook', 'RankConsistencyHook',
-                                            'CheckpointSafetyHook']
+                                            'CheckpointSafetyHook', 'NetworkCompileHook']
     assert check_reliability_hooks(Config.fromfile(RUNTIME_CFG)) == []
 
 

@@ -69,11 +69,17 @@ for cfg_file, scope, registry in (('seg.py', 'mmseg', 'mmseg.registry'),
 '''
 
 
-def test_installed_wheel_resolves_package_scope_configs(wheel, tmp_path):
-    path, _ = wheel
-    site = tmp_path / 'site'
+@pytest.fixture(scope='module')
+def installed(wheel, tmp_path_factory):
+    """The wheel installed into a directory of its own (put on PYTHONPATH, no clone on it)."""
+    site = tmp_path_factory.mktemp('site')
     subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--target',
-                    str(site), path], check=True, capture_output=True)
+                    str(site), wheel[0]], check=True, capture_output=True)
+    return site
+
+
+def test_installed_wheel_resolves_package_scope_configs(installed, tmp_path):
+    site = installed
     user = tmp_path / 'user'
     user.mkdir()
     (user / 'seg.py').write_text(
@@ -85,3 +91,66 @@ def test_installed_wheel_resolves_package_scope_configs(wheel, tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert 'seg.py SeaFormer' in proc.stdout and 'det.py ResNet VTFPN' in proc.stdout
+
+
+def _model_names():
+    import yaml
+    names = []
+    for metafile in glob.glob(osp.join(ROOT, 'configs', '*', 'metafile.yml')):
+        with open(metafile) as f:
+            names += [m['Name'] for m in yaml.safe_load(f)['Models']]
+    return names
+
+
+MIM_LOOKUP = r'''
+import os.path as osp, sys
+from mim.commands.search import get_model_info
+from mim.utils import get_installed_path
+info = get_model_info('vt_mm', shown_fields=['config'], to_dict=True)
+root = get_installed_path('vt_mm')
+assert root.startswith(sys.argv[1]), root
+missing = [n for n, i in info.items() if not osp.isfile(osp.join(root, '.mim', i['config']))]
+assert not missing, missing
+print('configs found:', len(info))
+'''
+
+
+@pytest.mark.slow
+def test_mim_search_train_and_test_from_an_installed_wheel(installed, tmp_path):
+    """openmim (requirements/tools-nodeps.txt) on a plain install, outside the repository:
+    ``mim search vt_mm`` lists every model of the metafiles, the lookup behind ``mim download``
+    finds each model's config under ``vt_mm/.mim``, and ``mim train`` / ``mim test`` run vt-mm's
+    installed tools on a config given by name (the VT-FPN demo, shrunk, on generated data)."""
+    from vt_mm.datasets import make_demo_lip
+    make_demo_lip(str(tmp_path / 'data' / 'LIP_demo'), num_train=4, num_val=2, size=96, seed=0)
+    env = dict(os.environ, PYTHONPATH=str(installed))
+
+    def mim(*args):
+        proc = subprocess.run([sys.executable, '-m', 'mim', *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-5000:]
+        return out
+
+    listed = mim('search', 'vt_mm')
+    names = _model_names()
+    assert len(names) >= 10
+    missing = [n for n in names if f'config id: {n}\n' not in listed]
+    assert not missing, missing
+    proc = subprocess.run([sys.executable, '-c', MIM_LOOKUP, str(installed)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0 and f'configs found: {len(names)}' in proc.stdout, proc.stderr
+
+    options = ['--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+               'model.backbone.depth=18', 'model.neck.in_channels=[64,128,256,512]',
+               'model.neck.token_channels=64', 'train_dataloader.batch_size=2']
+    for loader in ('train', 'val', 'test'):
+        options += [f'{loader}_dataloader.num_workers=0',
+                    f'{loader}_dataloader.persistent_workers=False']
+    out = mim('train', 'vt_mm', 'vtfpn_lip_demo.py', '--work-dir', 'work', *options)
+    assert str(installed / 'vt_mm' / '.mim' / 'tools' / 'train.py') in out
+    assert 'Iter(train) [2/2]' in out and 'mIoU' in out, out[-3000:]
+    out = mim('test', 'vt_mm', 'vtfpn_lip_demo.py', '--checkpoint', 'work/iter_2.pth',
+              '--work-dir', 'test', *options)
+    assert str(installed / 'vt_mm' / '.mim' / 'tools' / 'test.py') in out
+    assert 'Iter(test) [2/2]' in out and 'mIoU' in out, out[-3000:]

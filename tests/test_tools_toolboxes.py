@@ -102,3 +102,21 @@ def test_mmpretrain_classifier_train_and_test(tmp_path):
     assert 'accuracy/top1' in out
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         assert len(pickle.load(f)) == 6
+
+
+@pytest.mark.slow
+def test_mmseg_own_train_tool_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_path,
+                                                                      tiny_config):
+    """README: mmseg's own tools/train.py parses ``_base_`` before ``custom_imports``, so a
+    user's config inherits a vt-mm config by its path (here the demo's); it then trains with
+    vt-mm's modules and with the hooks its runtime base declares."""
+    import mmseg
+    train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    cfg = tiny_config(tmp_path, lip_root)  # _base_ = ['<repository>/configs/vtfpn_lip_demo.py']
+    work = tmp_path / 'work'
+    out = _run([train, cfg, '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=2',
+                'train_cfg.val_interval=2'])
+    assert 'Iter(train) [2/2]' in out and 'mIoU' in out, out[-3000:]
+    for hook in ('ResumeRNGHook', 'CheckpointSafetyHook', 'NetworkCompileHook'):
+        assert hook in out, hook  # mmengine lists the registered hooks
+    assert (work / 'iter_2.pth').is_file()

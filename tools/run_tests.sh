@@ -9,14 +9,8 @@ cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 
-# Style first (seconds): OpenMMLab's flake8 + isort rules through ruff, configured in
-# pyproject.toml. ruff is a lint tool, not part of the stack, so it is added to the environment
-# here on first use instead of changing the environment's key.
-RUFF_VERSION=0.17.6
-if ! "$ENV/bin/ruff" --version 2>/dev/null | grep -qx "ruff $RUFF_VERSION"; then
-    "$ENV/bin/python" -m pip install -q "ruff==$RUFF_VERSION" >&2 \
-        || { echo "[test] installing ruff==$RUFF_VERSION failed" >&2; exit 1; }
-fi
+# Style first (seconds): OpenMMLab's flake8 + isort rules through ruff (requirements/tools.txt),
+# configured in pyproject.toml.
 echo "[test] style: ruff check (rules in pyproject.toml [tool.ruff])"
 "$ENV/bin/ruff" check "$ROOT"
 

@@ -9,6 +9,7 @@
 # Usage: tools/setup_env.sh          -> builds if needed, prints the env dir on the last line
 #        tools/setup_env.sh --deploy -> also the deployment runtimes (requirements/deploy.txt) in
 #                                       an overlay env on top of it; prints the overlay's dir
+# Both also add the tools of requirements/tools*.txt (ruff, openmim, seaborn) to the stack's env.
 set -euo pipefail
 DEPLOY=0
 [[ "${1:-}" == "--deploy" ]] && DEPLOY=1
@@ -77,8 +78,28 @@ PY
     echo "$overlay"
 }
 
-if [[ -f "$ENV/.complete" ]]; then
+# Tools on top of the stack (ruff, openmim, seaborn: requirements/tools*.txt), a layer of the
+# stack's environment marked by a hash of their files, so changing them reinstalls only them.
+tools_layer() {
+    local tkey
+    tkey="$(cat "$ROOT/requirements/tools.txt" "$ROOT/requirements/tools-nodeps.txt" | sha256sum | cut -c1-12)"
+    [[ -f "$ENV/.tools-$tkey" ]] && return 0
+    say "installing the tools (requirements/tools.txt: ruff, openmim, seaborn)"
+    local pip=("$ENV/bin/python" -m pip --disable-pip-version-check)
+    "${pip[@]}" install -q -r "$ROOT/requirements/tools.txt" || die "installing requirements/tools.txt failed"
+    "${pip[@]}" install -q --no-deps -r "$ROOT/requirements/tools-nodeps.txt" || die "installing openmim failed"
+    "$ENV/bin/python" -c 'import mim, seaborn, mmengine, mmseg' || die "the tools do not import beside the stack (see above)"
+    rm -f "$ENV"/.tools-*
+    touch "$ENV/.tools-$tkey"
+}
+
+finish() {
+    tools_layer
     if [[ $DEPLOY == 1 ]]; then deploy_overlay; else echo "$ENV"; fi
+}
+
+if [[ -f "$ENV/.complete" ]]; then
+    finish
     exit 0
 fi
 
@@ -133,4 +154,4 @@ print(f"[setup_env] torch {torch.__version__}, mmcv {mmcv.__version__} (ops), mm
 PY
 touch "$ENV/.complete"
 say "environment ready"
-if [[ $DEPLOY == 1 ]]; then deploy_overlay; else echo "$ENV"; fi
+finish

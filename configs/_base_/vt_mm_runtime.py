@@ -16,4 +16,7 @@ custom_hooks = [
     # weights, old ones removed only after the new one is complete; --resume takes the newest
     # checkpoint that loads (vt_mm/engine/checkpoints.py)
     dict(type='CheckpointSafetyHook'),
+    # compile=True compiles the networks (backbone, neck, heads) instead of mmengine's whole train
+    # step, which Dynamo recompiles at every iteration (vt_mm/engine/hooks.py)
+    dict(type='NetworkCompileHook'),
 ]

@@ -13,5 +13,6 @@ custom_hooks = [
     dict(type='NonFiniteLossHook'),
     dict(type='RankConsistencyHook'),
     dict(type='CheckpointSafetyHook'),
+    dict(type='NetworkCompileHook'),
 ]
 model = dict(neck=dict(type='VTFPN'))

@@ -10,6 +10,8 @@ config's ``custom_hooks`` (so the toolboxes' own train tools run them too).
   and ``--resume`` find the newest one that loads (see :mod:`vt_mm.engine.checkpoints`).
 * :class:`RankConsistencyHook` checks, in distributed training, that every rank holds identical
   parameters (per-tensor float64 checksums gathered from all ranks) at the end of training.
+* :class:`NetworkCompileHook` makes mmengine's ``compile=True`` compile the model's networks
+  rather than the whole train step (which recompiles at every iteration on torch 2.14).
 """
 import random
 from typing import Dict, Optional
@@ -23,7 +25,7 @@ from mmengine.registry import HOOKS
 from .checkpoints import last_good_checkpoint
 
 __all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFiniteLossError',
-           'RELIABILITY_HOOKS']
+           'NetworkCompileHook', 'RELIABILITY_HOOKS']
 
 
 def _get_rng_state() -> Dict[str, object]:
@@ -184,10 +186,64 @@ class RankConsistencyHook(Hook):
         self._check(runner, 'end of training')
 
 
+# the parts of a model that are networks (tensors in, tensors out), compiled by NetworkCompileHook;
+# losses, data preprocessing, detectors' heads and the optimizer stay eager
+COMPILED_PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head', 'head')
+
+
+@HOOKS.register_module()
+class NetworkCompileHook(Hook):
+    """mmengine's ``compile`` switch, applied to the model's networks instead of its train step.
+
+    mmengine compiles the whole ``train_step``: data preprocessing, forward, loss, backward and
+    the optimizer. On torch 2.14 that fails or crawls for reasons outside the models (measured
+    on vt-mm's and mmseg's configs, docs/benchmarks.md "torch.compile"):
+
+    * Dynamo recompiles the step at every iteration, because it guards on the data samples'
+      metadata (``data_samples[0].img_path``), until its recompile limit sends it back to
+      eager: VT-FPN trained 4-6x slower than eagerly;
+    * mmengine's optimizer constructor builds the parameter groups as ``ConfigDict``s, over
+      which Dynamo cannot trace ``optimizer.step()`` (``InternalTorchDynamoError:
+      'UserDefinedDictVariable' object has no attribute 'items'``) once ``paramwise_cfg`` makes
+      several groups (SeaFormer's and PyramidTNT's recipes, mmseg's SegFormer configs), and over
+      the one group per parameter that it makes (242 for SeaFormer-T), tracing alone takes 28 s.
+
+    So, before the first iteration, this hook undoes mmengine's compiled ``train_step`` and
+    compiles, with the same ``compile`` options, the ``forward`` of each of the model's
+    ``backbone``, ``neck``, ``decode_head``, ``auxiliary_head`` and ``head`` (mmseg's
+    segmentors, mmpretrain's classifiers; for mmdet's detectors the backbone and neck): the
+    networks, which compile as one graph each (tests/test_compile.py). Loss, data handling and
+    the optimizer run eagerly; weights, checkpoints and state-dict keys are unchanged. Nothing
+    happens without ``compile``.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        options = runner.cfg.get('compile')
+        if not options:
+            return
+        options = {} if options is True else dict(options)
+        wrapped = runner.model
+        if 'train_step' in vars(wrapped):  # mmengine's torch.compile(train_step)
+            del wrapped.train_step
+        model = wrapped.module if hasattr(wrapped, 'module') else wrapped
+        compiled = []
+        for name in COMPILED_PARTS:
+            part = getattr(model, name, None)
+            if isinstance(part, torch.nn.Module) and not hasattr(part.forward,
+                                                                 '_torchdynamo_orig_callable'):
+                part.forward = torch.compile(part.forward, **options)
+                compiled.append(name)
+        runner.logger.info(f'NetworkCompileHook: compiled {", ".join(compiled) or "nothing"} '
+                           f'with {options or "default options"}; the train step runs eagerly')
+
+
 # what configs/_base_/vt_mm_runtime.py declares (tools/train.py warns about any a config lacks)
 RELIABILITY_HOOKS = [
     dict(type='ResumeRNGHook'),
     dict(type='NonFiniteLossHook'),
     dict(type='RankConsistencyHook'),
     dict(type='CheckpointSafetyHook'),
+    dict(type='NetworkCompileHook'),
 ]

@@ -4,7 +4,8 @@ mmengine resolves ``scope::path`` through a fixed table of OpenMMLab packages
 (``mmengine.config.utils.MODULE2PACKAGE``) and reads the package's ``.mim/configs``; a package
 outside the table gets "mmengine does not support to load vt_mm config". ``import vt_mm`` adds
 vt-mm to that table; the installed wheel carries ``vt_mm/.mim/configs`` (setup.py), an editable
-install links it to the repository's configs/.
+install links it to the repository's configs/, and a clone on ``PYTHONPATH`` (no install) reads
+the repository's configs/ directly.
 
 One more step is needed: mmengine tags every ``type=...`` dict of a ``scope::`` base with
 ``_scope_=scope``, so that mmdet's modules are built from mmdet's registries. vt-mm has no
@@ -16,7 +17,19 @@ Other scopes are untouched.
 mmengine parses ``_base_`` before a config's ``custom_imports``, so a config read by a tool that
 has not imported vt_mm yet (mmseg's own tools/train.py) cannot use the scope; see README.
 """
+import os.path as osp
+
 SCOPE = 'vt_mm'
+
+
+def _clone_config(relative: str):
+    """The config in the repository's configs/ when vt_mm is imported from a clone (no install,
+    so no ``vt_mm/.mim``), else None."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    configs = osp.join(osp.dirname(package), 'configs')
+    if osp.isdir(osp.join(package, '.mim', 'configs')) or not osp.isdir(configs):
+        return None
+    return osp.join(configs, relative)
 
 
 def register_config_scope() -> None:
@@ -27,6 +40,10 @@ def register_config_scope() -> None:
         return
 
     def _get_cfg_path(cfg_path, filename):
+        if cfg_path.startswith(SCOPE + '::'):
+            in_clone = _clone_config(cfg_path.partition('::')[2])
+            if in_clone is not None:
+                return in_clone, None
         path, scope = original(cfg_path, filename)
         return path, (None if scope == SCOPE else scope)
 

@@ -3,10 +3,10 @@
 Wu et al., "Visual Transformers: Token-based Image Representation and Processing for Computer
 Vision", https://arxiv.org/abs/2006.03677, Section 5 (Panoptic FPN semantic segmentation).
 """
-import functools
 import math
 from typing import List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -29,17 +29,20 @@ from ..layers.visual_tokens import pointwise
 TOKEN_WIDTH_RATIO = 4
 
 
-@functools.lru_cache(maxsize=None)
 def _nearest_repeat(size: int, out_size: int) -> int:
     """k when ``F.interpolate(mode='nearest')`` from ``size`` to ``out_size = k * size`` reads
     input pixel ``i // k`` for output pixel ``i`` (PyTorch: ``floor(i * (size / out_size))`` in
-    float32), else 0."""
+    float32), else 0.
+
+    Plain Python ints and NumPy float32 (a few microseconds), no cache: it runs only in eager
+    mode (see :meth:`VTFPN._upsample`), never under Dynamo.
+    """
     if out_size % size:
         return 0
     k = out_size // size
-    idx = torch.arange(out_size, dtype=torch.float32) * (torch.tensor(
-        size, dtype=torch.float32) / torch.tensor(out_size, dtype=torch.float32))
-    return k if torch.equal(idx.floor().long(), torch.arange(out_size) // k) else 0
+    scale = np.float32(size) / np.float32(out_size)
+    index = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    return k if np.array_equal(index, np.arange(out_size) // k) else 0
 
 
 def _plain_1x1(module: ConvModule) -> bool:
@@ -361,10 +364,13 @@ class VTFPN(BaseModule):
         if 'scale_factor' in self.upsample_cfg:
             up = F.interpolate(coarse, **self.upsample_cfg)
         elif (self.upsample_cfg == dict(mode='nearest') and not tracing()
+              and not torch.compiler.is_compiling()
               and _nearest_repeat(h, fh) and _nearest_repeat(w, fw)):
             # nearest upsampling by an integer factor is a broadcast copy: identical to
             # F.interpolate and on the CPU several times faster than its kernel for some sizes
-            # (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms)
+            # (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms). Not while compiling: the size test
+            # is data-dependent for Dynamo (a graph break), and Inductor generates its own
+            # kernel for the interpolation.
             n, c = coarse.shape[:2]
             up = coarse[:, :, :, None, :, None].expand(n, c, h, fh // h, w, fw // w)
             up = up.reshape(n, c, fh, fw)
