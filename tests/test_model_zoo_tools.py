@@ -265,3 +265,25 @@ def test_benchmark_prints_its_table_not_the_initialisation_log(tmp_path):
     assert 'vt-resnet18_8xb32_in1k' in quiet and '|' in quiet
     assert 'init_weights' not in quiet and len(quiet.splitlines()) < 40, len(quiet.splitlines())
     assert 'init_weights' in verbose and len(verbose.splitlines()) > 100
+
+
+def test_check_gpu_script_runs_its_comparisons_on_the_cpu():
+    """tools/check_gpu.py (run on a GPU machine for docs/benchmarks.md) with ``--device cpu``:
+    the same build, forward + backward and comparison code, fp32 against itself (0) and CPU
+    bf16 autocast against fp32 (bf16's ~1e-2, outputs and parameter gradients); without a GPU
+    the default device says so."""
+    script = osp.join(ROOT, 'tools', 'check_gpu.py')
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.run([sys.executable, script, '--device', 'cpu', '--families',
+                           'vt-resnet18', '--runs', '1'], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    (row, ) = [line for line in proc.stdout.splitlines() if line.startswith('| vt-resnet18')]
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    fp32_out, fp32_grad, bf16_out, bf16_grad = map(float, cells[2:6])
+    assert fp32_out == fp32_grad == 0.0, row
+    assert 1e-4 < bf16_out < 5e-2 and 1e-4 < bf16_grad < 1e-1, row
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 2 and 'no CUDA device' in proc.stdout

@@ -105,18 +105,31 @@ def test_mmpretrain_classifier_train_and_test(tmp_path):
 
 
 @pytest.mark.slow
-def test_mmseg_own_train_tool_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_path,
-                                                                      tiny_config):
+def test_mmseg_own_tools_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_path, tiny_config):
     """README: mmseg's own tools/train.py parses ``_base_`` before ``custom_imports``, so a
     user's config inherits a vt-mm config by its path (here the demo's); it then trains with
-    vt-mm's modules and with the hooks its runtime base declares."""
+    vt-mm's modules and with the hooks its runtime base declares. mmseg's analyze_logs.py
+    (seaborn, requirements/tools.txt) plots that run's log; vt-mm's browse_dataset.py draws its
+    training samples (mmseg's own fails on every config with OpenCV 5: see the tool)."""
     import mmseg
-    train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    mmseg_tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
     cfg = tiny_config(tmp_path, lip_root)  # _base_ = ['<repository>/configs/vtfpn_lip_demo.py']
     work = tmp_path / 'work'
-    out = _run([train, cfg, '--work-dir', str(work), '--cfg-options', 'train_cfg.max_iters=2',
-                'train_cfg.val_interval=2'])
+    out = _run([osp.join(mmseg_tools, 'train.py'), cfg, '--work-dir', str(work),
+                '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'])
     assert 'Iter(train) [2/2]' in out and 'mIoU' in out, out[-3000:]
     for hook in ('ResumeRNGHook', 'CheckpointSafetyHook', 'NetworkCompileHook'):
         assert hook in out, hook  # mmengine lists the registered hooks
     assert (work / 'iter_2.pth').is_file()
+
+    (log, ) = glob.glob(str(work / '*' / 'vis_data' / '[0-9]*.json'))  # mmengine's json log
+    plot = tmp_path / 'loss.png'
+    out = _run([osp.join(mmseg_tools, 'analysis_tools', 'analyze_logs.py'), log, '--keys',
+                'loss', '--out', str(plot)])
+    assert plot.stat().st_size > 1000, out[-2000:]
+
+    drawn = tmp_path / 'browse'
+    out = _run(['tools/analysis_tools/browse_dataset.py', cfg, '--not-show', '--output-dir',
+                str(drawn)])
+    assert '8 samples drawn' in out, out[-2000:]
+    assert len(list(drawn.glob('*.jpg'))) == 8

@@ -88,7 +88,7 @@ tools_layer() {
     local pip=("$ENV/bin/python" -m pip --disable-pip-version-check)
     "${pip[@]}" install -q -r "$ROOT/requirements/tools.txt" || die "installing requirements/tools.txt failed"
     "${pip[@]}" install -q --no-deps -r "$ROOT/requirements/tools-nodeps.txt" || die "installing openmim failed"
-    "$ENV/bin/python" -c 'import mim, seaborn, mmengine, mmseg' || die "the tools do not import beside the stack (see above)"
+    "$ENV/bin/python" -W ignore -c 'import mim, seaborn, mmengine, mmseg' || die "the tools do not import beside the stack (see above)"
     rm -f "$ENV"/.tools-*
     touch "$ENV/.tools-$tkey"
 }
