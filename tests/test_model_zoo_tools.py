@@ -275,10 +275,11 @@ def test_check_gpu_script_runs_its_comparisons_on_the_cpu():
     script = osp.join(ROOT, 'tools', 'check_gpu.py')
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, script, '--device', 'cpu', '--families',
-                           'vt-resnet18', '--runs', '1'], capture_output=True, text=True,
+                           'vt-resnet18', '--runs', '1', '--size', '96'], capture_output=True,
+                          text=True,
                           env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    (row, ) = [line for line in proc.stdout.splitlines() if line.startswith('| vt-resnet18')]
+    (row, ) = [line for line in proc.stdout.splitlines() if line.startswith('| vt-resnet18 | 96')]
     cells = [c.strip() for c in row.strip('|').split('|')]
     fp32_out, fp32_grad, bf16_out, bf16_grad = map(float, cells[2:6])
     assert fp32_out == fp32_grad == 0.0, row

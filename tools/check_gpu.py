@@ -1,6 +1,6 @@
 """Every family's forward and backward on a GPU (fp32 and bf16 autocast) against the CPU.
 
-    python tools/check_gpu.py [--device cuda] [--families ...] [--runs 20] [--size 224]
+    python tools/check_gpu.py [--device cuda] [--families ...] [--runs 20] [--size S]
 
 For VT-FPN (Semantic FPN, ResNet-50), SeaFormer-T/B (segmentors), PyramidTNT-Ti/S and
 VT-ResNet-18/50 (classifiers), with the same random weights and input on the CPU and on the
@@ -99,9 +99,10 @@ def median_time(fn, device, runs):
     return statistics.median(times) * 1000
 
 
-def check(family, device, runs):
+def check(family, device, runs, size=None):
     import copy
-    config, size = FAMILIES[family]
+    config, native = FAMILIES[family]
+    size = size or native
     torch.manual_seed(0)
     cpu_model = build(config)
     dev_model = copy.deepcopy(cpu_model).to(device)
@@ -131,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--families', nargs='+', default=list(FAMILIES), choices=list(FAMILIES))
     parser.add_argument('--runs', type=int, default=20)
+    parser.add_argument('--size', type=int, default=None,
+                        help='input size for every family (default: 192-256, per family)')
     parser.add_argument('--fp32-tol', type=float, default=1e-4)
     parser.add_argument('--bf16-tol', type=float, default=1e-1)
     args = parser.parse_args(argv)
@@ -150,7 +153,7 @@ def main(argv=None) -> int:
     print('|---|---|---|---|---|---|---|---|---|---|')
     failed = []
     for family in args.families:
-        row = check(family, args.device, args.runs)
+        row = check(family, args.device, args.runs, args.size)
         print(f"| {family} | {row['size']} | {row['fp32'][0]:.1e} | {row['fp32'][1]:.1e} | "
               f"{row['bf16'][0]:.1e} | {row['bf16'][1]:.1e} | "
               f"{row['fp32_fwd_ms']:.1f} | {row['fp32_train_ms']:.1f} | "

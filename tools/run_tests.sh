@@ -14,4 +14,5 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
 echo "[test] style: ruff check (rules in pyproject.toml [tool.ruff])"
 "$ENV/bin/ruff" check "$ROOT"
 
-exec "$DEPLOY_ENV/bin/python" -m pytest -ra "${@:-tests}"
+# --durations: the slowest tests, to keep the suite inside its 20-minute budget
+exec "$DEPLOY_ENV/bin/python" -m pytest -ra --durations=25 "${@:-tests}"

@@ -73,7 +73,7 @@ FAMILY_CONFIGS = {
 }
 REFERENCE_CONFIGS = {
     'mmseg_fpn': (_SEGMENTATION, 'fpn_lip.py',
-                  ", backbone=dict(depth=18, norm_cfg=dict(type='BN')), "
+                  ", pretrained=None, backbone=dict(depth=18, norm_cfg=dict(type='BN')), "
                   "neck=dict(in_channels=[64, 128, 256, 512]), "
                   "decode_head=dict(norm_cfg=dict(type='BN'))"),
 }

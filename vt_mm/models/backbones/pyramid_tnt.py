@@ -133,8 +133,12 @@ class SRAttention(nn.Module):
                 # A mask that requires grad sends SDPA from the CPU flash kernel to its ~2.5x slower
                 # math backend; without autograd the bias needs no grad.
                 mask = (bias if torch.is_grad_enabled() else bias.detach()).to(q.dtype)
+            # the scale given (SDPA's default, 1/sqrt(head dim)): otherwise the ONNX export
+            # computes it from the tensor's shape (Shape, Gather, Cast, Sqrt per attention), which
+            # static graphs keep unfolded
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.)
+                q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.,
+                scale=self.scale)
         else:
             attn = (q @ k.transpose(-2, -1)) * self.scale
             if bias is not None:
