@@ -7,7 +7,17 @@ ENV="$(bash "$ROOT/tools/setup_env.sh" | tail -1)"
 DEPLOY_ENV="$(bash "$ROOT/tools/setup_env.sh" --deploy | tail -1)"
 cd "$ROOT"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+# Two pytest workers (pytest-xdist, requirements/tools.txt), one thread each, test files kept
+# whole per worker (module fixtures built once); VT_MM_TEST_WORKERS=0 runs in one process with
+# two threads instead.
+WORKERS="${VT_MM_TEST_WORKERS:-2}"
+if [[ "$WORKERS" -gt 0 ]]; then
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+    PARALLEL=(-n "$WORKERS" --dist loadfile)
+else
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+    PARALLEL=()
+fi
 
 # Style first (seconds): OpenMMLab's flake8 + isort rules through ruff (requirements/tools.txt),
 # configured in pyproject.toml.
@@ -15,4 +25,4 @@ echo "[test] style: ruff check (rules in pyproject.toml [tool.ruff])"
 "$ENV/bin/ruff" check "$ROOT"
 
 # --durations: the slowest tests, to keep the suite inside its 20-minute budget
-exec "$DEPLOY_ENV/bin/python" -m pytest -ra --durations=25 "${@:-tests}"
+exec "$DEPLOY_ENV/bin/python" -m pytest -ra --durations=25 "${PARALLEL[@]}" "${@:-tests}"
