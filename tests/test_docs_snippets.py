@@ -29,25 +29,13 @@ def _snippets():
 SNIPPETS = _snippets()
 
 
-def _without_sync_bn(node):
-    """SyncBN needs a process group to run, not to be checked: BN in its place."""
-    if isinstance(node, dict):
-        node = type(node)({k: _without_sync_bn(v) for k, v in node.items()})
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-        return node
-    if isinstance(node, (list, tuple)):
-        return type(node)(_without_sync_bn(v) for v in node)
-    return node
-
-
 def test_the_docs_have_config_snippets():
     assert len(SNIPPETS) >= 3  # README: vt_mm:: inheritance, custom_imports, VT-FPN in mmseg
 
 
 @pytest.mark.parametrize('snippet', SNIPPETS)
 def test_config_snippet_builds(snippet, tmp_path):
-    from mmengine.registry import init_default_scope
+    from vt_mm.analysis import build_model
     path = tmp_path / 'user_config.py'
     path.write_text(snippet)
     cfg = Config.fromfile(str(path))
@@ -55,14 +43,9 @@ def test_config_snippet_builds(snippet, tmp_path):
         assert 'vt_mm' in cfg.custom_imports['imports']
     if 'model' not in cfg:
         return  # a fragment for a config of the user's (custom_imports alone)
-    scope = cfg.get('default_scope', 'mmseg')
-    init_default_scope(scope)
-    registry = {'mmseg': 'mmseg.registry', 'mmdet': 'mmdet.registry',
-                'mmpretrain': 'mmpretrain.registry'}[scope]
-    models = __import__(registry, fromlist=['MODELS']).MODELS
-    model_cfg = _without_sync_bn(cfg.model)
-    model_cfg.pop('pretrained', None)  # weights are not loaded offline; the model is as written
-    model = models.build(model_cfg)
+    # in the config's toolbox, SyncBN as BN (it needs a process group to run, not to be
+    # checked), no pretrained weights loaded offline; otherwise the model as written
+    model, _, _ = build_model(str(path))
     assert sum(p.numel() for p in model.parameters()) > 0
     for part in re.findall(r"type='(\w+)'", snippet):
         if part in ('VTFPN', 'SeaFormer', 'PyramidTNT', 'VTResNet'):

@@ -50,21 +50,10 @@ USER_CHECK = r'''
 import os.path as osp, sys
 import vt_mm
 assert not vt_mm.__file__.startswith(sys.argv[1]), vt_mm.__file__  # the installed copy
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
-for cfg_file, scope, registry in (('seg.py', 'mmseg', 'mmseg.registry'),
-                                  ('det.py', 'mmdet', 'mmdet.registry')):
-    cfg = Config.fromfile(cfg_file)
-    assert cfg.default_scope == scope, cfg.default_scope
-    init_default_scope(scope)
-    __import__(scope + '.utils', fromlist=['x']).register_all_modules()
-    models = __import__(registry, fromlist=['MODELS']).MODELS
-    cfg.model.backbone.norm_cfg = dict(type='BN', requires_grad=True)
-    if 'decode_head' in cfg.model:
-        cfg.model.decode_head.norm_cfg = dict(type='BN', requires_grad=True)
-    cfg.model.pop('pretrained', None)
-    cfg.model.backbone.pop('init_cfg', None)
-    model = models.build(cfg.model)
+from vt_mm.analysis import build_model
+for cfg_file, scope in (('seg.py', 'mmseg'), ('det.py', 'mmdet')):
+    model, cfg, toolbox = build_model(cfg_file)  # BN for SyncBN, no pretrained weights
+    assert cfg.default_scope == scope == toolbox, cfg.default_scope
     print(cfg_file, type(model.backbone).__name__, type(getattr(model, 'neck', None)).__name__)
 '''
 

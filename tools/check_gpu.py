@@ -19,9 +19,7 @@ comparisons CPU against CPU (what the test suite does, to keep the script workin
 """
 import argparse
 import os.path as osp
-import statistics
 import sys
-import time
 import warnings
 
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
@@ -31,6 +29,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import vt_mm  # noqa: E402,F401
+from vt_mm.analysis import time_alternately  # noqa: E402
 
 # family: (config under configs/, input size)
 FAMILIES = {
@@ -86,19 +85,6 @@ def differences(result, reference):
     return out, float((grads - ref_grads).norm() / ref_grads.norm().clamp_min(1e-12))
 
 
-def median_time(fn, device, runs):
-    sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
-    fn()
-    sync()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1000
-
-
 def check(family, device, runs, size=None):
     import copy
     config, native = FAMILIES[family]
@@ -121,9 +107,11 @@ def check(family, device, runs, size=None):
                                                  enabled=autocast):
                 dev_model(xd)
 
-        row[f'{precision}_fwd_ms'] = median_time(fwd, device, runs)
-        row[f'{precision}_train_ms'] = median_time(
-            lambda: train_step(dev_model, xd, autocast), device, runs)
+        # grad on for both: the forward turns it off itself
+        (fwd_s, _, _), (train_s, _, _) = time_alternately(
+            [fwd, lambda: train_step(dev_model, xd, autocast)], runs, 1, device, family,
+            grad=True)
+        row[f'{precision}_fwd_ms'], row[f'{precision}_train_ms'] = fwd_s * 1000, train_s * 1000
     return row
 
 

@@ -19,6 +19,7 @@ Eager and compiled runs alternate family by family; the two cores are shared wit
 vt_resnet] [--iters 8] [--size 128] [--batch 4] [--compile-cfg "dict(backend='inductor')"]``
 """
 import argparse
+import copy
 import os
 import os.path as osp
 import statistics
@@ -41,9 +42,9 @@ from vt_mm.engine.compile_check import (  # noqa: E402
 )
 
 
-def _timed_run(cfg_path: str, work_dir: str, iters: int, compile_cfg, train_step=False):
-    """Train ``iters`` iterations; returns per-iteration wall times and the number of graphs
-    Dynamo compiled."""
+def _timed_run(cfg: Config, work_dir: str, iters: int, compile_cfg, train_step=False):
+    """Train ``iters`` iterations of a copy of ``cfg``; returns per-iteration wall times and
+    the number of graphs Dynamo compiled."""
     import torch._dynamo as dynamo
     from mmengine.hooks import Hook
     from mmengine.runner import Runner
@@ -59,7 +60,7 @@ def _timed_run(cfg_path: str, work_dir: str, iters: int, compile_cfg, train_step
         def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
             times.append(time.perf_counter() - self._t)
 
-    cfg = Config.fromfile(cfg_path)
+    cfg = copy.deepcopy(cfg)
     cfg.work_dir = work_dir
     cfg.train_cfg.max_iters = iters
     cfg.train_cfg.val_interval = iters + 1
@@ -96,8 +97,8 @@ def main(argv=None):
         families = args.families + [f for f in args.train_step_families
                                     if f not in args.families]
         for family in families:
-            cfg_path = write_family_config(family, osp.join(tmp, family), args.size, args.batch)
-            cfg = Config.fromfile(cfg_path)
+            cfg = Config.fromfile(
+                write_family_config(family, osp.join(tmp, family), args.size, args.batch))
             init_default_scope(cfg.get('default_scope', 'mmseg'))
             breaks, reasons = count_graph_breaks(cfg)
             for reason in reasons:
@@ -108,8 +109,8 @@ def main(argv=None):
             if family in args.train_step_families:
                 modes.append(('train_step', compile_cfg))
             for mode, ccfg in modes:
-                times, graphs = _timed_run(cfg_path, osp.join(tmp, family, mode), args.iters,
-                                           ccfg, train_step=mode == 'train_step')
+                times, graphs = _timed_run(cfg, osp.join(tmp, family, mode), args.iters, ccfg,
+                                           train_step=mode == 'train_step')
                 rows.append((family, mode, '-' if mode == 'eager' else breaks, graphs,
                              times[0],
                              statistics.median(times[2:]) if len(times) > 2 else float('nan')))

@@ -10,10 +10,7 @@ import os
 import os.path as osp
 from typing import List, Tuple
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CONFIGS = osp.join(ROOT, 'configs')
-if not osp.isdir(CONFIGS):  # an installed wheel: the configs ship under vt_mm/.mim
-    CONFIGS = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), '.mim', 'configs')
+from ..utils.config_scope import configs_root
 
 _COMMON = """
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2, val_interval=100)
@@ -94,8 +91,8 @@ def write_family_config(family: str, directory: str, size: int = 64, batch: int 
     path = osp.join(directory, f'{family}_compile.py')
     with open(path, 'w') as f:
         model = model.replace('{size}', str(size))
-        f.write(template.format(base=osp.join(CONFIGS, base), root=data, model=model, size=size,
-                                batch=batch) + _COMMON)
+        f.write(template.format(base=osp.join(configs_root(), base), root=data, model=model,
+                                size=size, batch=batch) + _COMMON)
     return path
 
 

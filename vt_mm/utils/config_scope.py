@@ -22,14 +22,21 @@ import os.path as osp
 SCOPE = 'vt_mm'
 
 
+def configs_root() -> str:
+    """vt-mm's configs: the installed ``vt_mm/.mim/configs``, else (a clone) the repository's
+    ``configs/``."""
+    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    installed = osp.join(package, '.mim', 'configs')
+    return installed if osp.isdir(installed) else osp.join(osp.dirname(package), 'configs')
+
+
 def _clone_config(relative: str):
     """The config in the repository's configs/ when vt_mm is imported from a clone (no install,
-    so no ``vt_mm/.mim``), else None."""
-    package = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    configs = osp.join(osp.dirname(package), 'configs')
-    if osp.isdir(osp.join(package, '.mim', 'configs')) or not osp.isdir(configs):
+    so no ``vt_mm/.mim``), else None (mmengine resolves installed configs itself)."""
+    root = configs_root()
+    if osp.basename(osp.dirname(root)) == '.mim' or not osp.isdir(root):
         return None
-    return osp.join(configs, relative)
+    return osp.join(root, relative)
 
 
 def register_config_scope() -> None:
