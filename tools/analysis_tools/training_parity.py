@@ -2,7 +2,7 @@
 
     python tools/analysis_tools/training_parity.py [--rows ROW ...] [--seeds 0 1 2] [--jobs 2]
         [--scale 1.0] [--necks FPN VT-FPN [FPN-no-3x3]] [--vt-options ARGS]
-        [--out work_dirs/training_parity]
+        [--pretrained-backbone CKPT] [--out work_dirs/training_parity]
 
 Every row trains the same model twice, once with mmdet's ``FPN`` and once with ``VTFPN`` (its
 defaults: nothing but ``type`` and the widths change), for each seed, from scratch, through
@@ -24,10 +24,20 @@ deviation or 1.0 mIoU (AP: 10% relative) of FPN's, or above it. Writes ``OUT/res
 parallel, each on ``--threads`` threads (default: 2 jobs x 1 thread on a 2-core machine).
 Synthetic data: parity here says that the defaults train, not how the necks rank on LIP or COCO.
 
-``--necks FPN-no-3x3`` adds a control (``parity_necks.py``): FPN without its 3x3 output
-convolutions, which is VT-FPN without its tokens; "VT-FPN - control" is what the tokens add,
+``--necks VT-FPN-3x3-coarse VT-FPN-dwsep`` add the trade-off variants (VTFPN
+``output_convs``): FPN's 3x3 output convs kept on the stride-16 and -32 levels only, and a
+depthwise-separable 3x3 on every output. ``--necks FPN-no-3x3`` adds a control
+(``parity_necks.py``): FPN without its 3x3 output convolutions, which is VT-FPN without its
+tokens; "VT-FPN - control" is what the tokens add,
 "FPN - control" what the 3x3 convolutions VT-FPN replaces add. ``--vt-options`` passes extra
 VTFPN arguments for experiments (e.g. ``"tokenizer_cfg=dict(scale_logits=False)"``).
+
+``--pretrained-backbone CKPT`` starts every run's ResNet-18 from the same weights, made by
+``pretrain_backbone.py`` (the paper's regime: its parity is with ImageNet-pretrained
+backbones); the checkpoint must fit the rows' backbone key for key, which is checked before the
+first run. The detection rows then use mmdet's ``ResNet`` with ``deep_stem=True`` (mmseg's
+ResNetV1c, which the pretrained weights are) instead of the plain stem of their from-scratch
+runs.
 """
 import argparse
 import glob
@@ -164,6 +174,10 @@ NECKS = {
     'FPN-no-3x3': "model['neck']['type'] = 'FPNWithoutOutputConvs'\n"
                   "custom_imports = dict(imports=['vt_mm', 'parity_necks'], "
                   "allow_failed_imports=False)\n",
+    # variants that buy back local capacity at a known FLOP cost (VTFPN output_convs)
+    'VT-FPN-3x3-coarse': "model['neck'].update(type='VTFPN', output_convs='conv3x3', "
+                         "output_conv_levels=(2, 3))\n",
+    'VT-FPN-dwsep': "model['neck'].update(type='VTFPN', output_convs='dwsep3x3')\n",
 }
 
 
@@ -182,7 +196,47 @@ def make_data(out_dir: str) -> dict:
     return roots
 
 
-def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str = '') -> str:
+def pretrained_text(task: str, checkpoint: str) -> str:
+    """Config lines that start the row's backbone from ``checkpoint`` (pretrain_backbone.py).
+
+    The segmentation rows' backbone is mmseg's ResNetV1c already; the detection rows' mmdet
+    ``ResNet`` gets ``deep_stem=True``, the same network and keys. mmdet's fine-tuning regime
+    (``frozen_stages=1``, ``norm_eval=True`` from its RetinaNet / Mask R-CNN configs) and
+    mmseg's (nothing frozen, BN trained) stay as the toolboxes set them.
+    """
+    init = f"dict(type='Pretrained', checkpoint={checkpoint!r}, prefix='backbone.')"
+    if task in ('lip', 'cue'):
+        return f"model['backbone'].update(init_cfg={init})\n"
+    return f"model['backbone'].update(deep_stem=True, init_cfg={init})\n"
+
+
+def check_backbone_checkpoint(config: str, checkpoint: str) -> None:
+    """Raises, naming the keys, when ``checkpoint``'s ``backbone.`` tensors do not fit the
+    config's backbone exactly (mmengine's ``Pretrained`` init would only log a warning and
+    train the unmatched layers from scratch)."""
+    sys.path.insert(0, ROOT)
+    from vt_mm.analysis import build_model
+    from vt_mm.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+    model, _, _ = build_model(config)
+    want = {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()
+            if not k.endswith('num_batches_tracked')}
+    state = unwrap_state_dict(load_checkpoint_file(checkpoint))
+    have = {k[len('backbone.'):]: tuple(v.shape) for k, v in state.items()
+            if k.startswith('backbone.') and not k.endswith('num_batches_tracked')}
+    missing = sorted(set(want) - set(have))
+    unexpected = sorted(set(have) - set(want))
+    shapes = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f'{checkpoint} does not fit the backbone of {config}: {len(missing)} missing '
+            f'({missing[:4]}), {len(unexpected)} unexpected ({unexpected[:4]}), {len(shapes)} '
+            f'of another shape ({[(k, have[k], want[k]) for k in shapes[:3]]}). Pretrain the '
+            'backbone these rows use: tools/analysis_tools/pretrain_backbone.py --depth 18 '
+            '(mmseg ResNetV1c, deep stem).')
+
+
+def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str = '',
+                pretrained_backbone: str = '') -> str:
     from vt_mm.datasets.demo_cue import CUE_CLASSES
     from vt_mm.datasets.demo_shapes import coco_data_config
     task, optim, _, _, _ = ROWS[row]
@@ -201,14 +255,18 @@ def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str 
                 coco_data_config(roots['coco'], mask=mask) +
                 DET_RECIPE.format(epochs=max(1, int(round(DET_EPOCHS * scale))),
                                   heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS))
+    if pretrained_backbone:
+        text += pretrained_text(task, pretrained_backbone)
     text += NECKS[neck]
-    if neck == 'VT-FPN' and vt_options:
+    if neck.startswith('VT-FPN') and vt_options:
         text += f"model['neck'].update(dict({vt_options}))\n"
     return text
 
 
-def train_once(config: str, work: str, seed: int, threads: int, key: str) -> dict:
-    """One tools/train.py run; returns the metric, the training losses and seconds/iteration."""
+def train_once(config: str, work: str, seed: int, threads: int, key: str,
+               extra_keys=()) -> dict:
+    """One tools/train.py run; returns the metric (and ``extra_keys``' last values), the
+    training losses and seconds/iteration."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, osp.dirname(osp.abspath(__file__))]),
                OMP_NUM_THREADS=str(threads),
                MKL_NUM_THREADS=str(threads))
@@ -222,10 +280,15 @@ def train_once(config: str, work: str, seed: int, threads: int, key: str) -> dic
     scalars = sorted(glob.glob(osp.join(work, '*', 'vis_data', 'scalars.json')))[-1]
     logs = [json.loads(line) for line in open(scalars)]
     train = [r for r in logs if 'loss' in r]
-    found = re.findall(rf'{re.escape(key)}: (-?\d+\.\d+)', out)
-    return dict(metric=float(found[-1]) if found else float('nan'),
+
+    def last(name):
+        found = re.findall(rf'{re.escape(name)}: (-?\d+\.\d+)', out)
+        return float(found[-1]) if found else float('nan')
+
+    return dict(metric=last(key), extra={k: last(k) for k in extra_keys},
                 steps=[r['step'] for r in train], losses=[r['loss'] for r in train],
-                s_per_iter=statistics.median(r['time'] for r in train if 'time' in r),
+                s_per_iter=statistics.median([r['time'] for r in train if 'time' in r]
+                                             or [float('nan')]),
                 wall_s=time.time() - started)
 
 
@@ -308,8 +371,21 @@ def main(argv=None):
                              "FPN-no-3x3 is the control without FPN's 3x3 convs or tokens")
     parser.add_argument('--vt-options', default='',
                         help="extra VTFPN arguments for experiments, e.g. 'num_tokens=16'")
-    parser.add_argument('--out', default=osp.join(ROOT, 'work_dirs', 'training_parity'))
+    parser.add_argument('--pretrained-backbone', metavar='CKPT', default='',
+                        help='start every backbone from this checkpoint '
+                             '(tools/analysis_tools/pretrain_backbone.py) instead of from '
+                             'scratch; default --out becomes work_dirs/training_parity_pretrained')
+    parser.add_argument('--out', default=None,
+                        help='default: work_dirs/training_parity (_pretrained)')
     args = parser.parse_args(argv)
+    if args.pretrained_backbone:
+        args.pretrained_backbone = osp.abspath(args.pretrained_backbone)
+        if not osp.isfile(args.pretrained_backbone):
+            parser.error(f'--pretrained-backbone {args.pretrained_backbone}: no such file; make '
+                         'one with tools/analysis_tools/pretrain_backbone.py')
+    if args.out is None:
+        args.out = osp.join(ROOT, 'work_dirs', 'training_parity' + (
+            '_pretrained' if args.pretrained_backbone else ''))
     os.makedirs(args.out, exist_ok=True)
     roots = make_data(args.out)
     jobs = []
@@ -317,7 +393,10 @@ def main(argv=None):
         for neck in args.necks:
             cfg = osp.join(args.out, f'{row}_{neck.replace("-", "").lower()}.py')
             with open(cfg, 'w') as f:
-                f.write(config_text(row, neck, roots, args.scale, args.vt_options))
+                f.write(config_text(row, neck, roots, args.scale, args.vt_options,
+                                    args.pretrained_backbone))
+            if args.pretrained_backbone and neck == args.necks[0]:
+                check_backbone_checkpoint(cfg, args.pretrained_backbone)
             for seed in args.seeds:
                 work = osp.join(args.out, 'work', f'{row}_{neck}_{seed}')
                 jobs.append((row, neck, seed, cfg, work))

@@ -1,18 +1,22 @@
 """Params, FLOPs and CPU latency of FPN vs VT-FPN (neck alone and whole Semantic-FPN model).
 
     python tools/analysis_tools/vtfpn_complexity.py [--size 473] [--runs 10] [--threads 2]
-        [--train-size 128] [--train-batch 8]
+        [--train-size 128] [--train-batch 8] [--necks FPN VT-FPN [FPN-no-3x3 ...]]
 
 FLOPs are mmengine.analysis counts, where one multiply-add is one FLOP: the convention of the VT
 paper's "GFLOPs" (FPN module 12.8 vs VT-FPN 2.0 at 473x473 with ResNet-50). Latency is the median
 of --runs timed forward passes (batch 1, after warm-up); FPN and VT-FPN are timed alternately in
 the same run so machine noise hits both, and the table reports their ratio. A training step
 (forward, loss, backward, SGD update; BatchNorm, batch --train-batch at --train-size) is timed
-the same way.
+the same way. ``--necks`` adds the trade-off variants of training_parity.py (FPN without its
+3x3 output convs, VT-FPN with 3x3 convs on the coarse levels, with a depthwise-separable 3x3
+on every output), each the LIP config with only the neck changed, timed in the same
+alternation.
 """
 import argparse
 import os.path as osp
 import sys
+import tempfile
 
 import torch
 
@@ -57,6 +61,34 @@ def train_step(model, size: int, batch: int):
     return step
 
 
+# neck name -> (base config, config lines that change its neck)
+NECK_CONFIGS = {
+    'FPN': ('configs/fpn_lip.py', ''),
+    'VT-FPN': ('configs/vtfpn_lip.py', ''),
+    'FPN-no-3x3': ('configs/fpn_lip.py',
+                   "model = dict(neck=dict(type='FPNWithoutOutputConvs'))\n"
+                   "custom_imports = dict(imports=['vt_mm', 'parity_necks'], "
+                   "allow_failed_imports=False)\n"),
+    'VT-FPN-3x3-coarse': ('configs/vtfpn_lip.py',
+                          "model = dict(neck=dict(output_convs='conv3x3', "
+                          "output_conv_levels=(2, 3)))\n"),
+    'VT-FPN-dwsep': ('configs/vtfpn_lip.py',
+                     "model = dict(neck=dict(output_convs='dwsep3x3'))\n"),
+}
+
+
+def neck_config(name: str, directory: str, fpn_config: str, vtfpn_config: str) -> str:
+    """A config file: the FPN or VT-FPN LIP config with only the neck of ``name`` changed."""
+    base, lines = NECK_CONFIGS[name]
+    base = {'configs/fpn_lip.py': fpn_config, 'configs/vtfpn_lip.py': vtfpn_config}[base]
+    if not lines:
+        return base
+    path = osp.join(directory, name.lower().replace('-', '_') + '.py')
+    with open(path, 'w') as f:
+        f.write(f'_base_ = [{osp.abspath(base)!r}]\n' + lines)
+    return path
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -67,11 +99,17 @@ def main(argv=None):
     parser.add_argument('--train-batch', type=int, default=8)
     parser.add_argument('--fpn-config', default=osp.join(ROOT, 'configs/fpn_lip.py'))
     parser.add_argument('--vtfpn-config', default=osp.join(ROOT, 'configs/vtfpn_lip.py'))
+    parser.add_argument('--necks', nargs='+', choices=list(NECK_CONFIGS),
+                        default=['FPN', 'VT-FPN'], help='necks to compare (FPN and VT-FPN always)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    models = {'FPN': build_model(args.fpn_config)[0], 'VT-FPN': build_model(args.vtfpn_config)[0]}
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # parity_necks (the same folder)
+    names = ['FPN', 'VT-FPN'] + [n for n in args.necks if n not in ('FPN', 'VT-FPN')]
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {n: build_model(neck_config(n, tmp, args.fpn_config, args.vtfpn_config))[0]
+                  for n in names}
     img = torch.randn(1, 3, args.size, args.size)
     with torch.no_grad():
         feats = models['FPN'].backbone(img)

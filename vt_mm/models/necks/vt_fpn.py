@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, DepthwiseSeparableConvModule
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor
@@ -27,6 +27,8 @@ from ..layers.visual_tokens import pointwise
 
 # Default token width as a multiple of out_channels (the paper: 1024 token channels over 256).
 TOKEN_WIDTH_RATIO = 4
+# output_convs: local convolutions after the token projection (None: the paper's design)
+OUTPUT_CONVS = (None, 'conv3x3', 'dwsep3x3')
 
 
 def _nearest_repeat(size: int, out_size: int) -> int:
@@ -160,6 +162,18 @@ class VTFPN(BaseModule):
             its output). Default: False: tried on the training-parity rows where VT-FPN trails
             (3 seeds each, docs/benchmarks.md) it moved nothing beyond the seed spread: lip-sgd
             36.97 +- 0.22 vs 36.86 +- 0.16 mIoU, lip-adamw 55.09 +- 1.10 vs 54.73 +- 0.86.
+        output_convs (str, optional): Buys back the local capacity of FPN's 3x3 output
+            convolutions at a known FLOP cost (a departure from the paper, for the accuracy /
+            FLOPs trade in docs/benchmarks.md): ``'conv3x3'`` is FPN's own output conv
+            (``ConvModule`` 3x3 with ``conv_cfg`` / ``norm_cfg`` / ``act_cfg``), ``'dwsep3x3'``
+            a depthwise-separable one (mmcv's ``DepthwiseSeparableConvModule``: a depthwise 3x3
+            then a pointwise 1x1, ~8x fewer FLOPs at 256 channels), applied to each level's
+            output after the token projection, before the extra levels (as FPN's are applied
+            before its extra levels). Default: None (the paper: no 3x3 convolutions).
+        output_conv_levels (Sequence[int], optional): Which used levels (0 = the finest) get
+            ``output_convs``; e.g. ``(2, 3)`` keeps 3x3 convs on the coarse stride-16 and
+            stride-32 levels only, where they cost 1/16 + 1/64 of the finest level's. Default:
+            None (every level).
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -185,6 +199,8 @@ class VTFPN(BaseModule):
                  act_cfg: Optional[dict] = None,
                  upsample_cfg: dict = dict(mode='nearest'),
                  zero_init_projection: bool = False,
+                 output_convs: Optional[str] = None,
+                 output_conv_levels: Optional[Sequence[int]] = None,
                  init_cfg=dict(type='Xavier', layer=['Conv2d', 'Conv1d'], distribution='uniform')):
         super().__init__(init_cfg)
         if not isinstance(in_channels, (list, tuple)) or not in_channels:
@@ -302,6 +318,37 @@ class VTFPN(BaseModule):
                         norm_cfg=norm_cfg,
                         act_cfg=act_cfg,
                         inplace=False))
+
+        if output_convs not in OUTPUT_CONVS:
+            raise ValueError(f'VTFPN: output_convs must be one of {OUTPUT_CONVS}, got '
+                             f'{output_convs!r}')
+        if output_conv_levels is not None:
+            if output_convs is None:
+                raise ValueError(f'VTFPN: output_conv_levels={output_conv_levels!r} needs '
+                                 "output_convs ('conv3x3' or 'dwsep3x3')")
+            levels = list(output_conv_levels)
+            check_ints('VTFPN', 'output_conv_levels', levels, minimum=0)
+            if not levels or len(set(levels)) != len(levels) or max(levels) >= num_levels:
+                raise ValueError(f'VTFPN: output_conv_levels={output_conv_levels!r} must be '
+                                 f'distinct levels in [0, {num_levels}) ({num_levels} levels '
+                                 'are used; 0 is the finest)')
+        else:
+            levels = list(range(num_levels))
+        self.output_conv_levels = tuple(sorted(levels)) if output_convs else ()
+        self.output_convs = None
+        if output_convs:
+            def output_conv():
+                if output_convs == 'conv3x3':
+                    return ConvModule(out_channels, out_channels, 3, padding=1, conv_cfg=conv_cfg,
+                                      norm_cfg=norm_cfg, act_cfg=act_cfg, inplace=False)
+                return DepthwiseSeparableConvModule(out_channels, out_channels, 3, padding=1,
+                                                    conv_cfg=conv_cfg, norm_cfg=norm_cfg,
+                                                    act_cfg=act_cfg)
+            # Identity on the levels without one: one module list, the level index is the key
+            self.output_convs = nn.ModuleList([
+                output_conv() if i in self.output_conv_levels else nn.Identity()
+                for i in range(num_levels)
+            ])
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -446,6 +493,8 @@ class VTFPN(BaseModule):
             proj(x, t, inplace=not (keep_last and i == last))
             for i, (proj, x, t) in enumerate(zip(self.projectors, laterals, mixed))
         ]
+        if self.output_convs is not None:
+            outs = [conv(x) for conv, x in zip(self.output_convs, outs)]
 
         num_extra = self.num_outs - len(outs)
         if num_extra > 0:

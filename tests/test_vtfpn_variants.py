@@ -1,0 +1,124 @@
+"""VT-FPN's neck variants for the accuracy / FLOPs trade (``output_convs``,
+``output_conv_levels``; issue "VT-FPN in the paper's regime", item 3): what each computes,
+what it costs, and that the default stays the paper's design (no output convolutions)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from test_vtfpn import IN_CHANNELS, _features, _small_neck
+
+import vt_mm  # noqa: F401
+from vt_mm import analysis
+from vt_mm.models.necks import VTFPN
+
+
+def _neck(**kw):
+    torch.manual_seed(0)
+    neck = _small_neck(**kw)
+    neck.init_weights()
+    return neck.eval()
+
+
+def _randomise_biases(module):
+    gen = torch.Generator().manual_seed(1)
+    for name, p in module.named_parameters():
+        if name.endswith('bias'):
+            p.data.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+def test_default_has_no_output_convs():
+    """The paper's design: FPN's 3x3 output convs replaced, not kept."""
+    neck = _neck()
+    assert neck.output_convs is None and neck.output_conv_levels == ()
+    assert not any(k.startswith('output_convs') for k in neck.state_dict())
+
+
+def test_conv3x3_with_silent_tokens_is_mmdets_fpn():
+    """output_convs='conv3x3' applies FPN's own output conv after the token projection: with
+    the projectors' values at zero (the tokens add nothing) the neck is mmdet's FPN exactly,
+    given FPN's lateral and output weights (random biases, so a dropped bias shows)."""
+    from mmdet.models.necks import FPN
+    neck = _neck(output_convs='conv3x3', zero_init_projection=True)
+    fpn = FPN(IN_CHANNELS, 32, 4).eval()
+    _randomise_biases(fpn)
+    own = neck.state_dict()
+    for key, value in fpn.state_dict().items():
+        own[key.replace('fpn_convs', 'output_convs')] = value
+    neck.load_state_dict(own)
+    feats = _features(65, 97, seed=0)
+    with torch.no_grad():
+        for mine, theirs in zip(neck(feats), fpn(feats)):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_dwsep3x3_is_a_depthwise_then_pointwise_conv_on_the_papers_output():
+    base = _neck()
+    neck = _neck(output_convs='dwsep3x3')
+    neck.load_state_dict(dict(neck.state_dict(), **base.state_dict()))
+    _randomise_biases(neck.output_convs)
+    feats = _features(64, 64, seed=0)
+    with torch.no_grad():
+        plain, outs = base(feats), neck(feats)
+    for i, (x, y) in enumerate(zip(plain, outs)):
+        conv = neck.output_convs[i]
+        dw, pw = conv.depthwise_conv.conv, conv.pointwise_conv.conv
+        assert dw.groups == 32 and dw.kernel_size == (3, 3) and pw.kernel_size == (1, 1)
+        want = F.conv2d(F.conv2d(x, dw.weight, dw.bias, padding=1, groups=32), pw.weight,
+                        pw.bias)
+        torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_output_conv_levels_touch_only_those_levels():
+    """(2, 3): 3x3 convs on the two coarse levels; the finer outputs are the paper's, the
+    extra (max-pool) level is taken from the convolved coarsest output, as FPN's."""
+    base = _neck(num_outs=5)
+    neck = _neck(num_outs=5, output_convs='conv3x3', output_conv_levels=(3, 2))
+    assert neck.output_conv_levels == (2, 3)
+    new = [k for k in neck.state_dict() if k not in base.state_dict()]
+    assert sorted({k.split('.')[1] for k in new}) == ['2', '3']
+    neck.load_state_dict(dict(neck.state_dict(), **base.state_dict()))
+    feats = _features(64, 64, seed=0)
+    with torch.no_grad():
+        plain, outs = base(feats), neck(feats)
+        for i in (0, 1):
+            torch.testing.assert_close(outs[i], plain[i])
+        for i in (2, 3):
+            torch.testing.assert_close(outs[i], neck.output_convs[i](plain[i]))
+        torch.testing.assert_close(outs[4], F.max_pool2d(outs[3], 1, stride=2))
+
+
+def test_output_convs_train():
+    neck = _neck(output_convs='dwsep3x3', output_conv_levels=(0, ))
+    neck.train()
+    sum(o.square().mean() for o in neck(_features(32, 32, seed=0))).backward()
+    for p in neck.output_convs[0].parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_output_convs_cost_what_the_convolutions_cost():
+    """The FLOPs a variant adds are exactly its convolutions': 9 C^2 per pixel for conv3x3,
+    9 C + C^2 for dwsep3x3, on the chosen levels only."""
+    feats = _features(128, 128, seed=0)
+    pixels = [f.shape[2] * f.shape[3] for f in feats]
+    c = 32
+
+    def macs(**kw):
+        return analysis.count_flops(_neck(**kw), feats)[0]
+
+    base = macs()
+    assert macs(output_convs='conv3x3') - base == 9 * c * c * sum(pixels)
+    assert macs(output_convs='conv3x3', output_conv_levels=(2, 3)) - base == 9 * c * c * (
+        pixels[2] + pixels[3])
+    assert macs(output_convs='dwsep3x3') - base == (9 * c + c * c) * sum(pixels)
+
+
+@pytest.mark.parametrize('kw, message', [
+    (dict(output_convs='3x3'), r"output_convs must be one of \(None, 'conv3x3', 'dwsep3x3'\)"),
+    (dict(output_conv_levels=(2, 3)), 'output_conv_levels=.* needs output_convs'),
+    (dict(output_convs='conv3x3', output_conv_levels=(4, )), r'distinct levels in \[0, 4\)'),
+    (dict(output_convs='conv3x3', output_conv_levels=(1, 1)), 'distinct levels'),
+    (dict(output_convs='conv3x3', output_conv_levels=()), 'distinct levels'),
+    (dict(output_convs='conv3x3', output_conv_levels=(-1, )), r'output_conv_levels\[0\]'),
+])
+def test_output_conv_arguments_are_checked(kw, message):
+    with pytest.raises(ValueError, match=message):
+        VTFPN(IN_CHANNELS, 32, 4, **kw)
