@@ -38,7 +38,8 @@ GROUPS = {
                 'tests/test_vtfpn.py', '-m', 'not slow']),
     'vtfpn': (['vt_mm/models/necks/vt_fpn.py'], None,
               ['tests/test_vtfpn.py', 'tests/test_vtfpn_contract.py', 'tests/test_arg_checks.py',
-               'tests/test_vtfpn_detectors.py', '-m', 'not slow']),
+               'tests/test_vtfpn_detectors.py', 'tests/test_vtfpn_variants.py', '-m',
+               'not slow']),
 }
 
 
