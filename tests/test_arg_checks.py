@@ -61,14 +61,28 @@ CASES = [
 ]
 
 
+OWNERS = ('VTFPN', 'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding',
+          'TokenTransformer', 'TokenProjector', 'VTModule', 'VTResNet', 'SeaFormer', 'PyramidTNT')
+
+
+def _owner(build) -> str:
+    """The class a case builds, read from the names its builder calls."""
+    names = build.__code__.co_names
+    owners = [n for n in names if n in OWNERS] or ['VTFPN' for n in names if n == '_vtfpn']
+    return owners[0]
+
+
 @pytest.mark.parametrize('build,name,value,valid', CASES,
                          ids=[f'{i}-{c[1]}={c[2]}' for i, c in enumerate(CASES)])
 def test_bad_argument_names_itself_and_its_range(build, name, value, valid):
+    """The message starts with the class that refused the value, then the argument, its
+    range and the value given."""
     kwargs = {} if '[' in name else {name: value}
     with pytest.raises(ValueError) as info:
         build(**kwargs)
     message = str(info.value)
-    assert f'{name} must be {valid}' in message and f'got {value!r}' in message, message
+    assert message.startswith(f'{_owner(build)}: {name} must be {valid}'), message
+    assert f'got {value!r}' in message, message
 
 
 def test_vtfpn_num_tokens_zero_used_to_die_in_backward():

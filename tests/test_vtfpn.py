@@ -272,20 +272,23 @@ def test_fast_paths_keep_biases_and_gradients(hw):
 
 
 def test_nearest_repeat_matches_interpolate():
+    """The broadcast fast path's premise, checked against PyTorch itself: nearest upsampling by
+    an integer factor k reads pixel i // k (every size up to 160, factors up to 8)."""
     import torch.nn.functional as F
 
     from vt_mm.models.necks.vt_fpn import _nearest_repeat
     checked = 0
-    for size in range(1, 40):
-        for out in range(size, 4 * size + 2):
+    for size in range(1, 161):
+        for out in list(range(size, 4 * size + 2)) + [k * size for k in range(5, 9)]:
             k = _nearest_repeat(size, out)
             assert (k > 0) == (out % size == 0)
             if k:
-                x = torch.randn(1, 1, size, 2)
-                up = x[:, :, :, None].expand(1, 1, size, k, 2).reshape(1, 1, out, 2)
-                assert torch.equal(up, F.interpolate(x, size=(out, 2), mode='nearest'))
+                assert k == out // size
+                x = torch.arange(size, dtype=torch.float32).view(1, 1, size, 1)
+                up = x[:, :, :, None].expand(1, 1, size, k, 1).reshape(1, 1, out, 1)
+                assert torch.equal(up, F.interpolate(x, size=(out, 1), mode='nearest')), (size, k)
                 checked += 1
-    assert checked > 100
+    assert checked > 1000
 
 
 def test_on_lateral_extra_conv_reads_the_unprojected_lateral():

@@ -5,6 +5,7 @@ defaults of the FPN vocabulary, the extra levels computed by hand for every
 of ``token_statistics``."""
 import functools
 import math
+import re
 
 import pytest
 import torch
@@ -266,3 +267,120 @@ def test_token_statistics_match_their_definitions():
         two_way = -(q * q.clamp_min(1e-12).log()).sum(-1).mean() / math.log(2)
         assert q.shape[-1] == 2 and float(two_way) < 1 - 1e-4
         assert s['projector_entropy'] == pytest.approx(float(two_way), rel=1e-5)
+
+
+# -- survivors of the third mutation run (docs/testing.md): what no test read ------------------
+
+def test_plain_1x1_recognises_only_a_plain_pointwise_conv():
+    """The fused-lateral fast path runs ``W x`` as a matrix product; that is the convolution
+    only for a plain 1x1 nn.Conv2d (stride 1, no padding or dilation, one group, conv first,
+    no spectral norm)."""
+    from mmcv.cnn import ConvModule
+
+    from vt_mm.models.necks.vt_fpn import _plain_1x1
+    assert _plain_1x1(ConvModule(8, 4, 1))
+    assert _plain_1x1(ConvModule(8, 4, 1, norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU')))
+    not_plain = [ConvModule(8, 4, 3), ConvModule(8, 4, 1, stride=2), ConvModule(8, 4, 1, padding=1),
+                 ConvModule(8, 4, 1, dilation=2), ConvModule(8, 4, 1, groups=2),
+                 ConvModule(8, 4, 1, conv_cfg=dict(type='ConvWS')),  # a Conv2d subclass
+                 ConvModule(8, 8, 1, norm_cfg=dict(type='BN'), order=('norm', 'conv', 'act')),
+                 ConvModule(8, 4, 1, with_spectral_norm=True)]
+    for module in not_plain:
+        assert not _plain_1x1(module), module
+
+
+def test_conv_module_1x1_is_the_module_with_norm_activation_and_otherwise():
+    from mmcv.cnn import ConvModule
+
+    from vt_mm.models.necks.vt_fpn import _conv_module_1x1
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 5, 7)
+    for module in (ConvModule(8, 4, 1, norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU')),
+                   ConvModule(8, 4, 3, padding=1),
+                   ConvModule(8, 4, 1, conv_cfg=dict(type='ConvWS'))):
+        module.eval()
+        if module.with_norm:
+            module.norm.running_mean.uniform_(-1, 1)
+            module.norm.running_var.uniform_(0.5, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(_conv_module_1x1(module, x), module(x))
+
+
+def test_weight_standardised_laterals_are_not_run_as_plain_products():
+    """conv_cfg=dict(type='ConvWS') standardises the weights in its forward: the neck's
+    laterals must be the modules' own outputs, not W x with the raw weights."""
+    neck = _neck(conv_cfg=dict(type='ConvWS'))
+    feats = _features(32, 32)
+    with torch.no_grad():
+        laterals = neck.lateral_features(feats)
+        want = [conv(x) for conv, x in zip(neck.lateral_convs, feats)]
+        for i in range(len(want) - 1, 0, -1):
+            want[i - 1] = want[i - 1] + F.interpolate(want[i], size=want[i - 1].shape[2:])
+    for got, exp in zip(laterals, want):
+        torch.testing.assert_close(got, exp)
+
+
+def test_wrong_number_of_inputs_names_the_fix():
+    neck = _neck()
+    with pytest.raises(ValueError, match=r"VTFPN was built for 4 inputs .* but got 3 feature "
+                                         r"maps; check the backbone's out_indices"):
+        neck(_features(32, 32)[:3])
+
+
+def test_extra_convs_without_extra_levels():
+    """add_extra_convs with num_outs equal to the levels used: no extra level, no extra conv."""
+    neck = _neck(add_extra_convs='on_input')
+    assert len(neck.extra_convs) == 0
+    with torch.no_grad():
+        outs = neck(_features(32, 32))
+    assert len(outs) == 4
+
+
+def test_init_cfg_reaches_the_base_module():
+    neck = _small_neck(init_cfg=dict(type='Constant', val=0.5, layer='Conv2d'))
+    neck.init_weights()
+    assert torch.all(neck.lateral_convs[0].conv.weight == 0.5)
+
+
+def test_in_channels_must_be_a_non_empty_list():
+    for bad in ([], 16, None):
+        with pytest.raises(ValueError, match=r'in_channels must be a non-empty list of ints, '
+                                             f'got {re.escape(repr(bad))}'):
+            VTFPN(bad, 32, 4)
+
+
+def test_level_range_arguments():
+    """end_level: -1 or the last index mean "to the last level" (extra outputs allowed, as in
+    mmdet's FPN); start_level > 0 uses fewer levels; the errors say what does not fit."""
+    last = VTFPN(IN_CHANNELS, 32, 5, end_level=3)
+    assert last.backbone_end_level == 4 and last.out_channels == 32
+    assert VTFPN(IN_CHANNELS, 32, 3, start_level=1).backbone_end_level == 4
+    with pytest.raises(ValueError, match=r'VTFPN: end_level must be an integer >= -1'):
+        VTFPN(IN_CHANNELS, 32, 4, end_level=-2)
+    with pytest.raises(ValueError, match=r'num_outs=2 is smaller than the 3 levels used '
+                                         r'\(in_channels=\[16, 32, 64, 128\], start_level=1\)'):
+        VTFPN(IN_CHANNELS, 32, 2, start_level=1)
+    with pytest.raises(ValueError, match=r'end_level=2 does not fit in_channels=\[16, 32, 64, '
+                                         r'128\] and num_outs=4'):
+        VTFPN(IN_CHANNELS, 32, 4, end_level=2)
+
+
+def test_projection_ratio_of_a_faint_map_is_not_clamped():
+    """projection_ratio divides by the lateral's norm, clamped only against zero: a map with
+    a norm below 1 keeps its ratio."""
+    neck = _neck()
+    for p in neck.parameters():
+        p.data.mul_(1e-3)
+    feats = [f * 1e-3 for f in _features(32, 32)]
+    with torch.no_grad():
+        stats = neck.token_statistics(feats)
+        laterals = neck.lateral_features(feats)
+        tokens, _ = neck.tokenize(laterals)
+        mixed = neck.mix_tokens(tokens)
+    for level, s in enumerate(stats):
+        x = laterals[level]
+        assert float(x.flatten(1).norm(dim=1).max()) < 1
+        with torch.no_grad():
+            added = neck.projectors[level](x, mixed[level]) - x
+        ratio = (added.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean()
+        assert s['projection_ratio'] == pytest.approx(float(ratio), rel=1e-4)
