@@ -384,3 +384,58 @@ def test_projection_ratio_of_a_faint_map_is_not_clamped():
             added = neck.projectors[level](x, mixed[level]) - x
         ratio = (added.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean()
         assert s['projection_ratio'] == pytest.approx(float(ratio), rel=1e-4)
+
+
+def test_conv_norm_and_act_cfgs_reach_laterals_and_extra_convs():
+    """conv_cfg / norm_cfg / act_cfg build every lateral and extra conv, as in mmdet's FPN."""
+    from mmcv.cnn.bricks.conv_ws import ConvWS2d
+    neck = VTFPN(IN_CHANNELS, 32, 6, add_extra_convs='on_input', conv_cfg=dict(type='ConvWS'),
+                 norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU'))
+    assert len(neck.extra_convs) == 2
+    for module in list(neck.lateral_convs) + list(neck.extra_convs):
+        assert isinstance(module.conv, ConvWS2d), module
+        assert module.with_norm and isinstance(module.activate, torch.nn.ReLU), module
+    bare = VTFPN(IN_CHANNELS, 32, 5, add_extra_convs='on_input', norm_cfg=dict(type='BN'),
+                 no_norm_on_lateral=True)
+    assert not any(m.with_norm for m in bare.lateral_convs) and bare.extra_convs[0].with_norm
+
+
+def test_start_level_skips_the_finest_inputs():
+    neck = _neck(num_outs=3, start_level=1)
+    assert neck.start_level == 1 and neck.end_level == -1
+    assert [m.conv.in_channels for m in neck.lateral_convs] == IN_CHANNELS[1:]
+    feats = _features(64, 64)
+    with torch.no_grad():
+        outs = neck(feats)
+    assert [o.shape[2:] for o in outs] == [f.shape[2:] for f in feats[1:]]
+
+
+@pytest.mark.parametrize('kw, message', [
+    (dict(end_level=4, num_outs=5), r'end_level=4 does not fit in_channels=\[16, 32, 64, 128\] '
+                                    r'and num_outs=5'),
+    (dict(start_level=4, num_outs=4), 'start_level=4 is out of range for 4 inputs'),
+    (dict(add_extra_convs='on_top'), r"add_extra_convs must be False, True, 'on_input', "
+                                     r"'on_lateral' or 'on_output', got 'on_top'"),
+    (dict(num_heads=3), r'VTFPN: num_heads=3 must divide out_channels=32; choose num_heads '
+                        r'among the divisors of out_channels \(e\.g\. 8 or 16 for widths that '
+                        r'are multiples of 16\)'),
+    (dict(groups=3), r'VTFPN: groups=3 must divide out_channels=32; choose groups among the '
+                     r'divisors of out_channels'),
+    (dict(out_channels=48, token_channels=40, num_heads=16, groups=8),
+     r'VTFPN: num_heads=16 must divide token_channels=40; choose num_heads among the divisors '
+     r'of token_channels'),
+    (dict(out_channels=48, token_channels=40, num_heads=8, groups=16),
+     r'VTFPN: groups=16 must divide token_channels=40; choose groups among the divisors of '
+     r'token_channels'),
+])
+def test_structure_errors_say_what_does_not_fit(kw, message):
+    args = dict(in_channels=IN_CHANNELS, out_channels=32, num_outs=4)
+    args.update(kw)
+    with pytest.raises(ValueError, match=message):
+        VTFPN(**args)
+
+
+def test_one_head_and_one_group_are_valid():
+    """The first-round setting (dense projections, one head) still builds."""
+    neck = VTFPN(IN_CHANNELS, 32, 4, num_heads=1, groups=1)
+    assert neck.transformer[0].num_heads == 1 and neck.tokenizers[0].value.groups == 1

@@ -53,6 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 RUNTIME = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)  # run from a clone
 
 SEG_BASE = """
 _base_ = ['mmseg::_base_/models/fpn_r50.py', 'mmseg::_base_/default_runtime.py', {runtime!r}]
@@ -214,7 +216,6 @@ def check_backbone_checkpoint(config: str, checkpoint: str) -> None:
     """Raises, naming the keys, when ``checkpoint``'s ``backbone.`` tensors do not fit the
     config's backbone exactly (mmengine's ``Pretrained`` init would only log a warning and
     train the unmatched layers from scratch)."""
-    sys.path.insert(0, ROOT)
     from vt_mm.analysis import build_model
     from vt_mm.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
     model, _, _ = build_model(config)
