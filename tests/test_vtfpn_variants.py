@@ -114,11 +114,34 @@ def test_output_convs_cost_what_the_convolutions_cost():
 @pytest.mark.parametrize('kw, message', [
     (dict(output_convs='3x3'), r"output_convs must be one of \(None, 'conv3x3', 'dwsep3x3'\)"),
     (dict(output_conv_levels=(2, 3)), 'output_conv_levels=.* needs output_convs'),
-    (dict(output_convs='conv3x3', output_conv_levels=(4, )), r'distinct levels in \[0, 4\)'),
+    (dict(output_convs='conv3x3', output_conv_levels=(4, )),
+     r'VTFPN: output_conv_levels=\(4,\) must be distinct levels in \[0, 4\) \(4 levels are '
+     r'used; 0 is the finest\)'),
     (dict(output_convs='conv3x3', output_conv_levels=(1, 1)), 'distinct levels'),
     (dict(output_convs='conv3x3', output_conv_levels=()), 'distinct levels'),
-    (dict(output_convs='conv3x3', output_conv_levels=(-1, )), r'output_conv_levels\[0\]'),
+    (dict(output_convs='conv3x3', output_conv_levels=(-1, )),
+     r'^VTFPN: output_conv_levels\[0\] must be an integer >= 0'),
 ])
 def test_output_conv_arguments_are_checked(kw, message):
     with pytest.raises(ValueError, match=message):
         VTFPN(IN_CHANNELS, 32, 4, **kw)
+
+
+def test_output_convs_are_built_with_the_necks_conv_norm_and_act_cfgs():
+    """As FPN's output convs: conv_cfg / norm_cfg / act_cfg apply, and with the defaults
+    (act_cfg=None) no activation is added (ConvModule's own default would be a ReLU)."""
+    from mmcv.cnn.bricks.conv_ws import ConvWS2d
+    cfgs = dict(conv_cfg=dict(type='ConvWS'), norm_cfg=dict(type='BN'),
+                act_cfg=dict(type='ReLU'))
+    full = VTFPN(IN_CHANNELS, 32, 4, output_convs='conv3x3', **cfgs).output_convs[0]
+    assert isinstance(full.conv, ConvWS2d) and full.with_norm and full.with_activation
+    dwsep = VTFPN(IN_CHANNELS, 32, 4, output_convs='dwsep3x3', **cfgs).output_convs[0]
+    for part in (dwsep.depthwise_conv, dwsep.pointwise_conv):
+        assert isinstance(part.conv, ConvWS2d) and part.with_norm and part.with_activation
+    for kind in ('conv3x3', 'dwsep3x3'):
+        bare = VTFPN(IN_CHANNELS, 32, 6, output_convs=kind, add_extra_convs='on_input')
+        for module in bare.output_convs.modules():
+            if hasattr(module, 'with_activation'):
+                assert not module.with_activation and not module.with_norm, (kind, module)
+        for module in bare.extra_convs:
+            assert not module.with_activation and not module.with_norm
