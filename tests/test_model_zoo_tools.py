@@ -218,6 +218,12 @@ def test_parity_report_judges_with_the_control_column(tmp_path):
     results['lip-sgd']['FPN'] = [None] * 3  # not run: no verdict, the other columns stay
     text = tp.report(results, [0, 1, 2], str(tmp_path))
     assert 'goal met' not in text and '| 38.47 +- 0.45 | 37.00 +- 1.00 |' in text
+    # a trade-off variant is a column of its own, in NECKS order, beside the judged pair
+    results['lip-sgd']['FPN'] = fake([40.0, 39.0, 41.0])
+    results['lip-sgd']['VT-FPN-dwsep'] = fake([39.0, 40.0, 41.0])
+    text = tp.report(results, [0, 1, 2], str(tmp_path))
+    assert '| FPN | VT-FPN | FPN-no-3x3 | VT-FPN-dwsep | VT-FPN - FPN |' in text
+    assert '| 37.00 +- 1.00 | 40.00 +- 1.00 | -1.533 |' in text
 
 
 def test_parity_detection_configs_load_the_generated_shapes(tmp_path):

@@ -310,7 +310,7 @@ def report(results: dict, seeds, out_dir: str) -> str:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = list(results)
-    necks = [n for n in NECKS if all(r is not None for r in results[rows[0]][n])]
+    necks = [n for n in NECKS if all(r is not None for r in results[rows[0]].get(n, [None]))]
     judged = 'FPN' in necks and 'VT-FPN' in necks
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
     head = ['row', 'metric'] + necks + (['VT-FPN - FPN', 'goal met'] if judged else []) + [
