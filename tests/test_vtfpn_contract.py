@@ -242,16 +242,21 @@ def test_top_down_with_normed_laterals_is_fpns():
         torch.testing.assert_close(g, p, rtol=1e-5, atol=1e-5)
 
 
+def _token_path(neck, feats):
+    """token_statistics and, beside it, the intermediate maps it is defined on."""
+    with torch.no_grad():
+        stats = neck.token_statistics(feats)
+        laterals = neck.lateral_features(feats)
+        tokens, attns = neck.tokenize(laterals)
+        return stats, laterals, tokens, attns, neck.mix_tokens(tokens)
+
+
 def test_token_statistics_match_their_definitions():
     """Each statistic recomputed from its docstring on a random neck with 2 tokens per level
     (where a 2-way entropy must not be taken for the single-token case)."""
     neck = _neck(num_tokens=2)
     feats = _features(64, 64, n=2)
-    with torch.no_grad():
-        stats = neck.token_statistics(feats)
-        laterals = neck.lateral_features(feats)
-        tokens, attns = neck.tokenize(laterals)
-        mixed = neck.mix_tokens(tokens)
+    stats, laterals, tokens, attns, mixed = _token_path(neck, feats)
     for level, s in enumerate(stats):
         p = attns[level].flatten(2)  # N, L, HW
         hw = p.shape[-1]
@@ -372,11 +377,7 @@ def test_projection_ratio_of_a_faint_map_is_not_clamped():
     for p in neck.parameters():
         p.data.mul_(1e-3)
     feats = [f * 1e-3 for f in _features(32, 32)]
-    with torch.no_grad():
-        stats = neck.token_statistics(feats)
-        laterals = neck.lateral_features(feats)
-        tokens, _ = neck.tokenize(laterals)
-        mixed = neck.mix_tokens(tokens)
+    stats, laterals, _, _, mixed = _token_path(neck, feats)
     for level, s in enumerate(stats):
         x = laterals[level]
         assert float(x.flatten(1).norm(dim=1).max()) < 1

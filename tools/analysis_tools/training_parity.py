@@ -169,18 +169,24 @@ ROWS = {
 SEG_SIZE = 64  # image side of the generated segmentation data
 SEG_ITERS = 800  # per segmentation run at --scale 1 (~220 s on one core)
 DET_EPOCHS = 12  # per detection run at --scale 1 (RetinaNet ~100 s, Mask R-CNN ~260 s on one core)
+# neck name -> the neck's config (merged over the row's); the one table of the variants, also
+# read by vtfpn_complexity.py
 NECKS = {
-    'FPN': "model['neck']['type'] = 'FPN'\n",
-    'VT-FPN': "model['neck']['type'] = 'VTFPN'\n",
+    'FPN': dict(type='FPN'),
+    'VT-FPN': dict(type='VTFPN'),
     # control: FPN without its 3x3 output convs = VT-FPN without tokens (parity_necks.py)
-    'FPN-no-3x3': "model['neck']['type'] = 'FPNWithoutOutputConvs'\n"
-                  "custom_imports = dict(imports=['vt_mm', 'parity_necks'], "
-                  "allow_failed_imports=False)\n",
+    'FPN-no-3x3': dict(type='FPNWithoutOutputConvs'),
     # variants that buy back local capacity at a known FLOP cost (VTFPN output_convs)
-    'VT-FPN-3x3-coarse': "model['neck'].update(type='VTFPN', output_convs='conv3x3', "
-                         "output_conv_levels=(2, 3))\n",
-    'VT-FPN-dwsep': "model['neck'].update(type='VTFPN', output_convs='dwsep3x3')\n",
+    'VT-FPN-3x3-coarse': dict(type='VTFPN', output_convs='conv3x3', output_conv_levels=(2, 3)),
+    'VT-FPN-dwsep': dict(type='VTFPN', output_convs='dwsep3x3'),
 }
+CONTROL_IMPORTS = ("custom_imports = dict(imports=['vt_mm', 'parity_necks'], "
+                   "allow_failed_imports=False)\n")
+
+
+def neck_imports(neck: str) -> str:
+    """Config lines a neck needs besides its options (the control lives in parity_necks.py)."""
+    return CONTROL_IMPORTS if NECKS[neck]['type'] == 'FPNWithoutOutputConvs' else ''
 
 
 def make_data(out_dir: str) -> dict:
@@ -258,7 +264,7 @@ def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str 
                                   heads=MASK_RCNN_HEADS if mask else RETINANET_HEADS))
     if pretrained_backbone:
         text += pretrained_text(task, pretrained_backbone)
-    text += NECKS[neck]
+    text += f"model['neck'].update({NECKS[neck]!r})\n" + neck_imports(neck)
     if neck.startswith('VT-FPN') and vt_options:
         text += f"model['neck'].update(dict({vt_options}))\n"
     return text

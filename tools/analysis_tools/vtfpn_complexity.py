@@ -61,31 +61,18 @@ def train_step(model, size: int, batch: int):
     return step
 
 
-# neck name -> (base config, config lines that change its neck)
-NECK_CONFIGS = {
-    'FPN': ('configs/fpn_lip.py', ''),
-    'VT-FPN': ('configs/vtfpn_lip.py', ''),
-    'FPN-no-3x3': ('configs/fpn_lip.py',
-                   "model = dict(neck=dict(type='FPNWithoutOutputConvs'))\n"
-                   "custom_imports = dict(imports=['vt_mm', 'parity_necks'], "
-                   "allow_failed_imports=False)\n"),
-    'VT-FPN-3x3-coarse': ('configs/vtfpn_lip.py',
-                          "model = dict(neck=dict(output_convs='conv3x3', "
-                          "output_conv_levels=(2, 3)))\n"),
-    'VT-FPN-dwsep': ('configs/vtfpn_lip.py',
-                     "model = dict(neck=dict(output_convs='dwsep3x3'))\n"),
-}
-
-
 def neck_config(name: str, directory: str, fpn_config: str, vtfpn_config: str) -> str:
-    """A config file: the FPN or VT-FPN LIP config with only the neck of ``name`` changed."""
-    base, lines = NECK_CONFIGS[name]
-    base = {'configs/fpn_lip.py': fpn_config, 'configs/vtfpn_lip.py': vtfpn_config}[base]
-    if not lines:
+    """A config file: the FPN or VT-FPN LIP config with only the neck of ``name`` changed
+    (training_parity.NECKS, the variants' one table)."""
+    from training_parity import NECKS, neck_imports
+    options = NECKS[name]
+    base = vtfpn_config if options['type'] == 'VTFPN' else fpn_config
+    if name in ('FPN', 'VT-FPN'):
         return base
     path = osp.join(directory, name.lower().replace('-', '_') + '.py')
     with open(path, 'w') as f:
-        f.write(f'_base_ = [{osp.abspath(base)!r}]\n' + lines)
+        f.write(f'_base_ = [{osp.abspath(base)!r}]\nmodel = dict(neck={options!r})\n'
+                + neck_imports(name))
     return path
 
 
@@ -99,13 +86,14 @@ def main(argv=None):
     parser.add_argument('--train-batch', type=int, default=8)
     parser.add_argument('--fpn-config', default=osp.join(ROOT, 'configs/fpn_lip.py'))
     parser.add_argument('--vtfpn-config', default=osp.join(ROOT, 'configs/vtfpn_lip.py'))
-    parser.add_argument('--necks', nargs='+', choices=list(NECK_CONFIGS),
+    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # training_parity, parity_necks
+    from training_parity import NECKS
+    parser.add_argument('--necks', nargs='+', choices=list(NECKS),
                         default=['FPN', 'VT-FPN'], help='necks to compare (FPN and VT-FPN always)')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # parity_necks (the same folder)
     names = ['FPN', 'VT-FPN'] + [n for n in args.necks if n not in ('FPN', 'VT-FPN')]
     with tempfile.TemporaryDirectory() as tmp:
         models = {n: build_model(neck_config(n, tmp, args.fpn_config, args.vtfpn_config))[0]
