@@ -314,3 +314,21 @@ def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
         assert cells[5].endswith('x)') and cells[6].endswith('x)'), cells
         if cells[1] == 'logits':
             assert cells[5].endswith('(1.00x)'), cells  # onnxruntime against itself
+
+
+def test_block_profile_converts_every_part_exactly(tmp_path):
+    """tools/analysis_tools/deploy_block_profile.py (the ncnn-on-PyramidTNT finding): every part
+    of the first TNT block, converted alone at the model's shapes, gives PyTorch's output in
+    each backend (a part fed the wrong layout, or a runtime that mis-converts one, is reported
+    OFF), one row per part (times not asserted: a benchmark)."""
+    _require(['onnxruntime', 'ncnn', 'pnnx'])
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis_tools/deploy_block_profile.py', '--shape', '64', '64',
+        '--runs', '1', '--out-dir', str(tmp_path)
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines()
+            if line.startswith('| ') and not line.startswith('| part')]
+    assert len(rows) == 7, proc.stdout
+    assert '| word attention | 64x16x5 |' in proc.stdout, proc.stdout  # (64/8)^2 sentences
+    assert 'OFF' not in proc.stdout, proc.stdout
