@@ -47,8 +47,9 @@ MUTANTS = [
      'if tuple(src) == tuple(dst) and not tracing():', 'if tuple(src) == tuple(dst):',
      ['tests/test_onnx_export.py', '-k', 'tnt']),
     ('check_onnx compares the first output only', 'vt_mm/deploy/onnx.py',
-     'diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))',
-     'diff = float(np.abs(got[0] - expected[0].numpy()).max())',
+     'diff = max(float(np.abs(g.astype(np.float64) - e.double().numpy()).max())\n'
+     '                   for g, e in zip(got, expected))',
+     'diff = float(np.abs(got[0].astype(np.float64) - expected[0].double().numpy()).max())',
      ['tests/test_onnx_export.py', '-k', 'check_onnx']),
     ('epoch-based loops skip the RNG restore', 'vt_mm/engine/hooks.py',
      '        else:\n            _set_rng_state(self._pending)\n',
