@@ -16,7 +16,6 @@ import os
 import os.path as osp
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
@@ -26,12 +25,12 @@ import torch.nn as nn
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a clone
 
-from vt_mm.analysis import build_model  # noqa: E402
+from vt_mm.analysis import build_model, time_alternately  # noqa: E402
 from vt_mm.deploy.backends import get_backend  # noqa: E402
 from vt_mm.deploy.backends.base import ConversionJob  # noqa: E402
 from vt_mm.deploy.offline import offline  # noqa: E402
 from vt_mm.deploy.onnx import simplify_onnx  # noqa: E402
-from vt_mm.models.backbones.pyramid_tnt import WORDS_SIDE, interpolate_grid  # noqa: E402
+from vt_mm.models.backbones.pyramid_tnt import WORDS_SIDE  # noqa: E402
 
 
 class Part(nn.Module):
@@ -47,13 +46,10 @@ class Part(nn.Module):
 
 
 def stage_inputs(backbone, shape, stage):
-    """The words, sentences and grid size entering ``stage`` for a random image."""
+    """The words, sentences and grid size entering ``stage``'s first block for a random
+    image."""
     with torch.no_grad():
-        x = torch.randn(1, 3, *shape)
-        words, sentences, hw = backbone.stem(backbone._pad(x))
-        words = words + backbone.word_pos
-        sentences = sentences + interpolate_grid(backbone.sentence_pos, backbone.native_hw, hw,
-                                                 dim=1)
+        words, sentences, hw = backbone.embed(torch.randn(1, 3, *shape))
         for s in backbone.stages[:stage]:
             words, sentences, hw = s(words, sentences, hw)
         if hasattr(backbone.stages[stage], 'word_merge'):
@@ -68,8 +64,8 @@ def block_parts(backbone, shape, stage):
     if not blk.with_words:
         raise SystemExit(f'stage {stage} has no word attention; choose another --stage')
     bias = backbone.stages[stage].relative_bias(hw)
-    n, per, wd = words.shape
-    sw, (_, ns, d) = (n, per, wd), sentences.shape
+    n, per, wd = sw = tuple(words.shape)
+    _, ns, d = sentences.shape
     att = blk.word_attn
 
     def scores(t):  # the word attention's batched q @ k^T alone
@@ -91,10 +87,9 @@ def block_parts(backbone, shape, stage):
     ]
 
 
-def convert_part(name, part, shape, backends, out_dir):
+def convert_part(stem, part, shape, backends, out_dir):
     part = part.eval()
     x = torch.randn(1, *shape)  # 4-D: (1, words-batch, 16, dim) or (1, 1, tokens, dim)
-    stem = name.strip().replace(' ', '_').replace('^', '').replace('@', 'x').replace('>', '')
     path = osp.join(out_dir, stem + '.onnx')
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
@@ -138,22 +133,18 @@ def main(argv=None):
           f'{args.stage} block 0, one thread, median of {args.runs} alternated runs\n')
     print('| part | input | ' + ' | '.join(f'{b} ms' for b in args.backends) + ' |')
     print('|---|---|' + '---|' * len(args.backends))
-    for name, fn, shape, modules in block_parts(backbone, tuple(args.shape), args.stage):
-        job, runners = convert_part(name, Part(fn, shape, modules), shape, args.backends,
+    for i, (name, fn, shape, modules) in enumerate(
+            block_parts(backbone, tuple(args.shape), args.stage)):
+        job, runners = convert_part(f'part{i}', Part(fn, shape, modules), shape, args.backends,
                                     out_dir)
-        times = [[] for _ in runners]
-        for _ in range(args.runs):
-            for i, (run, _) in enumerate(runners):
-                t0 = time.perf_counter()
-                run(job.example)
-                times[i].append(time.perf_counter() - t0)
-        med = [1e3 * float(np.median(t)) for t in times]
-        cells = [f'{m:.3f}' + ('' if i == 0 else f' ({m / med[0]:.1f}x)')
+        med = [1e3 * t[0] for t in time_alternately(
+            [lambda run=run: run(job.example) for run, _ in runners], runs=args.runs, warmup=1,
+            device='cpu', label=name)]
+        cells = [f'{m:.3f}' + ('' if j == 0 else f' ({m / med[0]:.1f}x)')
                  + (f' OFF by {d:.1e}' if d > 1e-4 else '')
-                 for i, (m, (_, d)) in enumerate(zip(med, runners))]
+                 for j, (m, (_, d)) in enumerate(zip(med, runners))]
         print(f'| {name} | {"x".join(map(str, shape))} | ' + ' | '.join(cells) + ' |',
               flush=True)
-
 
 if __name__ == '__main__':
     main()

@@ -497,6 +497,14 @@ class PyramidTNT(BackboneContract, BaseBackbone):
         pad_h, pad_w = -h % SENTENCE_STRIDE, -w % SENTENCE_STRIDE
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w or tracing() else x
 
+    def embed(self, x: Tensor) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """Words (B*N, 16, word_dim) and sentences (B, N, D) with their position embeddings,
+        and the sentence grid size: what the first stage takes."""
+        words, sentences, hw = self.stem(self._pad(x))
+        words = words + self.word_pos
+        pos = interpolate_grid(self.sentence_pos, self.native_hw, hw, dim=1)
+        return words, sentences + self.pos_drop(pos), hw
+
     def forward_features(self, x: Tensor) -> List[Tuple[Tensor, Tuple[int, int]]]:
         """Sentence tokens (B, N, D) and grid size after every stage."""
         if x.dim() != 4:
@@ -505,10 +513,7 @@ class PyramidTNT(BackboneContract, BaseBackbone):
         if x.shape[1] != in_channels:
             raise ValueError(f'PyramidTNT was built for {in_channels} input channels, got an input '
                              f'with {x.shape[1]} (shape {tuple(x.shape)})')
-        words, sentences, hw = self.stem(self._pad(x))
-        words = words + self.word_pos
-        pos = interpolate_grid(self.sentence_pos, self.native_hw, hw, dim=1)
-        sentences = sentences + self.pos_drop(pos)
+        words, sentences, hw = self.embed(x)
         feats = []
         for stage in self.stages:
             words, sentences, hw = stage(words, sentences, hw, self.with_cp)
