@@ -122,6 +122,25 @@ def test_labels_output_on_every_backend(tmp_path):
     assert ncnn.files[0].endswith('.labels.argmax-by-reduction.ncnn.param')
 
 
+def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(tmp_path):
+    """The labels graph's argmax over an NHWC view lets TFLite take it on the classifier's
+    NHWC output: an argmax over NCHW channels made litert-torch transpose the whole class map
+    first (a 150 x 64 x 64 TRANSPOSE before ARG_MAX, 13% of SeaFormer-T's time at 512x512)."""
+    _require(['tflite'])
+    from ai_edge_litert.interpreter import Interpreter
+    torch.manual_seed(0)
+    model, _, toolbox = build_model(osp.join(ROOT, 'configs', FAMILIES[0][0]))
+    report = deploy(model, ['tflite'], (64, 96), str(tmp_path), 'sea', toolbox=toolbox,
+                    output='labels', repeats=1)
+    result, = report['results']
+    assert result.error is None and result.agreement >= 0.999, result.line()
+    interpreter = Interpreter(model_path=result.files[0])
+    ops = interpreter._get_ops_details()
+    producer = {out: op['op_name'] for op in ops for out in op['outputs']}
+    argmax, = [op for op in ops if op['op_name'] == 'ARG_MAX']
+    assert producer[argmax['inputs'][0]] == 'CONV_2D', [op['op_name'] for op in ops[-8:]]
+
+
 def test_argmax_by_reduction_equals_argmax():
     """The ArgMax-free labels (for ncnn) are argmax's, ties going to the first class."""
     logits = torch.randn(2, 7, 5, 6) * 3
