@@ -88,12 +88,14 @@ def test_seaformer_segmentor_traced_at_its_native_size(tmp_path):
     assert rows[1]['shapes'] == [(1, 150, 10, 7)]
 
 
-def test_seaformer_segmentor_256_gap_is_eager_float32_rounding(tmp_path):
-    """At 256x256 (first image of seed 0) the random-weight SeaFormer-T's graph differs from
-    PyTorch's float32 result by ~6e-5 of outputs ~0.2, 10x its gap at 512x512: the last
-    SeaFormer block (4x4 tokens, activations ~100) is ill-conditioned there. Against a float64
-    copy of the model the graph is *closer* than eager float32 is, and within 1e-4: a wrong
-    resize (coordinate transform, frozen size) would be far off float64 too."""
+def test_seaformer_segmentor_256_gap_is_float32_rounding(tmp_path):
+    """At 256x256 (first image of seed 0) the random-weight SeaFormer-T is ill-conditioned (the
+    last SeaFormer block: 4x4 tokens, activations ~100), so float32 results differ by up to
+    ~1e-4 of outputs ~0.2, and which float32 computation lands nearer float64 depends on the
+    CPU's kernels. Measured: AVX2 machine (2026-12-01) graph 1.8e-5 from float64, eager 7.9e-5;
+    AVX-512 machine (2026-12-02) graph 1.4e-5 from eager, both ~1.07e-4 from float64. So the
+    graph must be within 1e-4 of at least one of eager float32 and a float64 copy of the model
+    at every size: a wrong resize (coordinate transform, frozen size) is far off both."""
     torch.manual_seed(0)
     model, _, toolbox = build_model(
         osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb4-160k_ade20k-512x512.py'))
@@ -104,10 +106,9 @@ def test_seaformer_segmentor_256_gap_is_eager_float32_rounding(tmp_path):
     to_eager = check_onnx(model, path, sizes, toolbox=toolbox)
     to_float64 = check_onnx(model, path, sizes, toolbox=toolbox, reference_dtype=torch.float64)
     for eager, exact in zip(to_eager, to_float64):
-        assert exact['max_abs_diff'] <= TOL * max(1.0, exact['max_abs_output']), exact
         assert exact['max_abs_output'] > 1e-2, exact
-    # the eager float32 gap this test explains is really there (else the test would be moot)
-    assert to_eager[0]['max_abs_diff'] > 2 * to_float64[0]['max_abs_diff'], (to_eager, to_float64)
+        nearest = min(eager['max_abs_diff'], exact['max_abs_diff'])
+        assert nearest <= TOL * max(1.0, exact['max_abs_output']), (eager, exact)
 
 
 def test_semantic_fpn_with_vtfpn_traced_at_the_papers_size(tmp_path):
