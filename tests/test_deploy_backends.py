@@ -104,15 +104,21 @@ def test_family_on_every_backend(config, shape, tmp_path):
         assert op not in report['op_counts'], report['op_counts']
 
 
-def test_labels_output_on_every_backend(tmp_path):
-    """--output labels: argmax at the logits' resolution + nearest upsample to the input, int32,
-    in every backend (ncnn through the argmax-by-reduction graph), the same labels as PyTorch."""
+@pytest.fixture(scope='module')
+def labels_report(tmp_path_factory):
+    """SeaFormer's labels graph converted for every backend once, for the tests below."""
     _require(ALL)
     torch.manual_seed(0)
     model, _, toolbox = build_model(osp.join(ROOT, 'configs', FAMILIES[0][0]))
     _trained_like_bn(model).eval()
-    report = deploy(model, ALL, (64, 96), str(tmp_path), 'sea', toolbox=toolbox,
-                    output='labels', repeats=1)
+    return deploy(model, ALL, (64, 96), str(tmp_path_factory.mktemp('labels')), 'sea',
+                  toolbox=toolbox, output='labels', repeats=1)
+
+
+def test_labels_output_on_every_backend(labels_report):
+    """--output labels: argmax at the logits' resolution + nearest upsample to the input, int32,
+    in every backend (ncnn through the argmax-by-reduction graph), the same labels as PyTorch."""
+    report = labels_report
     assert report['outputs'] == ['labels']
     assert 'ArgMax' in report['op_counts']
     for r in report['results']:
@@ -122,20 +128,14 @@ def test_labels_output_on_every_backend(tmp_path):
     assert ncnn.files[0].endswith('.labels.argmax-by-reduction.ncnn.param')
 
 
-def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(tmp_path):
+def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(labels_report):
     """The labels graph's argmax over an NHWC view lets TFLite take it on the classifier's
     NHWC output: an argmax over NCHW channels made litert-torch transpose the whole class map
     first (a 150 x 64 x 64 TRANSPOSE before ARG_MAX, 13% of SeaFormer-T's time at 512x512)."""
-    _require(['tflite'])
     from ai_edge_litert.interpreter import Interpreter
-    torch.manual_seed(0)
-    model, _, toolbox = build_model(osp.join(ROOT, 'configs', FAMILIES[0][0]))
-    report = deploy(model, ['tflite'], (64, 96), str(tmp_path), 'sea', toolbox=toolbox,
-                    output='labels', repeats=1)
-    result, = report['results']
+    result = next(r for r in labels_report['results'] if r.backend == 'tflite')
     assert result.error is None and result.agreement >= 0.999, result.line()
-    interpreter = Interpreter(model_path=result.files[0])
-    ops = interpreter._get_ops_details()
+    ops = Interpreter(model_path=result.files[0])._get_ops_details()
     producer = {out: op['op_name'] for op in ops for out in op['outputs']}
     argmax, = [op for op in ops if op['op_name'] == 'ARG_MAX']
     assert producer[argmax['inputs'][0]] == 'CONV_2D', [op['op_name'] for op in ops[-8:]]

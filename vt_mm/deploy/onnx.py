@@ -89,8 +89,8 @@ class SegmentationLabels(nn.Module):
         else:
             # over the last axis of an NHWC view: runtimes that keep maps NHWC (TFLite, OpenVINO)
             # then take it in their own layout instead of transposing the class map to NCHW
-            # first (SeaFormer-T 512, one thread: TFLite labels graph 1.13x -> 1.00x its logits
-            # graph; onnxruntime, which permutes, unchanged at 1.05x)
+            # first (SeaFormer-T 512, one thread: TFLite labels graph 1.13x -> 1.01x its logits
+            # graph; onnxruntime, which permutes, unchanged at 1.05-1.06x)
             labels = logits.permute(0, 2, 3, 1).argmax(dim=3).unsqueeze(1).to(torch.float32)
         labels = F.interpolate(labels, size=x.shape[-2:], mode='nearest')
         return labels.to(torch.int32) if self.integer else labels
