@@ -239,3 +239,23 @@ def test_converter_progress_stays_off_stdout(capfd):
             raise RuntimeError('conversion failed')
     print('still here')
     assert capfd.readouterr().out == 'still here\n'
+
+
+def test_onnxruntime_int8_uses_7_bit_weights_only_on_x86_without_vnni(tmp_path):
+    """Guards the u8s8 saturation fix: an AVX2 CPU (no VNNI) gets reduce_range (on such a
+    machine full 8-bit weights put SeaFormer-T's INT8 logits 80% of the peak off); a VNNI CPU,
+    an ARM CPU and an unreadable cpuinfo keep full 8-bit weights."""
+    from vt_mm.deploy.backends.onnxruntime import x86_without_vnni
+
+    def cpu(flags):
+        path = tmp_path / f'cpuinfo{len(list(tmp_path.iterdir()))}'
+        path.write_text(f'processor\t: 0\nflags\t\t: {flags}\n')
+        return str(path)
+
+    assert x86_without_vnni(cpu('fpu sse sse2 avx avx2 fma'))
+    assert not x86_without_vnni(cpu('fpu sse sse2 avx avx2 avx512f avx512_vnni'))
+    assert not x86_without_vnni(cpu('fpu sse sse2 avx avx2 avx_vnni'))
+    arm = tmp_path / 'arm'
+    arm.write_text('processor\t: 0\nFeatures\t: fp asimd asimddp\n')
+    assert not x86_without_vnni(str(arm))
+    assert not x86_without_vnni(str(tmp_path / 'missing'))
