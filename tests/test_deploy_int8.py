@@ -247,15 +247,13 @@ def test_onnxruntime_int8_uses_7_bit_weights_only_on_x86_without_vnni(tmp_path):
     an ARM CPU and an unreadable cpuinfo keep full 8-bit weights."""
     from vt_mm.deploy.backends.onnxruntime import x86_without_vnni
 
-    def cpu(flags):
-        path = tmp_path / f'cpuinfo{len(list(tmp_path.iterdir()))}'
-        path.write_text(f'processor\t: 0\nflags\t\t: {flags}\n')
+    def cpu(name, line):
+        path = tmp_path / name
+        path.write_text(f'processor\t: 0\n{line}\n')
         return str(path)
 
-    assert x86_without_vnni(cpu('fpu sse sse2 avx avx2 fma'))
-    assert not x86_without_vnni(cpu('fpu sse sse2 avx avx2 avx512f avx512_vnni'))
-    assert not x86_without_vnni(cpu('fpu sse sse2 avx avx2 avx_vnni'))
-    arm = tmp_path / 'arm'
-    arm.write_text('processor\t: 0\nFeatures\t: fp asimd asimddp\n')
-    assert not x86_without_vnni(str(arm))
+    assert x86_without_vnni(cpu('avx2', 'flags\t\t: fpu sse sse2 avx avx2 fma'))
+    assert not x86_without_vnni(cpu('avx512', 'flags\t\t: fpu sse sse2 avx2 avx512f avx512_vnni'))
+    assert not x86_without_vnni(cpu('avxvnni', 'flags\t\t: fpu sse sse2 avx avx2 avx_vnni'))
+    assert not x86_without_vnni(cpu('arm', 'Features\t: fp asimd asimddp'))
     assert not x86_without_vnni(str(tmp_path / 'missing'))
