@@ -24,6 +24,17 @@ def _load_script(name):
     return module
 
 
+def _import_analysis_module(name):
+    """A module of tools/analysis_tools imported by name, as a config's ``custom_imports``
+    imports it (once, cached in sys.modules: a second load through ``_load_script`` would
+    register its models twice)."""
+    import importlib
+    tools = osp.join(ROOT, 'tools', 'analysis_tools')
+    if tools not in sys.path:
+        sys.path.append(tools)
+    return importlib.import_module(name)
+
+
 benchmark = _load_script('benchmark')
 
 
@@ -183,7 +194,7 @@ def test_parity_control_neck_is_fpn_without_output_convs():
     from mmdet.models.necks import FPN
 
     from vt_mm.models.necks import VTFPN
-    control_mod = _load_script('parity_necks')
+    control_mod = _import_analysis_module('parity_necks')
     torch.manual_seed(0)
     in_ch = [8, 16, 32, 64]
     feats = [torch.randn(2, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(in_ch)]
@@ -224,6 +235,42 @@ def test_parity_report_judges_with_the_control_column(tmp_path):
     text = tp.report(results, [0, 1, 2], str(tmp_path))
     assert '| FPN | VT-FPN | FPN-no-3x3 | VT-FPN-dwsep | VT-FPN - FPN |' in text
     assert '| 37.00 +- 1.00 | 40.00 +- 1.00 | -1.533 |' in text
+
+
+def test_parity_report_leaves_out_a_neck_whose_run_failed_in_any_row(tmp_path):
+    """A failed run leaves None in its row: the neck drops out of the whole table (it was
+    judged on the first row only, and a failure in the second crashed the report)."""
+    tp = _load_script('training_parity')
+
+    def fake(vals):
+        return [dict(metric=v, steps=[10, 20], losses=[1.0, 0.5], s_per_iter=0.1) for v in vals]
+
+    results = {row: {'FPN': fake([0.3, 0.4, 0.5]), 'VT-FPN-dwsep': fake([0.2, 0.3, 0.4])}
+               for row in ('retinanet', 'mask-rcnn')}
+    results['mask-rcnn']['VT-FPN-dwsep'][1] = None
+    text = tp.report(results, [0, 1, 2], str(tmp_path))
+    assert 'VT-FPN-dwsep' not in text and '| retinanet | box AP | 0.400 +- 0.100 |' in text
+
+
+def test_every_parity_row_builds_every_neck(tmp_path):
+    """Each neck of NECKS builds in each row's model: the 3x3-on-the-coarse-levels variant
+    once indexed the used levels, which RetinaNet (start_level=1) rejected only when its run
+    came up, ten minutes into a benchmark; check_config_builds is that preflight."""
+    tp = _load_script('training_parity')
+    _import_analysis_module('parity_necks')  # the control's custom_imports, as in the runs
+    roots = dict(lip=str(tmp_path / 'lip'), cue=str(tmp_path / 'cue'), coco=str(tmp_path / 'coco'))
+    for row in tp.ROWS:
+        for neck in tp.NECKS:
+            path = tmp_path / f'{row}_{neck}.py'
+            path.write_text(tp.config_text(row, neck, roots, 0.1))
+            tp.check_config_builds(str(path), row, neck)
+    path = tmp_path / 'bad.py'
+    path.write_text(tp.config_text('retinanet', 'VT-FPN', roots, 0.1) +
+                    "model['neck'].update(dict(output_convs='conv3x3', "
+                    'output_conv_levels=(0, 3)))\n')
+    with pytest.raises(SystemExit, match=r"row 'retinanet' with neck 'VT-FPN' does not build "
+                       r'.*output_conv_levels=\(0, 3\) must be distinct backbone'):
+        tp.check_config_builds(str(path), 'retinanet', 'VT-FPN')
 
 
 def test_parity_detection_configs_load_the_generated_shapes(tmp_path):

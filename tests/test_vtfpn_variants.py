@@ -86,6 +86,25 @@ def test_output_conv_levels_touch_only_those_levels():
         torch.testing.assert_close(outs[4], F.max_pool2d(outs[3], 1, stride=2))
 
 
+def test_output_conv_levels_are_backbone_levels_whatever_the_start_level():
+    """(2, 3) means backbone levels 2 and 3 (ResNet's strides 16 and 32) with start_level=1
+    (RetinaNet's) as with 0 (Semantic FPN's): the same variant setting fits both; a
+    positional reading would put the convs on strides 32 and 64 or reject 3. Guards against
+    indexing the levels among the used ones."""
+    neck = _neck(num_outs=4, start_level=1, output_convs='conv3x3', output_conv_levels=(2, 3))
+    assert neck.output_conv_levels == (2, 3)
+    assert [type(m).__name__ for m in neck.output_convs] == ['Identity', 'ConvModule',
+                                                             'ConvModule']
+    base = _neck(num_outs=4, start_level=1)
+    neck.load_state_dict(dict(neck.state_dict(), **base.state_dict()))
+    feats = _features(64, 64, seed=0)
+    with torch.no_grad():
+        plain, outs = base(feats), neck(feats)
+        torch.testing.assert_close(outs[0], plain[0])  # backbone level 1: untouched
+        for i in (1, 2):  # backbone levels 2, 3
+            torch.testing.assert_close(outs[i], neck.output_convs[i](plain[i]))
+
+
 def test_output_convs_train():
     neck = _neck(output_convs='dwsep3x3', output_conv_levels=(0, ))
     neck.train()
@@ -115,10 +134,12 @@ def test_output_convs_cost_what_the_convolutions_cost():
     (dict(output_convs='3x3'), r"output_convs must be one of \(None, 'conv3x3', 'dwsep3x3'\)"),
     (dict(output_conv_levels=(2, 3)), 'output_conv_levels=.* needs output_convs'),
     (dict(output_convs='conv3x3', output_conv_levels=(4, )),
-     r'VTFPN: output_conv_levels=\(4,\) must be distinct levels in \[0, 4\) \(4 levels are '
-     r'used; 0 is the finest\)'),
-    (dict(output_convs='conv3x3', output_conv_levels=(1, 1)), 'distinct levels'),
-    (dict(output_convs='conv3x3', output_conv_levels=()), 'distinct levels'),
+     r'VTFPN: output_conv_levels=\(4,\) must be distinct backbone levels in \[0, 4\) \(the '
+     r'levels used: start_level=0 to 3; indices into in_channels\)'),
+    (dict(output_convs='conv3x3', output_conv_levels=(0, 3), start_level=1),
+     r'backbone levels in \[1, 4\) \(the levels used: start_level=1 to 3'),
+    (dict(output_convs='conv3x3', output_conv_levels=(1, 1)), 'distinct backbone levels'),
+    (dict(output_convs='conv3x3', output_conv_levels=()), 'distinct backbone levels'),
     (dict(output_convs='conv3x3', output_conv_levels=(-1, )),
      r'^VTFPN: output_conv_levels\[0\] must be an integer >= 0'),
 ])

@@ -242,6 +242,18 @@ def check_backbone_checkpoint(config: str, checkpoint: str) -> None:
             '(mmseg ResNetV1c, deep stem).')
 
 
+def check_config_builds(config: str, row: str, neck: str) -> None:
+    """Raises, naming the row and the neck, when the config's model does not build: a neck
+    option that one row's detector rejects (RetinaNet uses backbone levels 1-3 only) would
+    otherwise fail only when its turn comes, after the other runs have cost their time."""
+    from vt_mm.analysis import build_model
+    try:
+        build_model(config)
+    except Exception as exc:  # any build error: the message names what to fix
+        raise SystemExit(f'training_parity: row {row!r} with neck {neck!r} does not build '
+                         f'({config}): {type(exc).__name__}: {exc}') from exc
+
+
 def config_text(row: str, neck: str, roots: dict, scale: float, vt_options: str = '',
                 pretrained_backbone: str = '') -> str:
     from vt_mm.datasets.demo_cue import CUE_CLASSES
@@ -316,7 +328,9 @@ def report(results: dict, seeds, out_dir: str) -> str:
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     rows = list(results)
-    necks = [n for n in NECKS if all(r is not None for r in results[rows[0]].get(n, [None]))]
+    # the necks whose runs all finished, in every row (a failed run leaves None)
+    necks = [n for n in NECKS
+             if all(r is not None for row in rows for r in results[row].get(n, [None]))]
     judged = 'FPN' in necks and 'VT-FPN' in necks
     fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
     head = ['row', 'metric'] + necks + (['VT-FPN - FPN', 'goal met'] if judged else []) + [
@@ -402,6 +416,7 @@ def main(argv=None):
             with open(cfg, 'w') as f:
                 f.write(config_text(row, neck, roots, args.scale, args.vt_options,
                                     args.pretrained_backbone))
+            check_config_builds(cfg, row, neck)
             if args.pretrained_backbone and neck == args.necks[0]:
                 check_backbone_checkpoint(cfg, args.pretrained_backbone)
             for seed in args.seeds:
@@ -410,9 +425,17 @@ def main(argv=None):
     results = {row: {n: [None] * len(args.seeds) for n in NECKS} for row in args.rows}
     started = time.time()
 
+    failed = []
+
     def run(job):
         row, neck, seed, cfg, work = job
-        res = train_once(cfg, work, seed, args.threads, ROWS[row][3])
+        try:
+            res = train_once(cfg, work, seed, args.threads, ROWS[row][3])
+        except Exception as exc:  # one failed run must not stop the others
+            failed.append((row, neck, seed))
+            print(f'[parity] {row} {neck} seed {seed}: FAILED ({exc})', file=sys.stderr,
+                  flush=True)
+            return
         print(f'[parity] {row} {neck} seed {seed}: {ROWS[row][2]} {res["metric"]:.3f} '
               f'({res["wall_s"]:.0f} s; {time.time() - started:.0f} s elapsed)',
               file=sys.stderr, flush=True)
@@ -423,6 +446,9 @@ def main(argv=None):
     text = report(results, args.seeds, args.out)
     print(text)
     print(f'[parity] {len(jobs)} runs in {time.time() - started:.0f} s', file=sys.stderr)
+    if failed:
+        raise SystemExit(f'[parity] {len(failed)} of {len(jobs)} runs failed (their necks are '
+                         f'left out of the table): {failed}')
     return results
 
 

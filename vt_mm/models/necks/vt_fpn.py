@@ -166,10 +166,13 @@ class VTFPN(BaseModule):
             then a pointwise 1x1, ~8x fewer FLOPs at 256 channels), applied to each level's
             output after the token projection, before the extra levels (as FPN's are applied
             before its extra levels). Default: None (the paper: no 3x3 convolutions).
-        output_conv_levels (Sequence[int], optional): Which used levels (0 = the finest) get
-            ``output_convs``; e.g. ``(2, 3)`` keeps 3x3 convs on the coarse stride-16 and
-            stride-32 levels only, where they cost 1/16 + 1/64 of the finest level's. Default:
-            None (every level).
+        output_conv_levels (Sequence[int], optional): Which backbone levels (indices into
+            ``in_channels``, as ``start_level`` / ``end_level``) get ``output_convs``; e.g.
+            ``(2, 3)`` keeps 3x3 convs on ResNet's stride-16 and stride-32 levels only, where
+            they cost 1/16 + 1/64 of the stride-4 level's. Backbone indices (not positions
+            among the used levels) so that one setting means the same levels in Semantic FPN
+            (``start_level=0``) and RetinaNet (``start_level=1``). Each must lie in
+            ``[start_level, end of the used levels)``. Default: None (every used level).
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
 
@@ -324,12 +327,14 @@ class VTFPN(BaseModule):
                                  "output_convs ('conv3x3' or 'dwsep3x3')")
             levels = list(output_conv_levels)
             check_ints('VTFPN', 'output_conv_levels', levels, minimum=0)
-            if not levels or len(set(levels)) != len(levels) or max(levels) >= num_levels:
-                raise ValueError(f'VTFPN: output_conv_levels={output_conv_levels!r} must be '
-                                 f'distinct levels in [0, {num_levels}) ({num_levels} levels '
-                                 'are used; 0 is the finest)')
+            used = range(start_level, self.backbone_end_level)
+            if not levels or len(set(levels)) != len(levels) or not set(levels) <= set(used):
+                raise ValueError(
+                    f'VTFPN: output_conv_levels={output_conv_levels!r} must be distinct '
+                    f'backbone levels in [{used.start}, {used.stop}) (the levels used: '
+                    f'start_level={start_level} to {used.stop - 1}; indices into in_channels)')
         else:
-            levels = list(range(num_levels))
+            levels = list(range(start_level, self.backbone_end_level))
         self.output_conv_levels = tuple(sorted(levels)) if output_convs else ()
         self.output_convs = None
         if output_convs:
@@ -340,10 +345,11 @@ class VTFPN(BaseModule):
                 return DepthwiseSeparableConvModule(out_channels, out_channels, 3, padding=1,
                                                     conv_cfg=conv_cfg, norm_cfg=norm_cfg,
                                                     act_cfg=act_cfg)
-            # Identity on the levels without one: one module list, the level index is the key
+            # Identity on the levels without one: one module list, entry i = used level i
+            # (backbone level start_level + i), as lateral_convs
             self.output_convs = nn.ModuleList([
                 output_conv() if i in self.output_conv_levels else nn.Identity()
-                for i in range(num_levels)
+                for i in range(start_level, self.backbone_end_level)
             ])
 
     def init_weights(self) -> None:
