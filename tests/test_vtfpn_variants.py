@@ -67,6 +67,35 @@ def test_dwsep3x3_is_a_depthwise_then_pointwise_conv_on_the_papers_output():
         torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize('output_convs', ['conv3x3', 'dwsep3x3'])
+def test_output_convs_keep_the_output_scale_at_initialisation(output_convs):
+    """Freshly initialised, a variant's outputs have the paper's scale (std within 0.6-1.6x
+    on every level). Guards against torch's Xavier fans on the depthwise conv (fan_out 9C):
+    the dwsep outputs started 11x smaller, and the detectors trailed."""
+    feats = [torch.randn(1, c, 64 // 2**i, 64 // 2**i,
+                         generator=torch.Generator().manual_seed(i))
+             for i, c in enumerate([64, 128, 256, 512])]
+
+    def stds(**kw):
+        torch.manual_seed(0)
+        neck = VTFPN([64, 128, 256, 512], 256, 4, **kw)
+        neck.init_weights()
+        with torch.no_grad():
+            return [float(x.std()) for x in neck.eval()(feats)]
+
+    for mine, paper in zip(stds(output_convs=output_convs), stds()):
+        assert 0.6 < mine / paper < 1.6, (output_convs, mine, paper)
+
+
+def test_dwsep_init_leaves_loaded_weights_alone():
+    """The depthwise re-draw applies to the default Xavier init only: a neck initialised
+    otherwise (here: constant) keeps what its init_cfg gave."""
+    neck = VTFPN([64, 128, 256, 512], 32, 4, output_convs='dwsep3x3',
+                 init_cfg=dict(type='Constant', layer='Conv2d', val=0.5))
+    neck.init_weights()
+    assert torch.all(neck.output_convs[0].depthwise_conv.conv.weight == 0.5)
+
+
 def test_output_conv_levels_touch_only_those_levels():
     """(2, 3): 3x3 convs on the two coarse levels; the finer outputs are the paper's, the
     extra (max-pool) level is taken from the convolved coarsest output, as FPN's."""

@@ -165,7 +165,9 @@ class VTFPN(BaseModule):
             a depthwise-separable one (mmcv's ``DepthwiseSeparableConvModule``: a depthwise 3x3
             then a pointwise 1x1, ~8x fewer FLOPs at 256 channels), applied to each level's
             output after the token projection, before the extra levels (as FPN's are applied
-            before its extra levels). Default: None (the paper: no 3x3 convolutions).
+            before its extra levels). Its depthwise conv is drawn from Xavier-uniform with the
+            true fans (9 in, 9 out), not torch's (9 in, 9C out, which shrank the outputs 11x at
+            initialisation). Default: None (the paper: no 3x3 convolutions).
         output_conv_levels (Sequence[int], optional): Which backbone levels (indices into
             ``in_channels``, as ``start_level`` / ``end_level``) get ``output_convs``; e.g.
             ``(2, 3)`` keeps 3x3 convs on ResNet's stride-16 and stride-32 levels only, where
@@ -354,12 +356,30 @@ class VTFPN(BaseModule):
 
     def init_weights(self) -> None:
         super().init_weights()
+        if self.output_convs is not None and self._init_is_xavier():
+            for conv in self.output_convs:
+                if isinstance(conv, DepthwiseSeparableConvModule):
+                    # torch's Xavier fans ignore groups: a depthwise 3x3 over C channels gets
+                    # fan_out 9C and a gain of ~0.09, so the outputs started 11x smaller than
+                    # the paper's (RetinaNet / Mask R-CNN then trailed). Xavier with the true
+                    # fans (9 in, 9 out) keeps the scale, as FPN's 3x3 conv does.
+                    depthwise = conv.depthwise_conv.conv
+                    fan = depthwise.kernel_size[0] * depthwise.kernel_size[1] * (
+                        depthwise.in_channels // depthwise.groups)
+                    nn.init.uniform_(depthwise.weight, -math.sqrt(3 / fan), math.sqrt(3 / fan))
+                    if depthwise.bias is not None:
+                        nn.init.zeros_(depthwise.bias)
         if self.zero_init_projection:
             # the projectors' token values start at zero: the neck starts as FPN's laterals and
             # top-down sum (mmcv's NonLocal2d zero-initialises its residual output the same way)
             for proj in self.projectors:
                 nn.init.zeros_(proj.value.weight)
                 nn.init.zeros_(proj.value.bias)
+
+    def _init_is_xavier(self) -> bool:
+        """Whether the convs were drawn by the default Xavier init (not loaded weights)."""
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        return any(isinstance(c, dict) and c.get('type') == 'Xavier' for c in cfgs)
 
     def _check_inputs(self, inputs: Sequence[Tensor]) -> None:
         if len(inputs) != self.num_ins:
