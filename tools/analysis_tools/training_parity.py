@@ -218,13 +218,14 @@ def pretrained_text(task: str, checkpoint: str) -> str:
     return f"model['backbone'].update(deep_stem=True, init_cfg={init})\n"
 
 
-def check_backbone_checkpoint(config: str, checkpoint: str) -> None:
+def check_backbone_checkpoint(config: str, checkpoint: str, model=None) -> None:
     """Raises, naming the keys, when ``checkpoint``'s ``backbone.`` tensors do not fit the
     config's backbone exactly (mmengine's ``Pretrained`` init would only log a warning and
-    train the unmatched layers from scratch)."""
+    train the unmatched layers from scratch). ``model``: the config's model if already built."""
     from vt_mm.analysis import build_model
     from vt_mm.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
-    model, _, _ = build_model(config)
+    if model is None:
+        model, _, _ = build_model(config)
     want = {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()
             if not k.endswith('num_batches_tracked')}
     state = unwrap_state_dict(load_checkpoint_file(checkpoint))
@@ -242,13 +243,13 @@ def check_backbone_checkpoint(config: str, checkpoint: str) -> None:
             '(mmseg ResNetV1c, deep stem).')
 
 
-def check_config_builds(config: str, row: str, neck: str) -> None:
-    """Raises, naming the row and the neck, when the config's model does not build: a neck
+def check_config_builds(config: str, row: str, neck: str):
+    """The config's model; raises, naming the row and the neck, when it does not build: a neck
     option that one row's detector rejects (RetinaNet uses backbone levels 1-3 only) would
     otherwise fail only when its turn comes, after the other runs have cost their time."""
     from vt_mm.analysis import build_model
     try:
-        build_model(config)
+        return build_model(config)[0]
     except Exception as exc:  # any build error: the message names what to fix
         raise SystemExit(f'training_parity: row {row!r} with neck {neck!r} does not build '
                          f'({config}): {type(exc).__name__}: {exc}') from exc
@@ -416,9 +417,9 @@ def main(argv=None):
             with open(cfg, 'w') as f:
                 f.write(config_text(row, neck, roots, args.scale, args.vt_options,
                                     args.pretrained_backbone))
-            check_config_builds(cfg, row, neck)
+            model = check_config_builds(cfg, row, neck)
             if args.pretrained_backbone and neck == args.necks[0]:
-                check_backbone_checkpoint(cfg, args.pretrained_backbone)
+                check_backbone_checkpoint(cfg, args.pretrained_backbone, model)
             for seed in args.seeds:
                 work = osp.join(args.out, 'work', f'{row}_{neck}_{seed}')
                 jobs.append((row, neck, seed, cfg, work))

@@ -323,20 +323,20 @@ class VTFPN(BaseModule):
         if output_convs not in OUTPUT_CONVS:
             raise ValueError(f'VTFPN: output_convs must be one of {OUTPUT_CONVS}, got '
                              f'{output_convs!r}')
+        used = range(start_level, self.backbone_end_level)  # backbone levels, as laterals
         if output_conv_levels is not None:
             if output_convs is None:
                 raise ValueError(f'VTFPN: output_conv_levels={output_conv_levels!r} needs '
                                  "output_convs ('conv3x3' or 'dwsep3x3')")
             levels = list(output_conv_levels)
             check_ints('VTFPN', 'output_conv_levels', levels, minimum=0)
-            used = range(start_level, self.backbone_end_level)
             if not levels or len(set(levels)) != len(levels) or not set(levels) <= set(used):
                 raise ValueError(
                     f'VTFPN: output_conv_levels={output_conv_levels!r} must be distinct '
                     f'backbone levels in [{used.start}, {used.stop}) (the levels used: '
                     f'start_level={start_level} to {used.stop - 1}; indices into in_channels)')
         else:
-            levels = list(range(start_level, self.backbone_end_level))
+            levels = list(used)
         self.output_conv_levels = tuple(sorted(levels)) if output_convs else ()
         self.output_convs = None
         if output_convs:
@@ -350,8 +350,7 @@ class VTFPN(BaseModule):
             # Identity on the levels without one: one module list, entry i = used level i
             # (backbone level start_level + i), as lateral_convs
             self.output_convs = nn.ModuleList([
-                output_conv() if i in self.output_conv_levels else nn.Identity()
-                for i in range(start_level, self.backbone_end_level)
+                output_conv() if i in self.output_conv_levels else nn.Identity() for i in used
             ])
 
     def init_weights(self) -> None:
@@ -362,13 +361,11 @@ class VTFPN(BaseModule):
                     # torch's Xavier fans ignore groups: a depthwise 3x3 over C channels gets
                     # fan_out 9C and a gain of ~0.09, so the outputs started 11x smaller than
                     # the paper's (RetinaNet / Mask R-CNN then trailed). Xavier with the true
-                    # fans (9 in, 9 out) keeps the scale, as FPN's 3x3 conv does.
-                    depthwise = conv.depthwise_conv.conv
-                    fan = depthwise.kernel_size[0] * depthwise.kernel_size[1] * (
-                        depthwise.in_channels // depthwise.groups)
-                    nn.init.uniform_(depthwise.weight, -math.sqrt(3 / fan), math.sqrt(3 / fan))
-                    if depthwise.bias is not None:
-                        nn.init.zeros_(depthwise.bias)
+                    # fans (9 in, 9 out) keeps the scale, as FPN's 3x3 conv does; the bias
+                    # stays as the Xavier init left it.
+                    weight = conv.depthwise_conv.conv.weight
+                    bound = math.sqrt(3 / weight[0].numel())  # sqrt(6 / (fan_in + fan_out))
+                    nn.init.uniform_(weight, -bound, bound)
         if self.zero_init_projection:
             # the projectors' token values start at zero: the neck starts as FPN's laterals and
             # top-down sum (mmcv's NonLocal2d zero-initialises its residual output the same way)
