@@ -96,6 +96,38 @@ def test_dwsep_init_leaves_loaded_weights_alone():
     assert torch.all(neck.output_convs[0].depthwise_conv.conv.weight == 0.5)
 
 
+XAVIER = dict(type='Xavier', layer=['Conv2d', 'Conv1d'], distribution='uniform')  # the default
+
+
+@pytest.mark.parametrize('init_cfg', [XAVIER, [XAVIER]], ids=['dict', 'list'])
+def test_dwsep_depthwise_weights_are_xavier_uniform_with_the_true_fans(init_cfg):
+    """The depthwise 3x3 is drawn from U(-b, b), b = sqrt(6 / (9 + 9)) (fan_in = fan_out = 9
+    per group), whether init_cfg is one dict or a list of them (mmengine takes both). Guards
+    against a wrong bound (e.g. sqrt(4 / 9), outputs 15% off, inside the scale test's band) and
+    against a list init_cfg skipping the re-draw (torch's fans again: b = sqrt(6 / (9 + 9C)))."""
+    torch.manual_seed(0)
+    neck = VTFPN([64, 128, 256, 512], 256, 4, output_convs='dwsep3x3', init_cfg=init_cfg)
+    neck.init_weights()
+    bound = (6 / 18)**0.5
+    for conv in neck.output_convs:
+        weight = conv.depthwise_conv.conv.weight  # 256 x 1 x 3 x 3: 2304 draws
+        assert float(weight.abs().max()) <= bound
+        assert float(weight.abs().max()) > 0.98 * bound
+        assert abs(float(weight.std()) / (bound / 3**0.5) - 1) < 0.06
+
+
+@pytest.mark.parametrize('start_level', [0, 1])
+def test_output_conv_levels_may_name_every_used_level(start_level):
+    """Naming every used level is valid and is the default (all levels). Guards against a
+    strict-subset check that rejects the full set."""
+    levels = tuple(range(start_level, 4))
+    neck = _neck(num_outs=4 - start_level, start_level=start_level, output_convs='conv3x3',
+                 output_conv_levels=levels)
+    default = _neck(num_outs=4 - start_level, start_level=start_level, output_convs='conv3x3')
+    assert neck.output_conv_levels == default.output_conv_levels == levels
+    assert neck.state_dict().keys() == default.state_dict().keys()
+
+
 def test_output_conv_levels_touch_only_those_levels():
     """(2, 3): 3x3 convs on the two coarse levels; the finer outputs are the paper's, the
     extra (max-pool) level is taken from the convolved coarsest output, as FPN's."""
