@@ -89,6 +89,18 @@ def test_calibration_images_are_training_images_through_the_test_pipeline(demo, 
         calibration_images(cfg, model, (SIZE, SIZE), 7)
 
 
+def test_calibration_without_its_data_says_how_to_make_it(model_and_cfg, tmp_path):
+    """A fresh clone has no data/LIP_demo: INT8 calibration (export.py --int8,
+    deploy_benchmark.py) names the missing data_root and the command that writes the demo
+    data, instead of mmseg's `Failed to load ann_file`."""
+    model, cfg = model_and_cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'absent')
+    with pytest.raises(FileNotFoundError, match=r"train_dataloader: data_root .*absent.* does "
+                       r"not exist.*make_demo_lip\.py --out data/LIP_demo"):
+        calibration_images(cfg, model, (SIZE, SIZE), 1)
+
+
 def test_mmseg_postprocessing_of_logits_is_mmseg_predict(model_and_cfg):
     """The accuracy tool's post-processing of a backend's 1/8 logits reproduces mmseg's
     EncoderDecoder.predict exactly when given PyTorch's logits (so only the runtime differs)."""
