@@ -37,7 +37,7 @@ def val_samples(cfg, model, max_images: Optional[int] = None,
     from vt_mm.engine.data_checks import build_dataset
 
     from .calibration import preprocessed
-    dataset = build_dataset(cfg, cfg[split]['dataset'])
+    dataset = build_dataset(cfg, cfg[split]['dataset'], split)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     samples = []
     model.eval()

@@ -24,14 +24,12 @@ def calibration_images(cfg, model, shape: Tuple[int, int], num: int,
     """``num`` images of ``cfg[split]``'s dataset (evenly spread over it), loaded by the test
     pipeline, as normalised float32 arrays (1, 3, H, W) as the exported graph takes them; a
     clear error if the split has fewer or its data is missing."""
-    from vt_mm.engine.data_checks import build_dataset, check_data
+    from vt_mm.engine.data_checks import build_dataset
     if num < 1:
         raise ValueError(f'--calib-images must be >= 1, got {num}')
-    # a missing data_root names how to get the data, not mmseg's bare ann_file assertion
-    check_data(cfg, dataloaders=(split, ))
     ds_cfg = copy.deepcopy(cfg[split]['dataset'])
     ds_cfg['pipeline'] = copy.deepcopy(cfg.test_dataloader.dataset.pipeline)  # no augmentation
-    dataset = build_dataset(cfg, ds_cfg)
+    dataset = build_dataset(cfg, ds_cfg, split)
     if len(dataset) < num:
         raise ValueError(f'{num} calibration images asked for, but the {split} split has '
                          f'{len(dataset)}; lower --calib-images or point data_root at more data')

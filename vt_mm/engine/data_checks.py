@@ -40,35 +40,40 @@ class DataSampleError(RuntimeError):
     """A dataset sample failed to load or check; the message names its files."""
 
 
+def _leaf_dataset_cfgs(ds) -> Iterator[dict]:
+    """The file-backed dataset configs inside one dataset config (wrappers unwrapped)."""
+    while isinstance(ds, dict) and 'dataset' in ds:  # RepeatDataset and friends
+        ds = ds['dataset']
+    datasets = ds.get('datasets', [ds]) if isinstance(ds, dict) else []
+    yield from (d for d in datasets if isinstance(d, dict))
+
+
 def _dataset_roots(cfg: Config) -> Iterator[Tuple[str, dict]]:
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg.get(name, None)
-        if not loader:
-            continue
-        ds = loader.get('dataset', None)
-        while isinstance(ds, dict) and 'dataset' in ds:  # RepeatDataset and friends
-            ds = ds['dataset']
-        datasets = ds.get('datasets', [ds]) if isinstance(ds, dict) else []
-        for d in datasets:
-            if isinstance(d, dict):
-                yield name, d
+        if loader:
+            for ds in _leaf_dataset_cfgs(loader.get('dataset', None)):
+                yield name, ds
+
+
+def _check_root(name: str, ds: dict) -> None:
+    root = ds.get('data_root', None)
+    if root and not osp.isdir(root):
+        is_lip = 'LIP' in str(ds.get('type', '')) or 'LIP' in root
+        hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
+                'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
+                '`make demo`)' if is_lip else 'see README, "Data"')
+        raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
+                                f'(dataset {ds.get("type")}). Put the dataset there, point '
+                                f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
 
 
 def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
                                          'test_dataloader')) -> None:
     """Raises FileNotFoundError naming a missing data root and how to get data."""
     for name, ds in _dataset_roots(cfg):
-        if name not in dataloaders:
-            continue
-        root = ds.get('data_root', None)
-        if root and not osp.isdir(root):
-            is_lip = 'LIP' in str(ds.get('type', '')) or 'LIP' in root
-            hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
-                    'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
-                    '`make demo`)' if is_lip else 'see README, "Data"')
-            raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
-                                    f'(dataset {ds.get("type")}). Put the dataset there, point '
-                                    f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')
+        if name in dataloaders:
+            _check_root(name, ds)
 
 
 def _num_classes_of_model(model_cfg) -> dict:
@@ -121,11 +126,15 @@ def _describe(ds_cfg: dict) -> str:
             f'ann_file={ds_cfg.get("ann_file", "")!r}, data_prefix={dict(prefix or {})}')
 
 
-def build_dataset(cfg: Config, ds_cfg: dict):
+def build_dataset(cfg: Config, ds_cfg: dict, split: str = 'dataset'):
     """One dataset config built as the Runner would (``default_scope`` registries), its file
-    list loaded; raises :class:`DataCheckError` for an empty split instead of mmengine's
-    ``need at least one array to concatenate``."""
+    list loaded; raises FileNotFoundError naming ``split`` for a missing data root (as
+    :func:`check_data`, instead of the toolbox's bare ``ann_file`` assertion) and
+    :class:`DataCheckError` for an empty split instead of mmengine's ``need at least one array
+    to concatenate``."""
     from mmengine.registry import DATASETS, init_default_scope
+    for ds in _leaf_dataset_cfgs(ds_cfg):
+        _check_root(split, ds)
     init_default_scope(cfg.get('default_scope', None))
     ds_cfg = copy.deepcopy(dict(ds_cfg))
     ds_cfg['lazy_init'] = True
@@ -299,7 +308,7 @@ def check_splits(cfg: Config, dataloaders: Sequence[str], max_samples: Optional[
         if name not in dataloaders:
             continue
         try:
-            dataset = build_dataset(cfg, ds_cfg)
+            dataset = build_dataset(cfg, ds_cfg, name)
         except DataCheckError as e:
             problems.append(f'{name}: {e}')
             continue
