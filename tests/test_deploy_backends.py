@@ -128,6 +128,18 @@ def test_labels_output_on_every_backend(labels_report):
     assert ncnn.files[0].endswith('.labels.argmax-by-reduction.ncnn.param')
 
 
+def test_runtimes_print_nothing_on_stdout(labels_report, capfd):
+    """Loading and running a converted graph writes nothing to stdout (fd 1), where export.py
+    and deploy_benchmark.py print their result lines and tables: MNN's C++ runtime printed
+    its CPU features and 'MNN use high precision' on every load, into the latency table."""
+    example = labels_report['example']
+    capfd.readouterr()
+    for r in labels_report['results']:
+        run = BACKENDS[r.backend]().load(r.files, labels_report['jobs'][r.backend])
+        run(example)
+        assert capfd.readouterr().out == '', r.backend
+
+
 def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(labels_report):
     """The labels graph's argmax over an NHWC view lets TFLite take it on the classifier's
     NHWC output: an argmax over NCHW channels made litert-torch transpose the whole class map

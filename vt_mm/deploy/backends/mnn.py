@@ -33,9 +33,10 @@ class MNNBackend(Backend):
         import MNN
         import MNN.expr as expr
         config = {'backend': 'CPU', 'numThread': num_threads, 'precision': 'high'}
-        runtime = MNN.nn.create_runtime_manager((config, ))
-        module = MNN.nn.load_module_from_file(files[0], ['input'], list(job.output_names),
-                                              runtime_manager=runtime)
+        with quiet_stdout():  # MNN prints its CPU features and 'MNN use high precision'
+            runtime = MNN.nn.create_runtime_manager((config, ))
+            module = MNN.nn.load_module_from_file(files[0], ['input'], list(job.output_names),
+                                                  runtime_manager=runtime)
 
         def run(x: np.ndarray):
             outputs = module.forward([expr.const(x, list(x.shape), expr.NCHW)])

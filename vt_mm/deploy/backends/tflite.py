@@ -94,13 +94,16 @@ def _quantized_pt2e(net, example: torch.Tensor, calibration):
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(net, (example, )).module()
-    # an exported module cannot .eval(); this is the way (and silences litert-torch's
-    # 'converted in training mode' warning; the exported ops are eval-mode already)
+    # an exported module cannot .eval(); this is the way (the exported ops are eval-mode
+    # already: it switches dropout / BN patterns of the quantized graph)
     graph = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
     for image in calibration:
         graph(torch.from_numpy(image))
-    return move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False)), \
-        quantizer
+    graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
+    # move_exported_model_to_eval leaves the module's flag at True, which litert-torch reads
+    # to warn 'converted in training mode'; the graph is in eval mode
+    graph.training = False
+    return graph, quantizer
 
 
 def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
