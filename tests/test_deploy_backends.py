@@ -347,6 +347,31 @@ def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
             assert cells[5].endswith('(1.00x)'), cells  # onnxruntime against itself
 
 
+def test_benchmark_weights_keep_every_convolution_in_tflite(tmp_path):
+    """deploy_benchmark.py times trained-like BN (``trained_like_bn``): a fresh VT-ResNet's
+    zero-initialised residual gammas let litert-torch fold the residual branches away (3 of
+    its 15 ResNet convolutions were left, and the latency table timed that smaller network).
+    With the benchmark's weights every convolution is in the TFLite graph."""
+    _require(['tflite'])
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    model, _, toolbox = build_model(
+        osp.join(ROOT, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py'))
+    gammas = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert any((g == 0).all() for g in gammas)  # what the benchmark must not time
+    trained_like_bn(model).eval()
+    assert not any((g == 0).any() for g in gammas)
+    convs = [n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Conv2d) and 'vt_modules' not in n]  # VT's 1x1: matmuls
+    (result, ) = deploy(model, ['tflite'], (64, 64), str(tmp_path), 'vtr', toolbox=toolbox,
+                        repeats=1)['results']
+    assert result.ok, result.line()
+    interpreter = Interpreter(
+        model_path=result.files[0],
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    ops = [op['op_name'] for op in interpreter._get_ops_details()]
+    assert ops.count('CONV_2D') == len(convs) == 15, (ops.count('CONV_2D'), convs)
+
+
 def test_block_profile_converts_every_part_exactly(tmp_path):
     """tools/analysis_tools/deploy_block_profile.py (the ncnn-on-PyramidTNT finding): every part
     of the first TNT block, converted alone at the model's shapes, gives PyTorch's output in

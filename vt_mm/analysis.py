@@ -106,6 +106,29 @@ def _build_model(config: str) -> Tuple[nn.Module, Config, str]:
     return model, cfg, toolbox
 
 
+def trained_like_bn(model: nn.Module, affine: bool = True) -> nn.Module:
+    """BatchNorm with non-trivial statistics and, with ``affine``, affine terms (seed 0), in
+    place.
+
+    Freshly built models are degenerate where it matters for deployment: ResNet's last BN of
+    every residual branch (``zero_init_residual``) and SeaFormer's attention projections start
+    with gamma 0, so a converter that folds constants (litert-torch) removes those branches and
+    a latency measured on them is of a smaller network (VT-ResNet-18 in TFLite: 3 of its 15
+    convolutions left). Latency benchmarks and export tests run on these weights instead; an
+    export that got BN wrong (training mode, dropped) cannot pass on them either.
+    """
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+            m.running_var.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
+            if affine and m.affine:
+                m.weight.data.copy_(torch.rand(n, generator=gen) * 0.4 + 0.8)
+                m.bias.data.copy_(torch.rand(n, generator=gen) * 0.2 - 0.1)
+    return model
+
+
 def default_shape(cfg: Config, toolbox: str) -> Tuple[int, int]:
     if toolbox == 'mmseg':
         size = cfg.get('crop_size', None)

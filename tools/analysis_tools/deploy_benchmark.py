@@ -13,8 +13,10 @@ alternation on the same input. Prints a markdown table with the median milliseco
 (logits: to onnxruntime; labels: to the backend's logits graph; INT8: to its fp32 graph), and
 SeaFormer's ARM figures from the paper (one Snapdragon 865 core, 512x512) beside the SeaFormer
 rows. INT8 calibration images come from ``--calib-config``'s training split (default: the
-SeaFormer-T demo config; no other config's data is on this machine). Runs outside the test
-suite.
+SeaFormer-T demo config; no other config's data is on this machine). The weights are random,
+BN trained-like (``vt_mm.analysis.trained_like_bn``): a fresh model's zero-initialised BN gammas
+let litert-torch fold whole residual branches away, which timed a smaller network. Runs outside
+the test suite.
 """
 import argparse
 import functools
@@ -26,7 +28,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from vt_mm.analysis import build_model, default_shape, time_alternately  # noqa: E402
+from vt_mm.analysis import build_model, default_shape, time_alternately, trained_like_bn  # noqa: E402
 from vt_mm.deploy import exportable  # noqa: E402
 from vt_mm.deploy.backends import BACKENDS  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
@@ -95,7 +97,7 @@ def main(argv=None):
     print('|---|---|---|---|---|' + '---|' * len(backends) + '---|')
     for config in args.configs:
         model, cfg, toolbox = build_model(config)
-        model.eval()
+        trained_like_bn(model).eval()  # no zero gammas for a converter to fold (docstring)
         shape = tuple(args.shape or default_shape(cfg, toolbox))
         stem = osp.splitext(osp.basename(config))[0]
         variants = []  # (name, output, labels upsampling factor)

@@ -25,7 +25,7 @@ import torch.nn as nn
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a clone
 
-from vt_mm.analysis import build_model, time_alternately  # noqa: E402
+from vt_mm.analysis import build_model, time_alternately, trained_like_bn  # noqa: E402
 from vt_mm.deploy.backends import get_backend  # noqa: E402
 from vt_mm.deploy.backends.base import ConversionJob  # noqa: E402
 from vt_mm.deploy.offline import offline  # noqa: E402
@@ -124,7 +124,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     model, _, _ = build_model(args.config)
-    backbone = model.backbone.eval()
+    backbone = trained_like_bn(model).backbone.eval()  # no zero BN gammas to fold away
     for p in backbone.parameters():
         p.requires_grad_(False)
     out_dir = args.out_dir or tempfile.mkdtemp(prefix='block_profile_')
