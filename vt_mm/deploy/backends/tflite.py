@@ -94,14 +94,14 @@ def _quantized_pt2e(net, example: torch.Tensor, calibration):
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
         pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=False))
     graph = torch.export.export(net, (example, )).module()
-    # an exported module cannot .eval(); this is the way (the exported ops are eval-mode
-    # already: it switches dropout / BN patterns of the quantized graph)
+    # an exported module cannot .eval(): move_exported_model_to_eval switches its dropout / BN
+    # patterns instead
     graph = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))
     for image in calibration:
         graph(torch.from_numpy(image))
     graph = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(graph, fold_quantize=False))
-    # move_exported_model_to_eval leaves the module's flag at True, which litert-torch reads
-    # to warn 'converted in training mode'; the graph is in eval mode
+    # it leaves the module's .training flag True, from which litert-torch warns 'converted in
+    # training mode'
     graph.training = False
     return graph, quantizer
 
