@@ -323,6 +323,29 @@ def test_traceable_gelu_is_gelu_and_avoids_the_fused_pattern(tmp_path):
         assert compare_outputs(got, [expected.numpy()], False)[0] < 1e-5
 
 
+def test_mnn_runs_3x3_convolutions_at_fp32_precision(tmp_path):
+    """MNN's default Winograd tiles (``WINOGRAD_MEMORY_LEVEL`` 3) put a 64-channel 3x3 conv pair
+    at 64x64 8e-4 off PyTorch on x86 (VT-FPN: 1.1e-4, past the 1e-4 check); the backend loads
+    with the small tiles (level 1, 6e-7)."""
+    _require(['mnn'])
+    from vt_mm.deploy.backends import ConversionJob, get_backend
+    from vt_mm.deploy.pipeline import compare_outputs
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(64, 64, 3, padding=1)).eval()
+    x = torch.randn(1, 64, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+    path = str(tmp_path / 'convs.onnx')
+    torch.onnx.export(model, (x, ), path, input_names=['input'], output_names=['out'],
+                      opset_version=17, dynamo=False)
+    job = ConversionJob(path, model, x.numpy(), ['out'], [tuple(expected.shape)],
+                        str(tmp_path), 'convs')
+    mnn = get_backend('mnn')
+    got = mnn.load(mnn.convert(job), job)(x.numpy())
+    assert compare_outputs(got, [expected.numpy()], False)[0] < 1e-5
+
+
 def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
     """tools/analysis_tools/deploy_benchmark.py: eager and each backend's logits and labels
     graphs timed alternately, ratios to onnxruntime's logits graph (logits rows) and to the
@@ -351,15 +374,22 @@ def test_benchmark_weights_keep_every_convolution_in_tflite(tmp_path):
     """deploy_benchmark.py times trained-like BN (``trained_like_bn``): a fresh VT-ResNet's
     zero-initialised residual gammas let litert-torch fold the residual branches away (3 of
     its 15 ResNet convolutions were left, and the latency table timed that smaller network).
-    With the benchmark's weights every convolution is in the TFLite graph."""
+    With the benchmark's weights (those gammas small, not zero) every convolution is in the
+    TFLite graph."""
     _require(['tflite'])
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
     model, _, toolbox = build_model(
         osp.join(ROOT, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py'))
     gammas = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert any((g == 0).all() for g in gammas)  # what the benchmark must not time
+    was_zero = [g == 0 for g in gammas]
+    assert any(z.all() for z in was_zero)  # what the benchmark must not time
     trained_like_bn(model).eval()
-    assert not any((g == 0).any() for g in gammas)
+    # zero gammas become small, not ~1: a gain of 1 on every residual branch of a random deep
+    # net blew SeaFormer-B/L's activations up past the runtimes' 1e-4 check
+    small = torch.cat([g.detach()[z] for g, z in zip(gammas, was_zero)])
+    gain = torch.cat([g.detach()[~z] for g, z in zip(gammas, was_zero)])
+    assert 0.05 <= small.min() and small.max() <= 0.15, (small.min(), small.max())
+    assert 0.8 <= gain.min() and gain.max() <= 1.2, (gain.min(), gain.max())
     convs = [n for n, m in model.named_modules()
              if isinstance(m, torch.nn.Conv2d) and 'vt_modules' not in n]  # VT's 1x1: matmuls
     (result, ) = deploy(model, ['tflite'], (64, 64), str(tmp_path), 'vtr', toolbox=toolbox,
