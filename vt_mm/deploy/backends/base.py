@@ -102,7 +102,8 @@ class Backend:
         missing = []
         for package in cls.packages:
             try:
-                importlib.import_module(package)
+                with quiet_stdout():  # MNN's import prints its CPU features
+                    importlib.import_module(package)
             except ImportError:
                 missing.append(package)
         return missing

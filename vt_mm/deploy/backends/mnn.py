@@ -28,11 +28,11 @@ class MNNBackend(Backend):
     supports_int8 = False
 
     def convert(self, job):
-        import _tools  # MNN's converter (see the module docstring)
         path = job.path('.mnn')
         args = ['mnnconvert', '-f', 'ONNX', '--modelFile', job.onnx_path, '--MNNModel', path,
                 '--bizCode', 'vt_mm']
-        with quiet_stdout():  # one notice per Resize among others
+        with quiet_stdout():  # its import prints CPU features; one notice per Resize, ...
+            import _tools  # MNN's converter (see the module docstring)
             _tools.mnnconvert(args)
         if not os.path.isfile(path):
             raise RuntimeError(f'MNN could not convert {job.onnx_path} (run MNN\'s converter '
@@ -40,10 +40,10 @@ class MNNBackend(Backend):
         return [path]
 
     def load(self, files, job, num_threads=1):
-        import MNN
-        import MNN.expr as expr
         config = {'backend': 'CPU', 'numThread': num_threads, 'precision': 'high'}
         with quiet_stdout():  # MNN prints its CPU features and 'MNN use high precision'
+            import MNN
+            import MNN.expr as expr
             runtime = MNN.nn.create_runtime_manager((config, ))
             runtime.set_hint(WINOGRAD_MEMORY_LEVEL, PRECISE_WINOGRAD_LEVEL)  # docstring
             module = MNN.nn.load_module_from_file(files[0], ['input'], list(job.output_names),
