@@ -242,6 +242,27 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
     assert '2 validation images at 64x64' in proc.stdout
 
 
+def test_latency_benchmark_of_a_classifier_with_int8_prints_the_table_only(demo, tmp_path):
+    """deploy_benchmark.py --variants int8 on classifiers builds the (mmseg) calibration
+    config between mmpretrain models: mmengine's logger wrote its scope-switch warning
+    between the table's rows on stdout; it goes to stderr."""
+    _require(['onnxruntime'])
+    classifier = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb128_in1k.py')
+    proc = subprocess.run([
+        sys.executable, 'tools/analysis_tools/deploy_benchmark.py', classifier, classifier,
+        '--backend',
+        'onnxruntime', '--variants', 'logits', 'int8', '--calib-config', demo[0],
+        '--calib-images', '2', '--threads', '1', '--runs', '1', '--warmup', '0', '--shape',
+        str(SIZE), str(SIZE), '--out-dir', str(tmp_path / 'bench')
+    ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith('Cells:') and all(line.startswith('|') for line in lines[1:]), \
+        proc.stdout
+    rows = [line.split('|')[2].strip() for line in lines[3:]]
+    assert rows == ['logits', 'int8'] * 2, proc.stdout
+
+
 def test_converter_progress_stays_off_stdout(capfd):
     """quiet_stdout (around litert-torch's and MNN's converters): Python prints (litert's
     progress bars) and C-level writes to fd 1 (MNN's notices) vanish; stdout works after."""

@@ -68,6 +68,21 @@ def arm_figure(config: str) -> str:
     return ''
 
 
+def _table_only_on_stdout():
+    """Returns the real stdout for the table and sends everything else printed there to stderr:
+    mmengine's logger (its handlers keep the ``sys.stdout`` of their creation) wrote "The current
+    default scope ... is not ..." between the rows when configs of two toolboxes follow."""
+    import logging
+
+    from mmengine.logging import MMLogger
+    table, sys.stdout = sys.stdout, sys.stderr
+    for logger in MMLogger._instance_dict.values():
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is table:
+                handler.setStream(sys.stderr)
+    return table
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawTextHelpFormatter)
@@ -88,13 +103,15 @@ def main(argv=None):
     parser.add_argument('--calib-images', type=int, default=16)
     parser.add_argument('--out-dir', default='work_dirs/deploy_benchmark')
     args = parser.parse_args(argv)
+    table = _table_only_on_stdout()
+    row = functools.partial(print, file=table, flush=True)
     backends = ['onnxruntime'] + [b for b in args.backend if b != 'onnxruntime']
-    print('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels rows: to the '
+    row('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels rows: to the '
           "same backend's logits graph; int8 rows: to the same backend's fp32 logits graph. "
           'All graphs of a config and thread count timed alternately in one run.\n')
-    print('| config | graph | input | threads | eager ms | ' +
+    row('| config | graph | input | threads | eager ms | ' +
           ' | '.join(f'{b} ms' for b in backends) + ' | paper ARM ms (1 core) |')
-    print('|---|---|---|---|---|' + '---|' * len(backends) + '---|')
+    row('|---|---|---|---|---|' + '---|' * len(backends) + '---|')
     for config in args.configs:
         model, cfg, toolbox = build_model(config)
         trained_like_bn(model).eval()  # no zero gammas for a converter to fold (docstring)
@@ -149,9 +166,9 @@ def main(argv=None):
                     ratio = f' ({ms[(variant, b)] / base:.2f}x)' if base else ''
                     cells.append(f'{ms[(variant, b)]:.1f}{ratio}')
                 eager = ms.get((variant, 'eager'))
-                print(f'| {stem} | {variant} | {shape[0]}x{shape[1]} | {threads} | '
+                row(f'| {stem} | {variant} | {shape[0]}x{shape[1]} | {threads} | '
                       f'{"" if eager is None else f"{eager:.1f}"} | ' + ' | '.join(cells) +
-                      f' | {arm_figure(config) if variant == "logits" else ""} |', flush=True)
+                      f' | {arm_figure(config) if variant == "logits" else ""} |')
 
 
 if __name__ == '__main__':

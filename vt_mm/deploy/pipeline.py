@@ -110,6 +110,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             options = dict(argmax_by_reduction=not backend_class.has_argmax,
                            integer=backend_class.has_integer_tensors,
                            logits_upsample=labels_upsample)
+            if backend_class.has_argmax:
+                options['argmax_layout'] = backend_class.labels_argmax_layout
         key = tuple(sorted(options.items()))
         if key not in jobs:
             net = exportable(model, toolbox, output, **options).eval()
@@ -119,7 +121,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             plain = not options.get('argmax_by_reduction') and options.get('integer', True)
             stem_ = (stem + ('.labels' if output == 'labels' else '') +
                      (f'.up{labels_upsample}' if output == 'labels' and labels_upsample > 1
-                      else '') + ('' if plain else '.argmax-by-reduction'))
+                      else '') + ('' if plain else '.argmax-by-reduction') +
+                      ('.nhwc-argmax' if options.get('argmax_layout') == 'nhwc' else ''))
             onnx_path = osp.join(out_dir, stem_ + '.onnx')
             names = export_onnx(model, onnx_path, shape, dynamic=False, toolbox=toolbox,
                                 output=output, simplify=simplify, **options)

@@ -89,12 +89,16 @@ class Backend:
             it by reductions, :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
         has_integer_tensors: whether a graph may output int32 (else labels stay float32 and
             ``load``'s callable casts them).
+        labels_argmax_layout: how the labels graph's argmax reads the class map, the faster
+            one in this runtime (``argmax_layout`` of
+            :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
     """
     name = ''
     packages: Sequence[str] = ()
     supports_int8 = False
     has_argmax = True
     has_integer_tensors = True
+    labels_argmax_layout = 'rows'
 
     @classmethod
     def missing(cls) -> List[str]:

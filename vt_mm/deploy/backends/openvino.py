@@ -10,6 +10,7 @@ from .base import Backend
 class OpenVINOBackend(Backend):
     name = 'openvino'
     packages = ('openvino', )
+    labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
 
     def convert(self, job):
         import openvino as ov

@@ -125,6 +125,7 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
 class TFLiteBackend(Backend):
     name = 'tflite'
     packages = ('litert_torch', 'ai_edge_litert')
+    labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
     supports_int8 = True
 
     def convert(self, job):
