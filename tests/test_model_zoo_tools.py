@@ -53,6 +53,19 @@ def test_fused_attention_is_counted_like_the_explicit_one():
     assert abs(fused / 0.59e9 - 1) < 0.02  # the paper's 0.59 GMACs
 
 
+def test_alternate_timing_lets_other_runtimes_thread_pools_settle(monkeypatch):
+    """Between different callables on the CPU the timer pauses (outside the timed span), so a
+    runtime's spin-waiting workers do not share cores with the next runtime's threads."""
+    events = []
+    monkeypatch.setattr(analysis.time, 'sleep', lambda s: events.append(('sleep', s)))
+    fns = [lambda: events.append('a'), lambda: events.append('b')]
+    analysis.time_alternately(fns, runs=2, warmup=0, device='cpu', settle_s=0.03)
+    assert events == [('sleep', 0.03), 'a', ('sleep', 0.03), 'b'] * 2
+    events.clear()
+    analysis.time_alternately(fns[:1], runs=2, warmup=0, device='cpu', settle_s=0.03)
+    assert events == ['a', 'a']  # one callable: nothing to settle, no pause
+
+
 def test_measure_two_configs_side_by_side(capsys):
     rows = benchmark.main([
         'configs/seaformer/seaformer-tiny_8xb128_in1k.py',
