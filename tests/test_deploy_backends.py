@@ -153,34 +153,34 @@ def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(labels_rep
     assert producer[argmax['inputs'][0]] == 'CONV_2D', [op['op_name'] for op in ops[-8:]]
 
 
+def _argmax_axis_and_input_rank(onnx_path):
+    """(axis, rank of its input) of the one ArgMax of an ONNX graph."""
+    import onnx
+    graph = onnx.shape_inference.infer_shapes(onnx.load(onnx_path)).graph
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
+    argmax, = [n for n in graph.node if n.op_type == 'ArgMax']
+    return next(a.i for a in argmax.attribute if a.name == 'axis'), ranks.get(argmax.input[0])
+
+
 def test_onnxruntime_labels_argmax_reduces_contiguous_rows(labels_report, tmp_path):
     """onnxruntime's labels graph reduces the class map along its contiguous last axis after
     onnxruntime's own optimisations: a bare NHWC permute before the ArgMax was pushed back into
     an ArgMax over the strided channel axis (twice as slow at 150 x 64 x 64; SeaFormer-T
     labels graph 1.15x its logits graph instead of 1.03x). OpenVINO, slower with the rows
     (1.17x), converts its own NHWC-view graph."""
-    import onnx
     import onnxruntime as ort
     results = {r.backend: r for r in labels_report['results']}
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
     ort.InferenceSession(results['onnxruntime'].files[0], options,
                          providers=['CPUExecutionProvider'])
-    graph = onnx.shape_inference.infer_shapes(onnx.load(options.optimized_model_filepath)).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
-    argmax, = [n for n in graph.node if n.op_type == 'ArgMax']
-    axis = next(a.i for a in argmax.attribute if a.name == 'axis')
-    assert axis == ranks[argmax.input[0]] - 1 == 2, (axis, ranks.get(argmax.input[0]))
+    axis, rank = _argmax_axis_and_input_rank(options.optimized_model_filepath)
+    assert axis == rank - 1 == 2, (axis, rank)
 
     openvino = results['openvino']
     assert openvino.files[0].endswith('.labels.nhwc-argmax.xml'), openvino.files
     assert openvino.error is None and openvino.agreement >= 0.999, openvino.line()
-    graph = onnx.shape_inference.infer_shapes(
-        onnx.load(openvino.files[0].replace('.xml', '.onnx'))).graph
-    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in graph.value_info}
-    argmax, = [n for n in graph.node if n.op_type == 'ArgMax']
-    assert next(a.i for a in argmax.attribute if a.name == 'axis') == 3
-    assert ranks[argmax.input[0]] == 4
+    assert _argmax_axis_and_input_rank(openvino.files[0].replace('.xml', '.onnx')) == (3, 4)
 
 
 def test_argmax_by_reduction_equals_argmax():
