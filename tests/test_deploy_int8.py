@@ -1,7 +1,7 @@
-"""INT8 deployment (onnxruntime QDQ, TFLite fully integer), its calibration data and the accuracy
-tool that scores deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3
-and 5). Small SeaFormer-T at 64x64 on generated LIP-layout data; the trained-model numbers are
-benchmarks (docs/deployment.md)."""
+"""INT8 deployment (onnxruntime QDQ, OpenVINO from the same QDQ graph, TFLite fully integer),
+its calibration data and the accuracy tool that scores deployed graphs against mmseg's
+prediction (issue "Deploy everywhere", items 3 and 5). Small SeaFormer-T at 64x64 on generated
+LIP-layout data; the trained-model numbers are benchmarks (docs/deployment.md)."""
 import copy
 import logging
 import os
@@ -165,32 +165,37 @@ def test_labels_from_upsampled_logits(model_and_cfg, tmp_path):
     assert 'Resize' in report['op_counts']
 
 
-def test_int8_in_onnxruntime_and_tflite_is_quantized_and_tracks_fp32(demo, model_and_cfg,
-                                                                      tmp_path, caplog):
+def test_int8_in_onnxruntime_openvino_and_tflite_is_quantized_and_tracks_fp32(
+        demo, model_and_cfg, tmp_path, caplog):
     """Static INT8, calibrated on the config's training images: onnxruntime's graph carries
-    QDQ pairs, TFLite's is fully integer (int8 input); both follow the fp32 logits closely but
-    not exactly (a backend that ignored the calibration and stayed fp32 would be exact). The
-    quantized graph goes to litert-torch in eval mode (it warned 'converted in training
-    mode' for every INT8 model: the exported module's flag stayed True)."""
-    _require(['onnxruntime', 'tflite'])
+    QDQ pairs, OpenVINO compiles that graph with int8 convolutions, TFLite's is fully integer
+    (int8 input); all follow the fp32 logits closely but not exactly (a backend that ignored
+    the calibration and stayed fp32 would be exact). The quantized graph goes to litert-torch
+    in eval mode (it warned 'converted in training mode' for every INT8 model: the exported
+    module's flag stayed True)."""
+    _require(['onnxruntime', 'openvino', 'tflite'])
     model, cfg = model_and_cfg
     calibration = calibration_images(cfg, model, (SIZE, SIZE), 4)
     with caplog.at_level(logging.WARNING):
-        report = deploy(model, ['onnxruntime', 'tflite'], (SIZE, SIZE), str(tmp_path), 'sea',
-                        toolbox='mmseg', calibration=calibration, repeats=1, keep_going=False)
+        report = deploy(model, ['onnxruntime', 'openvino', 'tflite'], (SIZE, SIZE),
+                        str(tmp_path), 'sea', toolbox='mmseg', calibration=calibration,
+                        repeats=1, keep_going=False)
     assert 'training mode' not in caplog.text
-    ort, tfl = report['results']
+    ort, ov, tfl = report['results']
     assert ort.files[0].endswith('.int8.onnx') and tfl.files[0].endswith('.int8.tflite')
+    assert ov.files[0].endswith('.int8.xml') and ov.files[1].endswith('.int8.bin')
     ops = onnx_op_counts(ort.files[0])
     assert ops.get('QuantizeLinear', 0) > 20 and ops.get('DequantizeLinear', 0) > 20, ops
     from ai_edge_litert.interpreter import Interpreter
     interpreter = Interpreter(model_path=tfl.files[0])
     assert interpreter.get_input_details()[0]['dtype'] == np.int8
+    # OpenVINO executes the convolutions in int8 (not the QDQ pairs dequantized back to fp32)
+    assert _openvino_int8_convolutions(ov.files[0]) > 10
     # on a calibration-like image (the random one of deploy() is out of distribution)
     x = calibration[1]
     with torch.no_grad():
         expected = report['jobs']['onnxruntime'].net(torch.from_numpy(x)).numpy()
-    for result in (ort, tfl):
+    for result in (ort, ov, tfl):
         assert result.quantized and result.ok
         run = BACKENDS[result.backend]().load(result.files, report['jobs'][result.backend])
         got = run(x)[0].reshape(expected.shape)
@@ -202,12 +207,26 @@ def test_int8_in_onnxruntime_and_tflite_is_quantized_and_tracks_fp32(demo, model
         assert 1e-5 < err < 0.5 and cosine > 0.95, (result.backend, err, cosine)
 
 
+def _openvino_int8_convolutions(xml: str) -> int:
+    """How many convolutions OpenVINO's CPU plugin runs with int8 / uint8 inputs (the
+    compiled model's execution graph)."""
+    import openvino as ov
+    compiled = ov.Core().compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+    count = 0
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()  # e.g. layerType 'Convolution', runtimePrecision 'u8'
+        if (info['layerType'].astype(str) == 'Convolution'
+                and info['runtimePrecision'].astype(str).lower() in ('i8', 'u8')):
+            count += 1
+    return count
+
+
 def test_int8_on_a_backend_without_it_names_the_ones_with_it(model_and_cfg, tmp_path):
     model, cfg = model_and_cfg
     report = deploy(model, ['mnn'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
                     calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], repeats=1)
     error = report['results'][0].error
-    assert 'mnn has no INT8 path' in error and "'onnxruntime', 'tflite'" in error, error
+    assert 'mnn has no INT8 path' in error and "'onnxruntime', 'openvino', 'tflite'" in error, error
 
 
 def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, tmp_path):

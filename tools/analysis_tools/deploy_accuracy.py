@@ -4,8 +4,8 @@ prediction (bilinear resize of the logits, then argmax).
 
     python tools/analysis_tools/deploy_accuracy.py CONFIG CHECKPOINT
         [--backend onnxruntime openvino mnn ncnn tflite] [--labels-upsample 1 2 4 8]
-        [--int8-backend onnxruntime tflite] [--calib-images 32] [--max-images N] [--runs 10]
-        [--out-dir DIR]
+        [--int8-backend onnxruntime openvino tflite] [--calib-images 32] [--max-images N]
+        [--runs 10] [--out-dir DIR]
 
 Prints a markdown table: per runtime and graph (labels fp32, for each ``--labels-upsample``
 factor; logits fp32 and INT8, whose logits go through mmseg's post-processing) the mIoU on the
@@ -37,7 +37,7 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--backend', nargs='+', default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument('--int8-backend', nargs='*', default=['onnxruntime', 'tflite'],
+    parser.add_argument('--int8-backend', nargs='*', default=['onnxruntime', 'openvino', 'tflite'],
                         choices=[b for b, c in BACKENDS.items() if c.supports_int8])
     parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1, 2, 4, 8],
                         metavar='K', help='labels graphs: bilinear upsampling of the logits '
