@@ -314,3 +314,37 @@ def test_onnxruntime_int8_uses_7_bit_weights_only_on_x86_without_vnni(tmp_path):
     assert not x86_without_vnni(cpu('avxvnni', 'flags\t\t: fpu sse sse2 avx avx2 avx_vnni'))
     assert not x86_without_vnni(cpu('arm', 'Features\t: fp asimd asimddp'))
     assert not x86_without_vnni(str(tmp_path / 'missing'))
+
+
+
+def test_openvino_int8_compiles_vt_resnet50(tmp_path):
+    """VT-ResNet's tokenizer, transformer and position encoding multiply constants from the
+    left (``A @ x``); onnxruntime's quantizer scales such a constant per column, along the
+    product's reduction axis, and OpenVINO's CPU plugin failed to compile VT-ResNet-50's INT8
+    graph in deploy_benchmark.py (``Check 'any_of(scale.size(), OC, 1U)' failed``). vt-mm
+    quantizes them per row (:func:`left_operand_row_axes`). The failure depended on the
+    weights: this model's per-column graph compiled too, so the test checks that the per-row
+    axes reach the graph and that OpenVINO runs it in int8."""
+    _require(['onnxruntime', 'openvino'])
+    from vt_mm.analysis import trained_like_bn as benchmark_weights  # as deploy_benchmark.py
+    from vt_mm.deploy.backends.onnxruntime import left_operand_row_axes
+    torch.manual_seed(0)
+    model, _, toolbox = build_model(osp.join(ROOT, 'configs/vt_resnet/vt-resnet50_8xb32_in1k.py'))
+    benchmark_weights(model).eval()
+    rng = np.random.default_rng(0)
+    calibration = [rng.random((1, 3, 224, 224), np.float32) for _ in range(2)]
+    report = deploy(model, ['openvino'], (224, 224), str(tmp_path), 'vtr50', toolbox=toolbox,
+                    calibration=calibration, repeats=1, keep_going=False)
+    result = report['results'][0]
+    assert result.ok and result.quantized, result.error
+    assert _openvino_int8_convolutions(result.files[0]) > 40
+    job = report['jobs']['openvino']
+    overrides = left_operand_row_axes(job.path('.prep.onnx'))
+    assert len(overrides) > 20 and all(o[0]['axis'] >= 0 for o in overrides.values())
+    # the left operands are quantized per row (not left out, not per column)
+    import onnx
+    graph = onnx.load(job.path('.int8.onnx')).graph
+    axes = {n.input[0]: [a.i for a in n.attribute if a.name == 'axis']
+            for n in graph.node if n.op_type == 'DequantizeLinear'}
+    for name, override in overrides.items():
+        assert axes.get(name + '_quantized') == [override[0]['axis']], name

@@ -8,6 +8,8 @@ a VNNI machine gave 23-29%. Weights are then quantized to 7 bits (onnxruntime's
 ``reduce_range``, its documented remedy for non-VNNI machines); with VNNI, and on ARM, the full
 8 bits. The choice is made on the exporting machine, which is where vt-mm measures the graph.
 """
+from typing import Dict
+
 import numpy as np
 
 from .base import Backend
@@ -53,8 +55,25 @@ def quantize_qdq(job) -> str:
     path = job.path('.int8.onnx')
     quantize_static(prepared, path, Images(job.calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8, reduce_range=x86_without_vnni())
+                    weight_type=QuantType.QInt8, reduce_range=x86_without_vnni(),
+                    extra_options={'TensorQuantOverrides': left_operand_row_axes(prepared)})
     return path
+
+
+def left_operand_row_axes(onnx_path: str) -> Dict[str, list]:
+    """onnxruntime ``TensorQuantOverrides`` that quantize each constant *left* operand of a
+    MatMul (``A @ x``: VT-ResNet's tokenizer, transformer and position-encoding products) per
+    row (its second-to-last axis, the product's output rows) instead of per column.
+    onnxruntime's quantizer takes the last axis, the weight's output channels for ``x @ W``
+    but the reduction axis for ``A @ x``: onnxruntime runs that, but OpenVINO 2026.4's CPU
+    plugin cannot fold scales along the reduction axis and fails to compile the graph
+    (``Check 'any_of(scale.size(), OC, 1U)' failed``, VT-ResNet-50). Per-row scales are the
+    per-output-channel quantization of ``A @ x`` and compile in both runtimes."""
+    import onnx
+    graph = onnx.load(onnx_path, load_external_data=False).graph
+    ranks = {i.name: len(i.dims) for i in graph.initializer}
+    return {n.input[0]: [{'axis': ranks[n.input[0]] - 2}] for n in graph.node
+            if n.op_type == 'MatMul' and ranks.get(n.input[0], 0) >= 2}
 
 
 class OnnxRuntimeBackend(Backend):
