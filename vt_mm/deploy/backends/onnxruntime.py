@@ -32,7 +32,8 @@ def x86_without_vnni(cpuinfo: str = '/proc/cpuinfo') -> bool:
 def quantize_qdq(job) -> str:
     """``job``'s ONNX graph quantized statically (QDQ: per-channel int8 weights, uint8
     activations) on ``job.calibration``; returns the path of ``NAME.int8.onnx``. Weights get 7
-    bits on x86 without VNNI (:func:`x86_without_vnni`). OpenVINO runs the same file."""
+    bits on x86 without VNNI (:func:`x86_without_vnni`); constant left operands of MatMul per
+    row (:func:`left_operand_row_axes`). OpenVINO runs the same file."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
