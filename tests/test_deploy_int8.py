@@ -316,7 +316,6 @@ def test_onnxruntime_int8_uses_7_bit_weights_only_on_x86_without_vnni(tmp_path):
     assert not x86_without_vnni(str(tmp_path / 'missing'))
 
 
-
 def test_openvino_int8_compiles_vt_resnet50(tmp_path):
     """VT-ResNet's tokenizer, transformer and position encoding multiply constants from the
     left (``A @ x``); onnxruntime's quantizer scales such a constant per column, along the

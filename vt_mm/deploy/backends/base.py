@@ -12,8 +12,8 @@ import io
 import os
 import os.path as osp
 import sys
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -56,6 +56,9 @@ class ConversionJob:
         calibration: INT8 calibration inputs (each like ``example``); None for fp32.
         integer_outputs: whether the outputs are labels that the caller expects as int32.
         expected: PyTorch's outputs on ``example`` (what the backend is compared with).
+        shared_files: files made from ``onnx_path`` that several backends convert from, by
+            kind (``'qdq'``: the INT8 graph onnxruntime and OpenVINO both run), made once per
+            job.
     """
     onnx_path: str
     net: nn.Module
@@ -67,6 +70,7 @@ class ConversionJob:
     calibration: Optional[Sequence[np.ndarray]] = None
     integer_outputs: bool = False
     expected: Optional[List[np.ndarray]] = None
+    shared_files: Dict[str, str] = field(default_factory=dict)
 
     def path(self, suffix: str) -> str:
         """The absolute path of the file ``stem + suffix`` in ``out_dir`` (absolute: converters

@@ -33,7 +33,10 @@ def quantize_qdq(job) -> str:
     """``job``'s ONNX graph quantized statically (QDQ: per-channel int8 weights, uint8
     activations) on ``job.calibration``; returns the path of ``NAME.int8.onnx``. Weights get 7
     bits on x86 without VNNI (:func:`x86_without_vnni`); constant left operands of MatMul per
-    row (:func:`left_operand_row_axes`). OpenVINO runs the same file."""
+    row (:func:`left_operand_row_axes`). OpenVINO runs the same file: it is made once per job
+    (``job.shared_files['qdq']``), not once per backend."""
+    if 'qdq' in job.shared_files:
+        return job.shared_files['qdq']
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -58,6 +61,7 @@ def quantize_qdq(job) -> str:
                     per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, reduce_range=x86_without_vnni(),
                     extra_options={'TensorQuantOverrides': left_operand_row_axes(prepared)})
+    job.shared_files['qdq'] = path
     return path
 
 

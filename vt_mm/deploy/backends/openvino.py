@@ -26,9 +26,10 @@ class OpenVINOBackend(Backend):
         import openvino as ov
         onnx = quantize_qdq(job) if job.int8 else job.onnx_path
         model = ov.Core().read_model(onnx)
-        xml = job.path('.int8.xml' if job.int8 else '.xml')
+        precision = '.int8' if job.int8 else ''
+        xml = job.path(precision + '.xml')
         ov.save_model(model, xml, compress_to_fp16=False)
-        return [xml, xml[:-len('.xml')] + '.bin']
+        return [xml, job.path(precision + '.bin')]
 
     def load(self, files, job, num_threads=1):
         import openvino as ov
