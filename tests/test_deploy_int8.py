@@ -1,6 +1,6 @@
-"""INT8 deployment (onnxruntime QDQ, OpenVINO from the same QDQ graph, TFLite fully integer),
-its calibration data and the accuracy tool that scores deployed graphs against mmseg's
-prediction (issue "Deploy everywhere", items 3 and 5). Small SeaFormer-T at 64x64 on generated
+"""INT8 deployment (onnxruntime QDQ, OpenVINO from the same QDQ graph, MNN's quantizer, TFLite
+fully integer) and OpenVINO's bf16, the calibration data and the accuracy tool that scores
+deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3 and 5). Small SeaFormer-T at 64x64 on generated
 LIP-layout data; the trained-model numbers are benchmarks (docs/deployment.md)."""
 import copy
 import logging
@@ -165,24 +165,29 @@ def test_labels_from_upsampled_logits(model_and_cfg, tmp_path):
     assert 'Resize' in report['op_counts']
 
 
-def test_int8_in_onnxruntime_openvino_and_tflite_is_quantized_and_tracks_fp32(
+def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp32(
         demo, model_and_cfg, tmp_path, caplog):
     """Static INT8, calibrated on the config's training images: onnxruntime's graph carries
     QDQ pairs, OpenVINO compiles that graph with int8 convolutions, TFLite's is fully integer
-    (int8 input); all follow the fp32 logits closely but not exactly (a backend that ignored
-    the calibration and stayed fp32 would be exact). The quantized graph goes to litert-torch
+    (int8 input), MNN's quantizer stores int8 weights; all follow the fp32 logits closely but
+    not exactly (a backend that ignored the calibration and stayed fp32 would be exact). The quantized graph goes to litert-torch
     in eval mode (it warned 'converted in training mode' for every INT8 model: the exported
     module's flag stayed True)."""
-    _require(['onnxruntime', 'openvino', 'tflite'])
+    _require(['onnxruntime', 'openvino', 'mnn', 'tflite'])
     model, cfg = model_and_cfg
     calibration = calibration_images(cfg, model, (SIZE, SIZE), 4)
     with caplog.at_level(logging.WARNING):
-        report = deploy(model, ['onnxruntime', 'openvino', 'tflite'], (SIZE, SIZE),
+        report = deploy(model, ['onnxruntime', 'openvino', 'mnn', 'tflite'], (SIZE, SIZE),
                         str(tmp_path), 'sea', toolbox='mmseg', calibration=calibration,
                         repeats=1, keep_going=False)
     assert 'training mode' not in caplog.text
-    ort, ov, tfl = report['results']
+    ort, ov, mnn, tfl = report['results']
     assert ort.files[0].endswith('.int8.onnx') and tfl.files[0].endswith('.int8.tflite')
+    assert mnn.files == [str(tmp_path / 'sea.int8.mnn')]
+    # int8 weights: about a quarter of the fp32 model's bytes (measured 0.28 on SeaFormer-T)
+    assert os.path.getsize(mnn.files[0]) < 0.5 * os.path.getsize(tmp_path / 'sea.mnn')
+    assert not [f for f in os.listdir(tmp_path) if f.endswith('.png') or
+                osp.isdir(tmp_path / f)]  # the calibration images are cleaned up
     assert ov.files[0].endswith('.int8.xml') and ov.files[1].endswith('.int8.bin')
     ops = onnx_op_counts(ort.files[0])
     assert ops.get('QuantizeLinear', 0) > 20 and ops.get('DequantizeLinear', 0) > 20, ops
@@ -195,8 +200,8 @@ def test_int8_in_onnxruntime_openvino_and_tflite_is_quantized_and_tracks_fp32(
     x = calibration[1]
     with torch.no_grad():
         expected = report['jobs']['onnxruntime'].net(torch.from_numpy(x)).numpy()
-    for result in (ort, ov, tfl):
-        assert result.quantized and result.ok
+    for result in (ort, ov, mnn, tfl):
+        assert result.reduced_precision and result.ok
         run = BACKENDS[result.backend]().load(result.files, report['jobs'][result.backend])
         got = run(x)[0].reshape(expected.shape)
         err = np.abs(got - expected).max() / np.abs(expected).max()
@@ -223,37 +228,98 @@ def _openvino_int8_convolutions(xml: str) -> int:
 
 def test_int8_on_a_backend_without_it_names_the_ones_with_it(model_and_cfg, tmp_path):
     model, cfg = model_and_cfg
-    report = deploy(model, ['mnn'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
+    report = deploy(model, ['ncnn'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
                     calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], repeats=1)
     error = report['results'][0].error
-    assert 'mnn has no INT8 path' in error and "'onnxruntime', 'openvino', 'tflite'" in error, error
+    assert 'ncnn has no INT8 path' in error, error
+    assert "'onnxruntime', 'openvino', 'mnn', 'tflite'" in error, error
+
+
+def _cpu_has_bf16() -> bool:
+    from vt_mm.deploy.backends.openvino import cpu_capabilities
+    return 'BF16' in cpu_capabilities()
+
+
+def test_openvino_bf16_computes_in_bf16_and_tracks_fp32(model_and_cfg, tmp_path):
+    """--precision bf16 (OpenVINO's opt-in, where the CPU has bf16): the same fp32 files
+    compiled for bf16 arithmetic. Its logits differ from PyTorch far beyond fp32 rounding (a
+    backend that ignored the option would match to 1e-6) but follow them closely; the result
+    is reported (reduced precision), not judged against 1e-4; the IR still holds fp32
+    weights."""
+    _require(['openvino'])
+    if not _cpu_has_bf16():
+        pytest.skip('this CPU has no bf16 (OpenVINO OPTIMIZATION_CAPABILITIES)')
+    model, _ = model_and_cfg
+    runs = {p: deploy(model, ['openvino'], (SIZE, SIZE), str(tmp_path / p), 'sea',
+                      toolbox='mmseg', repeats=1, keep_going=False, precision=p)
+            for p in ('fp32', 'bf16')}
+    fp32, bf16 = (runs[p]['results'][0] for p in ('fp32', 'bf16'))
+    assert not fp32.reduced_precision and fp32.max_abs_diff < 1e-5 * fp32.max_abs_output
+    assert bf16.reduced_precision and bf16.ok
+    assert bf16.max_abs_diff > 1e-3 * bf16.max_abs_output, bf16.line()
+    job = runs['bf16']['jobs']['openvino']
+    got = BACKENDS['openvino']().load(bf16.files, job)(job.example)[0].ravel()
+    expected = job.expected[0].ravel()
+    cosine = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
+    assert cosine > 0.99, cosine
+    import openvino as ov
+    weights = [op for op in ov.Core().read_model(bf16.files[0]).get_ordered_ops()
+               if op.get_type_name() == 'Constant' and op.get_output_size() and
+               op.get_output_element_type(0).is_real()]
+    assert weights and all(op.get_output_element_type(0) == ov.Type.f32 for op in weights)
+
+
+def test_bf16_where_it_cannot_run_says_where_it_can(model_and_cfg, tmp_path, monkeypatch):
+    """--precision bf16 on a backend without it names the ones with it; on a CPU without bf16
+    OpenVINO's plugin would silently stay f32 (or take f16): vt-mm raises instead; INT8 and
+    bf16 exclude each other."""
+    model, _ = model_and_cfg
+    report = deploy(model, ['onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
+                    toolbox='mmseg', repeats=1, precision='bf16')
+    error = report['results'][0].error
+    assert 'onnxruntime runs only fp32' in error and "['openvino']" in error, error
+    from vt_mm.deploy.backends import openvino
+    monkeypatch.setattr(openvino, 'cpu_capabilities', lambda: ['FP32', 'INT8'])
+    with pytest.raises(ValueError, match='this CPU has no bf16 .*FP32, INT8'):
+        openvino.OpenVINOBackend.check_precision('bf16')
+    openvino.OpenVINOBackend.check_precision('fp32')
+    with pytest.raises(ValueError, match='exclude each other'):
+        deploy(model, ['openvino'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
+               calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], precision='bf16')
 
 
 def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, tmp_path):
     """tools/analysis_tools/deploy_accuracy.py on a checkpoint: PyTorch's logits and labels,
-    each backend's labels graph, fp32 and INT8 logits (numbers are benchmarks, not asserted
-    beyond their range; PyTorch's logits row is mmseg's own prediction: 100% agreement)."""
-    _require(['onnxruntime'])
+    each backend's labels graph, fp32, INT8 and (OpenVINO, on a CPU with bf16) bf16 logits
+    (numbers are benchmarks, not asserted beyond their range; PyTorch's logits row is mmseg's
+    own prediction: 100% agreement)."""
+    _require(['onnxruntime', 'openvino'])
+    bf16 = _cpu_has_bf16()
     model, _ = model_and_cfg
     ckpt = str(tmp_path / 'model.pth')
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     proc = subprocess.run([
         sys.executable, 'tools/analysis_tools/deploy_accuracy.py', demo[0], ckpt, '--backend',
         'onnxruntime', '--int8-backend', 'onnxruntime', '--calib-images', '2', '--runs', '1',
-        '--labels-upsample', '1', '2',
+        '--labels-upsample', '1', '2', '--bf16-backend', 'openvino',
         '--out-dir', str(tmp_path / 'acc')
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = {}
     for line in proc.stdout.splitlines():
         cells = [c.strip() for c in line.split('|')[1:-1]]
-        if line.startswith('| ') and cells[2] in ('fp32', 'INT8'):
+        if line.startswith('| ') and cells[2] in ('fp32', 'INT8', 'bf16'):
             rows[tuple(cells[:3])] = cells[3:]
     up = 'labels, logits x2 bilinear'
-    assert set(rows) == {('PyTorch', 'logits', 'fp32'), ('PyTorch', 'labels', 'fp32'),
-                         ('onnxruntime', 'labels', 'fp32'), ('PyTorch', up, 'fp32'),
-                         ('onnxruntime', up, 'fp32'), ('onnxruntime', 'logits', 'fp32'),
-                         ('onnxruntime', 'logits', 'INT8')}, proc.stdout
+    expected = {('PyTorch', 'logits', 'fp32'), ('PyTorch', 'labels', 'fp32'),
+                ('onnxruntime', 'labels', 'fp32'), ('PyTorch', up, 'fp32'),
+                ('onnxruntime', up, 'fp32'), ('onnxruntime', 'logits', 'fp32'),
+                ('onnxruntime', 'logits', 'INT8')}
+    if bf16:
+        expected |= {('openvino', 'logits', 'fp32'), ('openvino', 'logits', 'bf16')}
+    else:
+        assert 'no bf16 rows for openvino: this CPU has no bf16' in proc.stderr
+    assert set(rows) == expected, proc.stdout
     assert float(rows[('PyTorch', 'logits', 'fp32')][1]) == 100.0
     assert float(rows[('onnxruntime', 'logits', 'fp32')][1]) == 100.0
     for miou, agreement, ms in rows.values():
@@ -264,13 +330,16 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
 def test_latency_benchmark_of_a_classifier_with_int8_prints_the_table_only(demo, tmp_path):
     """deploy_benchmark.py --variants int8 on classifiers builds the (mmseg) calibration
     config between mmpretrain models: mmengine's logger wrote its scope-switch warning
-    between the table's rows on stdout; it goes to stderr."""
-    _require(['onnxruntime'])
+    between the table's rows on stdout; it goes to stderr. The int8 and bf16 rows have cells
+    only for the backends that have them (ratios to their own fp32 graph)."""
+    _require(['onnxruntime', 'openvino'])
+    bf16 = _cpu_has_bf16()
     classifier = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb128_in1k.py')
     proc = subprocess.run([
         sys.executable, 'tools/analysis_tools/deploy_benchmark.py', classifier, classifier,
         '--backend',
-        'onnxruntime', '--variants', 'logits', 'int8', '--calib-config', demo[0],
+        'onnxruntime', 'openvino', '--variants', 'logits', 'int8', 'bf16', '--calib-config',
+        demo[0],
         '--calib-images', '2', '--threads', '1', '--runs', '1', '--warmup', '0', '--shape',
         str(SIZE), str(SIZE), '--out-dir', str(tmp_path / 'bench')
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -278,8 +347,12 @@ def test_latency_benchmark_of_a_classifier_with_int8_prints_the_table_only(demo,
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
     assert lines[0].startswith('Cells:') and all(line.startswith('|') for line in lines[1:]), \
         proc.stdout
-    rows = [line.split('|')[2].strip() for line in lines[3:]]
-    assert rows == ['logits', 'int8'] * 2, proc.stdout
+    rows = [[c.strip() for c in line.split('|')[2:-1]] for line in lines[3:]]
+    graphs = ['logits', 'int8'] + (['bf16'] if bf16 else [])
+    assert [r[0] for r in rows] == graphs * 2, proc.stdout
+    for graph, _, _, eager, ort_ms, ov_ms, _ in rows:
+        assert bool(eager) == (graph == 'logits') and bool(ort_ms) == (graph != 'bf16')
+        assert ov_ms.endswith('x)'), proc.stdout
 
 
 def test_converter_progress_stays_off_stdout(capfd):
@@ -335,7 +408,7 @@ def test_openvino_int8_compiles_vt_resnet50(tmp_path):
     report = deploy(model, ['openvino'], (224, 224), str(tmp_path), 'vtr50', toolbox=toolbox,
                     calibration=calibration, repeats=1, keep_going=False)
     result = report['results'][0]
-    assert result.ok and result.quantized, result.error
+    assert result.ok and result.reduced_precision, result.error
     assert _openvino_int8_convolutions(result.files[0]) > 40
     job = report['jobs']['openvino']
     overrides = left_operand_row_axes(job.path('.prep.onnx'))

@@ -4,11 +4,13 @@ prediction (bilinear resize of the logits, then argmax).
 
     python tools/analysis_tools/deploy_accuracy.py CONFIG CHECKPOINT
         [--backend onnxruntime openvino mnn ncnn tflite] [--labels-upsample 1 2 4 8]
-        [--int8-backend onnxruntime openvino tflite] [--calib-images 32] [--max-images N]
+        [--int8-backend onnxruntime openvino mnn tflite] [--calib-images 32]
+        [--bf16-backend openvino] [--max-images N]
         [--runs 10] [--out-dir DIR]
 
 Prints a markdown table: per runtime and graph (labels fp32, for each ``--labels-upsample``
-factor; logits fp32 and INT8, whose logits go through mmseg's post-processing) the mIoU on the
+factor; logits fp32, INT8 and bf16, whose logits go through mmseg's post-processing) the mIoU on
+the
 validation split, the share of pixels equal to mmseg's prediction of the PyTorch model, and the
 median single-thread latency, every graph timed alternately in one run. INT8 calibration
 uses ``--calib-images`` images of the training split (through the test pipeline), never the
@@ -26,7 +28,7 @@ import torch  # noqa: E402
 
 from vt_mm.analysis import build_model, time_alternately  # noqa: E402
 from vt_mm.deploy import accuracy, exportable  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS, running_in  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
 from vt_mm.deploy.pipeline import deploy, load_runners  # noqa: E402
 
@@ -37,12 +39,17 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--backend', nargs='+', default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument('--int8-backend', nargs='*', default=['onnxruntime', 'openvino', 'tflite'],
+    parser.add_argument('--int8-backend', nargs='*',
+                        default=['onnxruntime', 'openvino', 'mnn', 'tflite'],
                         choices=[b for b, c in BACKENDS.items() if c.supports_int8])
     parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1, 2, 4, 8],
                         metavar='K', help='labels graphs: bilinear upsampling of the logits '
                         'by K before the argmax (one graph per K)')
     parser.add_argument('--calib-images', type=int, default=32)
+    parser.add_argument('--bf16-backend', nargs='*', default=['openvino'],
+                        choices=[b for b, c in BACKENDS.items() if 'bf16' in c.precisions],
+                        help='backends whose logits graph also runs in bf16 (skipped where the '
+                        'CPU has no bf16)')
     parser.add_argument('--max-images', type=int, help='validation images (default: all)')
     parser.add_argument('--runs', type=int, default=10, help='timed runs per graph')
     parser.add_argument('--out-dir', default='work_dirs/deploy_accuracy')
@@ -91,10 +98,19 @@ def main(argv=None):
                                           toolbox=toolbox, output='labels', repeats=1,
                                           labels_upsample=k)).items():
             add(f'{backend} | {graph} | fp32', run, 'labels')
-    if args.int8_backend:
-        for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
+    bf16, why_not = running_in('bf16', args.bf16_backend)
+    for backend, why in why_not.items():
+        print(f'[deploy_accuracy] no bf16 rows for {backend}: {why}', file=sys.stderr)
+    reduced = list(dict.fromkeys(args.int8_backend + bf16))  # their fp32 logits rows
+    if reduced:
+        for backend, run in loaded(deploy(model, reduced, shape, out, stem,
                                           toolbox=toolbox, repeats=1)).items():
             add(f'{backend} | logits | fp32', run, 'logits')
+    if bf16:
+        for backend, run in loaded(deploy(model, bf16, shape, out, stem, toolbox=toolbox,
+                                          repeats=1, precision='bf16')).items():
+            add(f'{backend} | logits | bf16', run, 'logits')
+    if args.int8_backend:
         calibration = calibration_images(cfg, model, shape, args.calib_images)
         for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
                                           toolbox=toolbox, calibration=calibration,

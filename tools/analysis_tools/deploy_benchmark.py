@@ -2,15 +2,17 @@
 eager and onnxruntime in one run (this machine is noisy: only ratios within a run compare).
 
     python tools/analysis_tools/deploy_benchmark.py [CONFIG ...] [--backend ...]
-        [--threads 1 2] [--runs 10] [--shape H W] [--variants logits labels int8]
+        [--threads 1 2] [--runs 10] [--shape H W] [--variants logits labels int8 bf16]
         [--calib-config CONFIG] [--out-dir DIR]
 
 Each config is converted once per backend and graph (``--variants``: the logits graph, the
-labels graph of segmentors, the INT8 logits graph on backends with INT8) by
+labels graph of segmentors, the INT8 logits graph on backends with INT8, the logits graph run
+in bf16 on backends and CPUs with bf16) by
 ``vt_mm.deploy.pipeline.deploy`` (checked against PyTorch as ``tools/deployment/export.py``
 does); then, for each thread count, eager and every runner of every graph are timed in
 alternation on the same input. Prints a markdown table with the median milliseconds and ratios
-(logits: to onnxruntime; labels: to the backend's logits graph; INT8: to its fp32 graph), and
+(logits: to onnxruntime; labels: to the backend's logits graph; INT8 and bf16: to its fp32
+graph), and
 SeaFormer's ARM figures from the paper (one Snapdragon 865 core, 512x512) beside the SeaFormer
 rows. INT8 calibration images come from ``--calib-config``'s training split (default: the
 SeaFormer-T demo config; no other config's data is on this machine). The weights are random,
@@ -30,7 +32,7 @@ import torch  # noqa: E402
 
 from vt_mm.analysis import build_model, default_shape, time_alternately, trained_like_bn  # noqa: E402
 from vt_mm.deploy import exportable  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS, running_in  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
 from vt_mm.deploy.pipeline import deploy, load_runners  # noqa: E402
 
@@ -45,7 +47,9 @@ DEFAULT_CONFIGS = [
     'configs/pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
     'configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py',
 ]
-VARIANTS = ('logits', 'labels', 'int8')
+VARIANTS = ('logits', 'labels', 'int8', 'bf16')
+# graphs whose cells compare with the same backend's fp32 logits graph and have no eager time
+REDUCED = ('int8', 'bf16')
 CALIB_CONFIG = 'configs/seaformer/seaformer-tiny_lip-256x256_demo.py'
 # the paper's Table (one Snapdragon 865 core, TFLite, 512x512), FACTS.md
 SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
@@ -94,7 +98,7 @@ def main(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'))
     parser.add_argument('--variants', nargs='+', choices=VARIANTS, default=['logits', 'labels'],
                         help='graphs per config: logits, labels (segmentors), int8 (logits, '
-                        'backends with INT8)')
+                        'backends with INT8), bf16 (logits, backends and CPUs with bf16)')
     parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1], metavar='K',
                         help='labels graphs: one per bilinear upsampling factor K of the logits '
                         '(tools/deployment/export.py --labels-upsample)')
@@ -107,7 +111,8 @@ def main(argv=None):
     row = functools.partial(print, file=table, flush=True)
     backends = ['onnxruntime'] + [b for b in args.backend if b != 'onnxruntime']
     row('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels rows: to the '
-          "same backend's logits graph; int8 rows: to the same backend's fp32 logits graph. "
+          "same backend's logits graph; int8 and bf16 rows: to the same backend's fp32 logits "
+          'graph. '
           'All graphs of a config and thread count timed alternately in one run.\n')
     row('| config | graph | input | threads | eager ms | ' +
           ' | '.join(f'{b} ms' for b in backends) + ' | paper ARM ms (1 core) |')
@@ -126,14 +131,21 @@ def main(argv=None):
                              for k in args.labels_upsample]
         graphs = {}  # variant -> (eager net, deploy report)
         for variant, output, upsample in variants:
-            calibration = None
+            calibration, precision = None, 'fp32'
             names = backends
             if variant == 'int8':
                 names = [b for b in backends if BACKENDS[b].supports_int8]
                 calibration = calibration_for(args.calib_config, shape, args.calib_images)
+            elif variant == 'bf16':
+                names, why_not = running_in('bf16', backends)
+                precision = 'bf16'
+                for b, why in why_not.items():
+                    print(f'[deploy_benchmark] no bf16 cells for {b}: {why}', file=sys.stderr)
+                if not names:
+                    continue
             report = deploy(model, names, shape, osp.join(args.out_dir, stem), stem,
                             toolbox=toolbox, output=output, calibration=calibration, repeats=1,
-                            labels_upsample=upsample)
+                            labels_upsample=upsample, precision=precision)
             ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
             print(f'[deploy_benchmark] {stem} {variant} ONNX ops: {ops}', file=sys.stderr)
             for r in report['results']:  # the check against PyTorch, failed or not
@@ -147,7 +159,7 @@ def main(argv=None):
             torch.set_num_threads(threads)
             keys, fns = [], []
             for variant, (net, report) in graphs.items():
-                if variant != 'int8':  # eager INT8 is not what a runtime runs
+                if variant not in REDUCED:  # eager INT8 / bf16 is not what a runtime runs
                     keys.append((variant, 'eager'))
                     fns.append(lambda net=net: net(x))
                 for backend, run in load_runners(report, threads).items():
@@ -159,8 +171,8 @@ def main(argv=None):
                 cells = []
                 for b in backends:
                     if (variant, b) not in ms:
-                        cells.append('failed' if variant != 'int8' or
-                                     BACKENDS[b].supports_int8 else '')
+                        tried = [r.backend for r in graphs[variant][1]['results']]
+                        cells.append('failed' if b in tried else '')
                         continue
                     base = ms.get(('logits', 'onnxruntime' if variant == 'logits' else b))
                     ratio = f' ({ms[(variant, b)] / base:.2f}x)' if base else ''

@@ -3,7 +3,7 @@
     python tools/deployment/export.py CONFIG [--checkpoint CKPT]
         --backend onnxruntime openvino mnn ncnn tflite [--shape H W]
         [--output logits|labels [--labels-upsample K]] [--int8 [--calib-images N]]
-        [--threads T] --out-dir DIR
+        [--precision fp32|bf16] [--threads T] --out-dir DIR
 
 Writes each backend's files under DIR (``.onnx``, OpenVINO ``.xml``/``.bin``, ``.mnn``,
 ``.ncnn.param``/``.ncnn.bin``, ``.tflite``), runs each in its own runtime on the same random
@@ -17,7 +17,8 @@ docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmento
 the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits by
 K) and a nearest upsample to the input (int32). ``--int8`` quantizes with
 ``--calib-images`` images of the config's training split through its test pipeline
-(onnxruntime: QDQ; tflite: fully integer, PT2E). Conversions run offline
+(onnxruntime and OpenVINO: QDQ; tflite: fully integer, PT2E). ``--precision bf16`` runs the
+fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it). Conversions run offline
 (no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
 initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
 """
@@ -49,6 +50,9 @@ def parse_args(argv=None):
                         help='--output labels: bilinear upsampling of the logits by K before '
                         "the argmax (1: none; the head's stride: mmseg's prediction)")
     parser.add_argument('--int8', action='store_true', help='static INT8 quantization')
+    parser.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32',
+                        help='arithmetic the runtime runs the fp32 graph in (bf16: OpenVINO on '
+                        'CPUs with bf16; differences are reported, not checked against 1e-4)')
     parser.add_argument('--calib-images', type=int, default=32,
                         help="calibration images from the config's training split (--int8)")
     parser.add_argument('--threads', type=int, default=1)
@@ -61,6 +65,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.int8 and args.precision != 'fp32':
+        sys.exit('[export] --int8 and --precision bf16 exclude each other: the INT8 graph fixes '
+                 'its own precisions')
     analysis.VERBOSE_BUILD = args.verbose
     model, cfg, toolbox = build_model(args.config)
     if args.checkpoint:
@@ -74,10 +81,13 @@ def main(argv=None):
     stem = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     report = deploy(model, args.backend, shape, args.out_dir, stem, toolbox=toolbox,
                     output=args.output, calibration=calibration, num_threads=args.threads,
-                    repeats=args.repeats, labels_upsample=args.labels_upsample)
+                    repeats=args.repeats, labels_upsample=args.labels_upsample,
+                    precision=args.precision)
     ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
     print(f'[export] {args.config} at {shape[0]}x{shape[1]}, output {args.output}'
-          f'{", INT8" if args.int8 else ""}, {args.threads} thread(s); ONNX ops: {ops}')
+          f'{", INT8" if args.int8 else ""}'
+          f'{", " + args.precision if args.precision != "fp32" else ""}, {args.threads} '
+          f'thread(s); ONNX ops: {ops}')
     failed = False
     for result in report['results']:
         print(result.line())

@@ -37,13 +37,15 @@ class DeployResult:
     agreement: Optional[float] = None  # labels: share of pixels equal to PyTorch's
     latency_ms: Optional[float] = None
     error: Optional[str] = None
-    quantized: bool = False  # INT8: differences are reported, not judged against TOLERANCE
+    # INT8 or bf16: differences are reported, not judged against TOLERANCE (the caller judges
+    # them on data: tools/analysis_tools/deploy_accuracy.py)
+    reduced_precision: bool = False
 
     @property
     def ok(self) -> bool:
         if self.error is not None:
             return False
-        if self.agreement is not None or self.quantized:
+        if self.agreement is not None or self.reduced_precision:
             return True  # reported, judged by the caller (accuracy on data)
         return self.max_abs_diff <= TOLERANCE * max(1.0, self.max_abs_output)
 
@@ -80,7 +82,7 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
            stem: str, toolbox: Optional[str] = None, output: str = 'logits',
            calibration: Optional[Sequence[np.ndarray]] = None, num_threads: int = 1,
            repeats: int = 10, seed: int = 0, keep_going: bool = True,
-           labels_upsample: int = 1) -> dict:
+           labels_upsample: int = 1, precision: str = 'fp32') -> dict:
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
@@ -90,7 +92,12 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
     ``labels_upsample``: the labels graph's bilinear upsampling of the logits before the argmax
     (:class:`~vt_mm.deploy.onnx.SegmentationLabels`).
+    ``precision``: the arithmetic every backend runs the fp32 graph in (``'bf16'``: an opt-in
+    of the backends that list it in ``precisions``); not with ``calibration``.
     """
+    if calibration is not None and precision != 'fp32':
+        raise ValueError(f'INT8 (calibration) and precision {precision!r} exclude each other: '
+                         'the INT8 graph fixes its own precisions')
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -130,19 +137,21 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                 onnx_path=onnx_path, net=net, example=x.numpy(), output_names=names,
                 output_shapes=[e.shape for e in expected], out_dir=out_dir, stem=stem_,
                 calibration=calibration, integer_outputs=output == 'labels',
-                expected=[e.numpy() for e in expected])
+                expected=[e.numpy() for e in expected], precision=precision)
         return jobs[key]
 
     main_job = job_for(OnnxRuntimeBackend)
     results, used_jobs = [], {}
     for name in backends:
-        result = DeployResult(name, quantized=calibration is not None)
+        result = DeployResult(name, reduced_precision=calibration is not None or
+                              precision != 'fp32')
         try:
             backend = get_backend(name)
             job = used_jobs[name] = job_for(type(backend))
             if calibration is not None and not backend.supports_int8:
                 raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
                                  f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
+            backend.check_precision(precision)
             with offline(allowed_programs=backend.programs()):
                 result.files = backend.convert(job)
             run = backend.load(result.files, job, num_threads=num_threads)

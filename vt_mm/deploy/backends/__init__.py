@@ -11,7 +11,9 @@ BACKENDS = {
     for b in (OnnxRuntimeBackend, OpenVINOBackend, MNNBackend, NCNNBackend, TFLiteBackend)
 }
 
-__all__ = ['Backend', 'BackendUnavailable', 'ConversionJob', 'BACKENDS', 'get_backend']
+__all__ = [
+    'Backend', 'BackendUnavailable', 'ConversionJob', 'BACKENDS', 'get_backend', 'running_in'
+]
 
 
 def get_backend(name: str) -> Backend:
@@ -21,3 +23,17 @@ def get_backend(name: str) -> Backend:
     backend = BACKENDS[name]
     backend.check_available()
     return backend()
+
+
+def running_in(precision: str, names):
+    """(the backends of ``names`` that run ``precision`` here, {each other one that lists it
+    in ``precisions``: why not here}); backends without it are left out silently."""
+    ok, why_not = [], {}
+    for name in names:
+        try:
+            BACKENDS[name].check_precision(precision)
+            ok.append(name)
+        except ValueError as e:
+            if precision in BACKENDS[name].precisions:
+                why_not[name] = str(e)
+    return ok, why_not

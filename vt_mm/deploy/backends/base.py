@@ -59,6 +59,9 @@ class ConversionJob:
         shared_files: files made from ``onnx_path`` that several backends convert from, by
             kind (``'qdq'``: the INT8 graph onnxruntime and OpenVINO both run), made once per
             job.
+        precision: the arithmetic the runtime runs the fp32 files in: ``'fp32'``, or a reduced
+            one the backend lists in :attr:`Backend.precisions` (``'bf16'``), an opt-in that
+            changes only how ``load`` compiles the graph (the files keep fp32 weights).
     """
     onnx_path: str
     net: nn.Module
@@ -71,6 +74,7 @@ class ConversionJob:
     integer_outputs: bool = False
     expected: Optional[List[np.ndarray]] = None
     shared_files: Dict[str, str] = field(default_factory=dict)
+    precision: str = 'fp32'
 
     def path(self, suffix: str) -> str:
         """The absolute path of the file ``stem + suffix`` in ``out_dir`` (absolute: converters
@@ -89,6 +93,9 @@ class Backend:
         name: the ``--backend`` name.
         packages: the import names it needs (for a clear error when one is missing).
         supports_int8: whether ``convert`` takes calibration data.
+        precisions: the arithmetic precisions ``load`` can run the fp32 files in
+            (:attr:`ConversionJob.precision`); ``check_precision`` says whether this machine
+            has them.
         has_argmax: whether the runtime has an ArgMax operator (else the labels graph computes
             it by reductions, :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
         has_integer_tensors: whether a graph may output int32 (else labels stay float32 and
@@ -100,6 +107,7 @@ class Backend:
     name = ''
     packages: Sequence[str] = ()
     supports_int8 = False
+    precisions: Sequence[str] = ('fp32', )
     has_argmax = True
     has_integer_tensors = True
     labels_argmax_layout = 'rows'
@@ -123,6 +131,16 @@ class Backend:
             raise BackendUnavailable(
                 f"backend '{cls.name}' needs {', '.join(missing)}, which is not installed: "
                 'bash tools/setup_env.sh --deploy installs every runtime (requirements/deploy.txt)')
+
+    @classmethod
+    def check_precision(cls, precision: str) -> None:
+        """Raises ValueError, naming the alternatives, where ``load`` cannot run ``precision``
+        (not a precision of the backend, or not one this CPU has)."""
+        if precision not in cls.precisions:
+            from . import BACKENDS
+            others = [b for b, c in BACKENDS.items() if precision in c.precisions]
+            raise ValueError(f"{cls.name} runs only {'/'.join(cls.precisions)} in vt-mm; "
+                             f'--precision {precision} is on {others or "no backend"}')
 
     def programs(self) -> List[str]:
         """Executables ``convert`` starts (allowed by :func:`vt_mm.deploy.offline.offline`)."""

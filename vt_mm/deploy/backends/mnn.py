@@ -11,8 +11,18 @@ the hint back to 3.
 MNN's Python wrapper ``MNN.tools.mnnconvert`` imports ``MNN.tools.utils.log``, which runs
 ``pip install aliyun-log-python-sdk`` and posts a usage log: the converter is called in the
 compiled ``_tools`` extension module that the wrapper itself calls, so that none of it runs.
+
+INT8: MNN's own post-training quantizer (``mnnquant``: KL-calibrated int8 activations,
+per-channel int8 weights) on the fp32 ``.mnn``, written as ``NAME.int8.mnn``. It reads
+calibration *images* and normalises them itself (``(pixel - mean) * normal``), so the job's
+normalised inputs are written as 8-bit PNGs over each channel's calibration range, with the
+``mean`` / ``normal`` that map them back (exact up to 1/255 of that range). It is called as
+``_tools.mnnquant([argv])``: the three-string call of MNN 3.6.1's own wrapper aborts with
+``std::length_error`` (and that wrapper imports the logger above).
 """
+import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -25,7 +35,7 @@ WINOGRAD_MEMORY_LEVEL, PRECISE_WINOGRAD_LEVEL = 3, 1
 class MNNBackend(Backend):
     name = 'mnn'
     packages = ('MNN', '_tools')
-    supports_int8 = False
+    supports_int8 = True
 
     def convert(self, job):
         path = job.path('.mnn')
@@ -37,7 +47,34 @@ class MNNBackend(Backend):
         if not os.path.isfile(path):
             raise RuntimeError(f'MNN could not convert {job.onnx_path} (run MNN\'s converter '
                                f'by hand for its messages: {" ".join(args)})')
-        return [path]
+        return [self._quantize(path, job)] if job.int8 else [path]
+
+    @staticmethod
+    def _quantize(fp32_path: str, job) -> str:
+        """``mnnquant`` on ``fp32_path`` with ``job.calibration`` (module docstring)."""
+        import cv2
+        path = job.path('.int8.mnn')
+        inputs = np.concatenate([np.asarray(x, np.float32) for x in job.calibration])
+        low, high = inputs.min(axis=(0, 2, 3)), inputs.max(axis=(0, 2, 3))
+        normal = np.maximum(high - low, 1e-6) / 255
+        with tempfile.TemporaryDirectory(dir=job.out_dir) as images:
+            for i, x in enumerate(inputs):
+                pixels = np.round((x - low[:, None, None]) / normal[:, None, None])
+                rgb = np.clip(pixels, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+                cv2.imwrite(os.path.join(images, f'{i:04d}.png'), rgb[..., ::-1])
+            config = os.path.join(images, 'quant.json')
+            with open(config, 'w') as f:
+                json.dump(dict(format='RGB', mean=(-low / normal).tolist(),
+                               normal=normal.tolist(), width=int(inputs.shape[3]),
+                               height=int(inputs.shape[2]), path=images + os.sep,
+                               used_image_num=len(inputs), feature_quantize_method='KL',
+                               weight_quantize_method='MAX_ABS'), f)
+            with quiet_stdout():  # progress lines
+                import _tools
+                done = _tools.mnnquant(['mnnquant', fp32_path, path, config])
+        if not done or not os.path.isfile(path):
+            raise RuntimeError(f'MNN could not quantize {fp32_path} (mnnquant returned {done})')
+        return path
 
     def load(self, files, job, num_threads=1):
         config = {'backend': 'CPU', 'numThread': num_threads, 'precision': 'high'}

@@ -1,7 +1,13 @@
 """OpenVINO (CPU plugin): the ONNX graph read by OpenVINO's ONNX frontend and saved as IR
 (``.xml`` + ``.bin``) with fp32 weights (``save_model`` compresses to fp16 unless told not to);
-inference precision pinned to f32 (the CPU plugin would pick bf16 on CPUs that have it).
-``openvino.convert_model`` is not used: it carries OpenVINO's telemetry.
+inference precision pinned to f32 (the CPU plugin would pick bf16 on CPUs that have it, and
+vt-mm's fp32 check is 1e-4). ``openvino.convert_model`` is not used: it carries OpenVINO's
+telemetry.
+
+bf16 (``precision='bf16'``, ``export.py --precision bf16``): the same fp32 IR compiled with
+``INFERENCE_PRECISION_HINT`` bf16, on CPUs whose capabilities list BF16 (AVX-512 BF16, AMX).
+Elsewhere the plugin silently stays in f32 or takes f16 for a bf16 hint, so ``check_precision``
+raises there instead.
 
 INT8: the QDQ graph of :func:`~.onnxruntime.quantize_qdq` (the same calibration and the same
 7-bit rule on x86 without VNNI, whose u8s8 products saturate in OpenVINO's kernels too). The
@@ -15,11 +21,21 @@ import numpy as np
 from .base import Backend
 from .onnxruntime import quantize_qdq
 
+# vt-mm's precision -> OpenVINO's INFERENCE_PRECISION_HINT
+INFERENCE_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
+
+
+def cpu_capabilities():
+    """OpenVINO's CPU plugin ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, BF16, INT8)."""
+    import openvino as ov
+    return list(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+
 
 class OpenVINOBackend(Backend):
     name = 'openvino'
     packages = ('openvino', 'onnxruntime')  # onnxruntime quantizes for --int8
     supports_int8 = True
+    precisions = ('fp32', 'bf16')
     labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
 
     def convert(self, job):
@@ -31,11 +47,20 @@ class OpenVINOBackend(Backend):
         ov.save_model(model, xml, compress_to_fp16=False)
         return [xml, job.path(precision + '.bin')]
 
+    @classmethod
+    def check_precision(cls, precision):
+        super().check_precision(precision)
+        if precision == 'bf16' and 'BF16' not in cpu_capabilities():
+            raise ValueError(f'this CPU has no bf16 arithmetic (OpenVINO CPU capabilities: '
+                             f'{", ".join(cpu_capabilities())}); use --precision fp32, or '
+                             '--int8 for a faster graph')
+
     def load(self, files, job, num_threads=1):
         import openvino as ov
+        self.check_precision(job.precision)
         compiled = ov.Core().compile_model(
             files[0], 'CPU', {'INFERENCE_NUM_THREADS': num_threads,
-                              'INFERENCE_PRECISION_HINT': 'f32'})
+                              'INFERENCE_PRECISION_HINT': INFERENCE_PRECISION[job.precision]})
         request = compiled.create_infer_request()
         outputs = compiled.outputs
 
