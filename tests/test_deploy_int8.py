@@ -1,7 +1,8 @@
 """INT8 deployment (onnxruntime QDQ, OpenVINO from the same QDQ graph, MNN's quantizer, TFLite
 fully integer) and OpenVINO's bf16, the calibration data and the accuracy tool that scores
-deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3 and 5). Small SeaFormer-T at 64x64 on generated
-LIP-layout data; the trained-model numbers are benchmarks (docs/deployment.md)."""
+deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3 and 5). Small
+SeaFormer-T at 64x64 on generated LIP-layout data; the trained-model numbers are benchmarks
+(docs/deployment.md)."""
 import copy
 import logging
 import os
@@ -170,9 +171,9 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
     """Static INT8, calibrated on the config's training images: onnxruntime's graph carries
     QDQ pairs, OpenVINO compiles that graph with int8 convolutions, TFLite's is fully integer
     (int8 input), MNN's quantizer stores int8 weights; all follow the fp32 logits closely but
-    not exactly (a backend that ignored the calibration and stayed fp32 would be exact). The quantized graph goes to litert-torch
-    in eval mode (it warned 'converted in training mode' for every INT8 model: the exported
-    module's flag stayed True)."""
+    not exactly (a backend that ignored the calibration and stayed fp32 would be exact). The
+    quantized graph goes to litert-torch in eval mode (it warned 'converted in training mode'
+    for every INT8 model: the exported module's flag stayed True)."""
     _require(['onnxruntime', 'openvino', 'mnn', 'tflite'])
     model, cfg = model_and_cfg
     calibration = calibration_images(cfg, model, (SIZE, SIZE), 4)
@@ -210,6 +211,22 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
         # random weights at 64x64 quantize worse than a trained model (measured: max error
         # 23-29% of the peak, cosine 0.976-0.979); docs/deployment.md has trained-model mIoU
         assert 1e-5 < err < 0.5 and cosine > 0.95, (result.backend, err, cosine)
+
+
+def test_mnn_quantizer_crash_is_a_reported_failure(model_and_cfg, tmp_path, monkeypatch):
+    """MNN's quantizer aborts its process on input it rejects (a JSON among the calibration
+    images segfaulted it; ADMM ends in munmap_chunk): it runs in a child process, so a crash
+    is one backend's reported failure and the other backends still convert."""
+    _require(['onnxruntime', 'mnn'])
+    from vt_mm.deploy.backends import mnn
+    monkeypatch.setattr(mnn, 'QUANTIZE', 'import ctypes; ctypes.string_at(0)')  # a segfault
+    model, cfg = model_and_cfg
+    calibration = calibration_images(cfg, model, (SIZE, SIZE), 2)
+    report = deploy(model, ['mnn', 'onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
+                    toolbox='mmseg', calibration=calibration, repeats=1)
+    crashed, ort = report['results']
+    assert 'MNN could not quantize' in crashed.error and 'exit status -11' in crashed.error
+    assert ort.ok and ort.files[0].endswith('.int8.onnx')
 
 
 def _openvino_int8_convolutions(xml: str) -> int:

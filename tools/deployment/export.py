@@ -17,8 +17,9 @@ docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmento
 the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits by
 K) and a nearest upsample to the input (int32). ``--int8`` quantizes with
 ``--calib-images`` images of the config's training split through its test pipeline
-(onnxruntime and OpenVINO: QDQ; tflite: fully integer, PT2E). ``--precision bf16`` runs the
-fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it). Conversions run offline
+(onnxruntime and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E).
+``--precision bf16`` runs the fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it).
+Conversions run offline
 (no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
 initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
 """
