@@ -203,6 +203,7 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
         expected = report['jobs']['onnxruntime'].net(torch.from_numpy(x)).numpy()
     for result in (ort, ov, mnn, tfl):
         assert result.reduced_precision and result.ok
+        assert 0.9 < result.calibration_cosine <= 1 + 1e-9, result.line()
         run = BACKENDS[result.backend]().load(result.files, report['jobs'][result.backend])
         got = run(x)[0].reshape(expected.shape)
         err = np.abs(got - expected).max() / np.abs(expected).max()
@@ -211,6 +212,23 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
         # random weights at 64x64 quantize worse than a trained model (measured: max error
         # 23-29% of the peak, cosine 0.976-0.979); docs/deployment.md has trained-model mIoU
         assert 1e-5 < err < 0.5 and cosine > 0.95, (result.backend, err, cosine)
+
+
+def test_int8_graph_that_departs_from_fp32_on_calibration_data_is_flagged():
+    """An INT8 graph is reported, not judged against 1e-4; its cosine to fp32 on a calibration
+    image (MNN's VT-FPN graph: 0.95, 4 mIoU; the others 0.998+) below 0.99 gives a warning
+    that export.py prints; fp32 results and close INT8 graphs give none."""
+    from vt_mm.deploy.pipeline import DeployResult
+    bad = DeployResult('mnn', files=['x.int8.mnn'], max_abs_diff=11.5, max_abs_output=8.6,
+                       latency_ms=1.0, reduced_precision=True, calibration_cosine=0.9496)
+    assert bad.ok and 'cosine 0.9496 < 0.99' in bad.warning() and 'deploy_accuracy' in bad.warning()
+    assert 'cosine to fp32 on a calibration image 0.9496' in bad.line()
+    good = DeployResult('onnxruntime', files=['x.int8.onnx'], max_abs_diff=1.4,
+                        max_abs_output=8.6, latency_ms=1.0, reduced_precision=True,
+                        calibration_cosine=0.9998)
+    fp32 = DeployResult('onnxruntime', files=['x.onnx'], max_abs_diff=1e-6, max_abs_output=8.6,
+                        latency_ms=1.0)
+    assert good.warning() is None and fp32.warning() is None
 
 
 def test_mnn_quantizer_crash_is_a_reported_failure(model_and_cfg, tmp_path, monkeypatch):

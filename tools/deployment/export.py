@@ -93,6 +93,8 @@ def main(argv=None):
     for result in report['results']:
         print(result.line())
         failed |= not result.ok
+        if result.ok and result.warning():
+            print(f'[export] WARNING {result.warning()}', file=sys.stderr)
     if failed:
         sys.exit('[export] a backend failed or differs from PyTorch by more than 1e-4 '
                  '(relative above 1)')

@@ -26,6 +26,10 @@ __all__ = ['DeployResult', 'deploy', 'load_runners', 'compare_outputs', 'TOLERAN
 # max |backend - PyTorch|, absolute for outputs up to 1 and relative above (float32 rounding
 # grows with the values)
 TOLERANCE = 1e-4
+# INT8 graphs of trained models follow fp32 with a cosine of 0.998-0.9998 on a calibration
+# image (VT-FPN and SeaFormer-T demo models: onnxruntime, OpenVINO, TFLite); MNN's VT-FPN graph,
+# which scores 4 mIoU, 0.95
+INT8_COSINE_WARNING = 0.99
 
 
 @dataclass
@@ -40,6 +44,9 @@ class DeployResult:
     # INT8 or bf16: differences are reported, not judged against TOLERANCE (the caller judges
     # them on data: tools/analysis_tools/deploy_accuracy.py)
     reduced_precision: bool = False
+    # INT8: cosine similarity of the outputs to PyTorch's on the first calibration input (the
+    # random input is out of distribution for a trained model's scales)
+    calibration_cosine: Optional[float] = None
 
     @property
     def ok(self) -> bool:
@@ -49,6 +56,15 @@ class DeployResult:
             return True  # reported, judged by the caller (accuracy on data)
         return self.max_abs_diff <= TOLERANCE * max(1.0, self.max_abs_output)
 
+    def warning(self) -> Optional[str]:
+        """A warning for an INT8 graph that departs from fp32 on calibration data."""
+        if self.calibration_cosine is None or self.calibration_cosine >= INT8_COSINE_WARNING:
+            return None
+        return (f'{self.backend}: the INT8 graph departs from fp32 on a calibration image '
+                f'(cosine {self.calibration_cosine:.4f} < {INT8_COSINE_WARNING}); with trained '
+                'weights score it with tools/analysis_tools/deploy_accuracy.py before using it '
+                '(freshly initialised weights quantize worse)')
+
     def line(self) -> str:
         if self.error is not None:
             return f'{self.backend}: FAILED {self.error}'
@@ -57,6 +73,8 @@ class DeployResult:
         else:
             what = (f'max_abs_diff {self.max_abs_diff:.2e} (max abs output '
                     f'{self.max_abs_output:.2f})')
+        if self.calibration_cosine is not None:
+            what += f', cosine to fp32 on a calibration image {self.calibration_cosine:.4f}'
         return (f'{self.backend}: {what} latency {self.latency_ms:.1f} ms '
                 f'({osp.basename(self.files[0])})')
 
@@ -76,6 +94,17 @@ def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], l
         agreement = float(np.mean([np.mean(g.astype(np.int64) == e) for g, e in
                                    zip(got, expected)]))
     return diff, peak, agreement
+
+
+def calibration_cosine(run, job: ConversionJob, x: np.ndarray) -> float:
+    """Cosine similarity of ``run``'s outputs on ``x`` to PyTorch's (all outputs as one
+    vector): how closely an INT8 graph follows fp32 on data like what it was calibrated on."""
+    with torch.no_grad():
+        expected = job.net(torch.from_numpy(x))
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    got = np.concatenate([np.asarray(g, np.float64).ravel() for g in run(x)])
+    want = np.concatenate([e.double().numpy().ravel() for e in expected])
+    return float(got @ want / max(np.linalg.norm(got) * np.linalg.norm(want), 1e-30))
 
 
 def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], out_dir: str,
@@ -158,6 +187,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             got = run(job.example)
             result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
                 got, job.expected, labels=output == 'labels')
+            if calibration is not None:
+                result.calibration_cosine = calibration_cosine(run, job, calibration[0])
             result.latency_ms = 1000 * time_alternately(
                 [lambda: run(job.example)], runs=repeats, warmup=2, device='cpu')[0][0]
         except Exception as e:  # noqa: BLE001  (reported per backend)
