@@ -32,9 +32,9 @@ def x86_without_vnni(cpuinfo: str = '/proc/cpuinfo') -> bool:
 def quantize_qdq(job) -> str:
     """``job``'s ONNX graph quantized statically (QDQ: per-channel int8 weights, uint8
     activations) on ``job.calibration``; returns the path of ``NAME.int8.onnx``. Weights get 7
-    bits on x86 without VNNI (:func:`x86_without_vnni`); constant left operands of MatMul per
-    row (:func:`left_operand_row_axes`). OpenVINO runs the same file: it is made once per job
-    (``job.shared_files['qdq']``), not once per backend."""
+    bits on x86 without VNNI (:func:`x86_without_vnni`); constant operands of MatMul along the
+    product's output channels (:func:`matmul_output_channel_axes`). OpenVINO runs the same
+    file: it is made once per job (``job.shared_files['qdq']``), not once per backend."""
     if 'qdq' in job.shared_files:
         return job.shared_files['qdq']
     from onnxruntime.quantization import (
@@ -60,25 +60,50 @@ def quantize_qdq(job) -> str:
     quantize_static(prepared, path, Images(job.calibration), quant_format=QuantFormat.QDQ,
                     per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, reduce_range=x86_without_vnni(),
-                    extra_options={'TensorQuantOverrides': left_operand_row_axes(prepared)})
+                    extra_options={'TensorQuantOverrides': matmul_output_channel_axes(prepared)})
     job.shared_files['qdq'] = path
     return path
 
 
-def left_operand_row_axes(onnx_path: str) -> Dict[str, list]:
-    """onnxruntime ``TensorQuantOverrides`` that quantize each constant *left* operand of a
-    MatMul (``A @ x``: VT-ResNet's tokenizer, transformer and position-encoding products) per
-    row (its second-to-last axis, the product's output rows) instead of per column.
-    onnxruntime's quantizer takes the last axis, the weight's output channels for ``x @ W``
-    but the reduction axis for ``A @ x``: onnxruntime runs that, but OpenVINO 2026.4's CPU
-    plugin cannot fold scales along the reduction axis and fails to compile the graph
-    (``Check 'any_of(scale.size(), OC, 1U)' failed``, VT-ResNet-50). Per-row scales are the
-    per-output-channel quantization of ``A @ x`` and compile in both runtimes."""
+def matmul_output_channel_axes(onnx_path: str) -> Dict[str, list]:
+    """onnxruntime ``TensorQuantOverrides`` for the constant operands of MatMul, so that every
+    weight scale lies along the product's output channels, where OpenVINO's CPU plugin can fold
+    it. onnxruntime's quantizer takes axis 1 of every MatMul constant, the output channel only
+    for a 2-D right operand; for a 2-D left operand (``A @ x``: VT-ResNet's tokenizer,
+    transformer and position-encoding products) and a batched right operand (VT-ResNet-18's
+    (4, 64, 64)) it is the reduction axis. onnxruntime runs that, but OpenVINO 2026.4 fails to
+    compile the graph (``Check 'any_of(scale.size(), OC, 1U)' failed``: VT-ResNet-18 / 50 and
+    VT-FPN, depending on the weights). So:
+
+    - a right operand (``x @ W``): per column, its last axis;
+    - a 2-D left operand: per row (OpenVINO runs it as a fully connected layer on the
+      transposed product, whose output channels are those rows);
+    - a batched (3-D and up) left operand (VT-FPN's grouped tokenizer and transformer weights):
+      per tensor; OpenVINO's batched MatMul takes scales only along the output's last axis,
+      the columns of ``x``;
+    - a constant that plays two of these roles keeps the per-tensor one.
+    """
     import onnx
     graph = onnx.load(onnx_path, load_external_data=False).graph
     ranks = {i.name: len(i.dims) for i in graph.initializer}
-    return {n.input[0]: [{'axis': ranks[n.input[0]] - 2}] for n in graph.node
-            if n.op_type == 'MatMul' and ranks.get(n.input[0], 0) >= 2}
+    choices: Dict[str, set] = {}
+    for node in graph.node:
+        if node.op_type != 'MatMul':
+            continue
+        for position, name in enumerate(node.input[:2]):
+            rank = ranks.get(name, 0)
+            if rank < 2:
+                continue
+            if position == 1:
+                choice = rank - 1
+            else:
+                choice = rank - 2 if rank == 2 else None  # None: per tensor
+            choices.setdefault(name, set()).add(choice)
+    overrides = {}
+    for name, axes in choices.items():
+        axis = axes.pop() if len(axes) == 1 else None
+        overrides[name] = [{}] if axis is None else [{'axis': axis}]  # [{}]: per tensor
+    return overrides
 
 
 class OnnxRuntimeBackend(Backend):
