@@ -105,6 +105,7 @@ def main(argv=None):
     parser.add_argument('--calib-config', default=CALIB_CONFIG,
                         help='config whose training images calibrate --variants int8')
     parser.add_argument('--calib-images', type=int, default=16)
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
     parser.add_argument('--out-dir', default='work_dirs/deploy_benchmark')
     args = parser.parse_args(argv)
     table = _table_only_on_stdout()
@@ -118,6 +119,7 @@ def main(argv=None):
           ' | '.join(f'{b} ms' for b in backends) + ' | paper ARM ms (1 core) |')
     row('|---|---|---|---|---|' + '---|' * len(backends) + '---|')
     for config in args.configs:
+        torch.manual_seed(args.seed)  # the same random weights in every run
         model, cfg, toolbox = build_model(config)
         trained_like_bn(model).eval()  # no zero gammas for a converter to fold (docstring)
         shape = tuple(args.shape or default_shape(cfg, toolbox))
