@@ -233,8 +233,8 @@ def test_int8_graph_that_departs_from_fp32_on_calibration_data_is_flagged():
 
 def test_mnn_quantizer_crash_is_a_reported_failure(model_and_cfg, tmp_path, monkeypatch):
     """MNN's quantizer aborts its process on input it rejects (a JSON among the calibration
-    images segfaulted it; ADMM ends in munmap_chunk): it runs in a child process, so a crash
-    is one backend's reported failure and the other backends still convert."""
+    images; KL on VT-FPN segfaults; ADMM ends in munmap_chunk): it runs in a child process, so
+    a crash is one backend's reported failure and the other backends still convert."""
     _require(['onnxruntime', 'mnn'])
     from vt_mm.deploy.backends import mnn
     monkeypatch.setattr(mnn, 'QUANTIZE', 'import ctypes; ctypes.string_at(0)')  # a segfault

@@ -20,6 +20,9 @@ normalised inputs are written as 8-bit PNGs over each channel's calibration rang
 ``_tools.mnnquant([argv])``: the three-string call of MNN 3.6.1's own wrapper aborts with
 ``std::length_error`` (and that wrapper imports the logger above), in a child process of the
 same interpreter, started like the other converters' programs (pip and proxies disabled).
+Measured (docs/deployment.md): SeaFormer-T demo model 78.85 mIoU (fp32 79.12), but the VT-FPN
+demo model 4.24 (79.30), flagged at export by its cosine to fp32 on a calibration image (0.95;
+``vt_mm.deploy.pipeline.INT8_COSINE_WARNING``); on this x86 CPU slower than MNN fp32.
 """
 import json
 import os
@@ -36,7 +39,8 @@ QUANTIZE = ("import sys, _tools; "
             "sys.exit(0 if _tools.mnnquant(['mnnquant'] + sys.argv[1:]) else 1)")
 # how mnnquant calibrates activation scales: EMA of the min / max. Its default, KL, lost 3.7
 # mIoU on the SeaFormer-T demo model with 32 calibration images (75.40 vs fp32 79.12; EMA
-# 78.85, onnxruntime's QDQ 78.81); ADMM aborted (munmap_chunk) in MNN 3.6.1
+# 78.85, onnxruntime's QDQ 78.81) and segfaults on VT-FPN; ADMM aborts (munmap_chunk) in MNN
+# 3.6.1
 FEATURE_QUANTIZE_METHOD = 'EMA'
 # MNN::Interpreter::HintMode::WINOGRAD_MEMORY_LEVEL and the level that keeps fp32 parity
 WINOGRAD_MEMORY_LEVEL, PRECISE_WINOGRAD_LEVEL = 3, 1
@@ -71,7 +75,7 @@ class MNNBackend(Backend):
         low, high = inputs.min(axis=(0, 2, 3)), inputs.max(axis=(0, 2, 3))
         normal = np.maximum(high - low, 1e-6) / 255
         with tempfile.TemporaryDirectory(dir=job.out_dir) as tmp:
-            # mnnquant reads every file of the folder as an image (a JSON among them crashed it)
+            # mnnquant reads every file of the folder as an image (it aborts on a JSON there)
             images = os.path.join(tmp, 'images')
             os.makedirs(images)
             for i, x in enumerate(inputs):
@@ -86,8 +90,8 @@ class MNNBackend(Backend):
                                used_image_num=len(inputs),
                                feature_quantize_method=FEATURE_QUANTIZE_METHOD,
                                weight_quantize_method='MAX_ABS'), f)
-            # in a child process: MNN's checks abort the process on bad input (a segfault that
-            # took the whole multi-backend report with it); the child imports only _tools
+            # in a child process: MNN aborts or segfaults its process on input it rejects (KL on
+            # VT-FPN took the whole multi-backend report with it); the child imports only _tools
             proc = subprocess.run([sys.executable, '-c', QUANTIZE, fp32_path, path, config],
                                   capture_output=True, text=True)
         if proc.returncode != 0 or not os.path.isfile(path):
