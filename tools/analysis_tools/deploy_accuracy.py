@@ -103,12 +103,11 @@ def main(argv=None):
         print(f'[deploy_accuracy] no bf16 rows for {backend}: {why}', file=sys.stderr)
     reduced = list(dict.fromkeys(args.int8_backend + bf16))  # their fp32 logits rows
     if reduced:
-        for backend, run in loaded(deploy(model, reduced, shape, out, stem,
-                                          toolbox=toolbox, repeats=1)).items():
+        report = deploy(model, reduced, shape, out, stem, toolbox=toolbox, repeats=1)
+        for backend, run in loaded(report).items():
             add(f'{backend} | logits | fp32', run, 'logits')
-    if bf16:
-        for backend, run in loaded(deploy(model, bf16, shape, out, stem, toolbox=toolbox,
-                                          repeats=1, precision='bf16')).items():
+        # bf16: the same fp32 files, compiled for bf16 arithmetic
+        for backend, run in load_runners(report, precision='bf16', backends=bf16).items():
             add(f'{backend} | logits | bf16', run, 'logits')
     if args.int8_backend:
         calibration = calibration_images(cfg, model, shape, args.calib_images)

@@ -169,11 +169,11 @@ def main(argv=None):
                     fns.append(lambda run=run: run(example))
             times = time_alternately(fns, args.runs, args.warmup, 'cpu', label=stem)
             ms = {key: 1000 * t[0] for key, t in zip(keys, times)}
-            for variant in graphs:
+            for variant, (_, report) in graphs.items():
+                tried = [r.backend for r in report['results']]
                 cells = []
                 for b in backends:
                     if (variant, b) not in ms:
-                        tried = [r.backend for r in graphs[variant][1]['results']]
                         cells.append('failed' if b in tried else '')
                         continue
                     base = ms.get(('logits', 'onnxruntime' if variant == 'logits' else b))

@@ -8,7 +8,7 @@ input as PyTorch eager. Conversions run inside :func:`vt_mm.deploy.offline.offli
 import os
 import os.path as osp
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -96,15 +96,19 @@ def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], l
     return diff, peak, agreement
 
 
-def calibration_cosine(run, job: ConversionJob, x: np.ndarray) -> float:
-    """Cosine similarity of ``run``'s outputs on ``x`` to PyTorch's (all outputs as one
-    vector): how closely an INT8 graph follows fp32 on data like what it was calibrated on."""
+def torch_outputs(net: nn.Module, x: np.ndarray) -> List[np.ndarray]:
+    """``net``'s outputs on ``x`` as a list of numpy arrays (one output or several)."""
     with torch.no_grad():
-        expected = job.net(torch.from_numpy(x))
-    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
-    got = np.concatenate([np.asarray(g, np.float64).ravel() for g in run(x)])
-    want = np.concatenate([e.double().numpy().ravel() for e in expected])
-    return float(got @ want / max(np.linalg.norm(got) * np.linalg.norm(want), 1e-30))
+        out = net(torch.from_numpy(x))
+    return [o.numpy() for o in ([out] if isinstance(out, torch.Tensor) else out)]
+
+
+def cosine(got: Sequence[np.ndarray], expected: Sequence[np.ndarray]) -> float:
+    """Cosine similarity of two output lists, each flattened into one vector: how closely an
+    INT8 graph follows fp32."""
+    a = np.concatenate([np.asarray(g, np.float64).ravel() for g in got])
+    b = np.concatenate([np.asarray(e, np.float64).ravel() for e in expected])
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
 
 
 def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], out_dir: str,
@@ -139,6 +143,7 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         warnings.warn('onnxslim is not installed: the ONNX graph is not folded (bash '
                       'tools/setup_env.sh --deploy installs it)')
     jobs = {}  # labels options -> the job every backend with those capabilities converts
+    calibration_expected = {}  # job stem -> PyTorch's outputs on calibration[0]
 
     def job_for(backend_class) -> ConversionJob:
         options = {}
@@ -151,9 +156,7 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         key = tuple(sorted(options.items()))
         if key not in jobs:
             net = exportable(model, toolbox, output, **options).eval()
-            with torch.no_grad():
-                expected = net(x)
-            expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+            expected = torch_outputs(net, x.numpy())
             plain = not options.get('argmax_by_reduction') and options.get('integer', True)
             stem_ = (stem + ('.labels' if output == 'labels' else '') +
                      (f'.up{labels_upsample}' if output == 'labels' and labels_upsample > 1
@@ -166,7 +169,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                 onnx_path=onnx_path, net=net, example=x.numpy(), output_names=names,
                 output_shapes=[e.shape for e in expected], out_dir=out_dir, stem=stem_,
                 calibration=calibration, integer_outputs=output == 'labels',
-                expected=[e.numpy() for e in expected], precision=precision)
+                expected=expected, precision=precision)
+            if calibration is not None:  # PyTorch on the first calibration input (cosine)
+                calibration_expected[jobs[key].stem] = torch_outputs(net, calibration[0])
         return jobs[key]
 
     main_job = job_for(OnnxRuntimeBackend)
@@ -188,7 +193,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
                 got, job.expected, labels=output == 'labels')
             if calibration is not None:
-                result.calibration_cosine = calibration_cosine(run, job, calibration[0])
+                result.calibration_cosine = cosine(run(calibration[0]),
+                                                   calibration_expected[job.stem])
             result.latency_ms = 1000 * time_alternately(
                 [lambda: run(job.example)], runs=repeats, warmup=2, device='cpu')[0][0]
         except Exception as e:  # noqa: BLE001  (reported per backend)
@@ -201,9 +207,17 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                 jobs=used_jobs)
 
 
-def load_runners(report: dict, num_threads: int = 1) -> dict:
+def load_runners(report: dict, num_threads: int = 1, precision: Optional[str] = None,
+                 backends: Optional[Sequence[str]] = None) -> dict:
     """backend -> runner (input -> outputs) of every backend of a :func:`deploy` report that
-    converted and matches PyTorch, loaded with ``num_threads``."""
-    return {r.backend: get_backend(r.backend).load(r.files, report['jobs'][r.backend],
-                                                   num_threads=num_threads)
-            for r in report['results'] if r.ok}
+    converted and matches PyTorch (of ``backends``, if given), loaded with ``num_threads``;
+    ``precision`` runs the same files in another arithmetic (``'bf16'``) than the report's."""
+    runners = {}
+    for r in report['results']:
+        if r.ok and (backends is None or r.backend in backends):
+            job = report['jobs'][r.backend]
+            if precision is not None:
+                job = replace(job, precision=precision)
+            runners[r.backend] = get_backend(r.backend).load(r.files, job,
+                                                             num_threads=num_threads)
+    return runners

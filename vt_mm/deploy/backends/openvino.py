@@ -16,6 +16,8 @@ plugin's low-precision transformations run the quantized convolutions and produc
 (``NAME.int8.xml``). NNCF, OpenVINO's own quantizer, is not used: one calibration path for
 both runtimes, and no extra package.
 """
+import functools
+
 import numpy as np
 
 from .base import Backend
@@ -25,10 +27,12 @@ from .onnxruntime import quantize_qdq
 INFERENCE_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
 
 
+@functools.lru_cache(maxsize=None)
 def cpu_capabilities():
-    """OpenVINO's CPU plugin ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, BF16, INT8)."""
+    """OpenVINO's CPU plugin ``OPTIMIZATION_CAPABILITIES`` (e.g. FP32, BF16, INT8), read once:
+    ``check_precision`` runs at every conversion and every load."""
     import openvino as ov
-    return list(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
+    return tuple(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
 
 
 class OpenVINOBackend(Backend):
@@ -42,18 +46,19 @@ class OpenVINOBackend(Backend):
         import openvino as ov
         onnx = quantize_qdq(job) if job.int8 else job.onnx_path
         model = ov.Core().read_model(onnx)
-        precision = '.int8' if job.int8 else ''
-        xml = job.path(precision + '.xml')
+        suffix = '.int8' if job.int8 else ''
+        xml = job.path(suffix + '.xml')
         ov.save_model(model, xml, compress_to_fp16=False)
-        return [xml, job.path(precision + '.bin')]
+        return [xml, job.path(suffix + '.bin')]
 
     @classmethod
     def check_precision(cls, precision):
         super().check_precision(precision)
-        if precision == 'bf16' and 'BF16' not in cpu_capabilities():
+        capabilities = cpu_capabilities()
+        if precision == 'bf16' and 'BF16' not in capabilities:
             raise ValueError(f'this CPU has no bf16 arithmetic (OpenVINO CPU capabilities: '
-                             f'{", ".join(cpu_capabilities())}); use --precision fp32, or '
-                             '--int8 for a faster graph')
+                             f'{", ".join(capabilities)}); use --precision fp32, or --int8 for '
+                             'a faster graph')
 
     def load(self, files, job, num_threads=1):
         import openvino as ov
