@@ -122,6 +122,116 @@ def test_nothing_to_resume(tmp_path):
     assert path is None and any('iter_3.pth does not load' in n for n in notes)
 
 
+@pytest.mark.parametrize('kind,older,newer', [('iter', 999, 1000), ('iter', 9, 10),
+                                              ('epoch', 9, 10), ('iter', 99999, 100000)])
+def test_resume_orders_checkpoints_by_number_across_digit_counts(tmp_path, kind, older, newer):
+    """iter_1000 is newer than iter_999 (a sort by name would pick iter_999), also when
+    last_checkpoint names the older one; the note says which one is newer."""
+    for i in (older, newer):
+        _save_fake_checkpoint(tmp_path / f'{kind}_{i}.pth', i)
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / f'{kind}_{older}.pth'))
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / f'{kind}_{newer}.pth')
+    assert notes == [f'{tmp_path / "last_checkpoint"} names {tmp_path / f"{kind}_{older}.pth"}, '
+                     f'but {tmp_path / f"{kind}_{newer}.pth"} is newer and complete']
+
+
+def test_resume_falls_back_to_the_next_newest_by_number(tmp_path):
+    for i in (8, 100, 999, 1000):
+        _save_fake_checkpoint(tmp_path / f'iter_{i}.pth', i)
+    (tmp_path / 'iter_1000.pth').write_bytes(b'truncated')
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_999.pth')
+    assert notes[0] == f'{tmp_path / "last_checkpoint"} does not exist'
+    assert notes[1].startswith(f'{tmp_path / "iter_1000.pth"} does not load (')
+    assert len(notes) == 2
+
+
+def test_resume_takes_the_checkpoint_last_checkpoint_names_elsewhere(tmp_path):
+    """A checkpoint in another out_dir that last_checkpoint names counts; one without a number
+    in its name is taken as the newest."""
+    other = tmp_path / 'elsewhere'
+    other.mkdir()
+    work = tmp_path / 'work'
+    work.mkdir()
+    _save_fake_checkpoint(work / 'iter_10.pth', 10)
+    _save_fake_checkpoint(other / 'iter_12.pth', 12)
+    (work / 'last_checkpoint').write_text(str(other / 'iter_12.pth'))
+    assert find_resumable_checkpoint(str(work)) == (str(other / 'iter_12.pth'), [])
+    _save_fake_checkpoint(other / 'best_mIoU.pth', 3)
+    (work / 'last_checkpoint').write_text(str(other / 'best_mIoU.pth') + '\n')
+    assert find_resumable_checkpoint(str(work))[0] == str(other / 'best_mIoU.pth')
+
+
+def test_only_training_checkpoints_and_checkpoint_names_are_candidates(tmp_path):
+    torch.save({'w': torch.zeros(1)}, tmp_path / 'iter_5.pth')  # weights only: no state_dict
+    _save_fake_checkpoint(tmp_path / 'iter_3.pth', 3)
+    for name in ('iter_7.pth.bak', 'iter_x.pth', 'xiter_9.pth', 'iter_9.pt'):
+        _save_fake_checkpoint(tmp_path / name, 9)
+    path, notes = find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_3.pth')
+    assert f'{tmp_path / "iter_5.pth"} does not load (not a training checkpoint (no state_dict))' \
+        in notes
+
+
+def test_partial_files_are_the_checkpoint_temporaries_only(tmp_path):
+    for name in ('.iter_4.pth.tmp', '.epoch_12.pth.tmp', '.last_checkpoint.tmp', '.notes.tmp',
+                 'iter_4.pth', '.iter_4.pth', 'iter_4.pth.tmp'):
+        (tmp_path / name).write_bytes(b'x')
+    removed = checkpoints.remove_partial_files(str(tmp_path))
+    assert sorted(removed) == ['.epoch_12.pth.tmp', '.iter_4.pth.tmp']
+    assert sorted(os.listdir(tmp_path)) == ['.iter_4.pth', '.last_checkpoint.tmp', '.notes.tmp',
+                                            'iter_4.pth', 'iter_4.pth.tmp']
+    assert checkpoints.remove_partial_files(str(tmp_path / 'missing')) == []
+    assert checkpoints.temporary_path(str(tmp_path / 'iter_4.pth')) == str(
+        tmp_path / '.iter_4.pth.tmp')
+
+
+class _Runner:
+    """What CheckpointSafetyHook.before_run reads of a Runner."""
+
+    def __init__(self, work_dir, resume, load_from, hooks=()):
+        self.work_dir, self._resume, self._load_from = str(work_dir), resume, load_from
+        self.hooks = list(hooks)
+
+
+def test_safety_hook_resume_precedence_both_ways(tmp_path, capsys):
+    """Bare --resume (resume, no load_from) picks the newest checkpoint that loads; --resume
+    FILE (load_from given) and a run without resume are left alone, partial files included."""
+    from mmengine.hooks import CheckpointHook
+    _save_fake_checkpoint(tmp_path / 'iter_99.pth', 99)
+    _save_fake_checkpoint(tmp_path / 'iter_100.pth', 100)
+    (tmp_path / '.iter_102.pth.tmp').write_bytes(b'x')
+    hook = checkpoints.CheckpointSafetyHook()
+    for resume, load_from in ((True, str(tmp_path / 'iter_99.pth')), (False, None)):
+        plain = CheckpointHook(interval=1)
+        runner = _Runner(tmp_path, resume, load_from, [plain])
+        hook.before_run(runner)
+        assert (runner._resume, runner._load_from) == (resume, load_from)
+        assert type(plain) is checkpoints.AtomicCheckpointHook  # always made atomic
+        assert (tmp_path / '.iter_102.pth.tmp').exists()
+    runner = _Runner(tmp_path, True, None)
+    hook.before_run(runner)
+    assert runner._resume is True and runner._load_from == str(tmp_path / 'iter_100.pth')
+    assert not (tmp_path / '.iter_102.pth.tmp').exists()
+    empty = tmp_path / 'empty'
+    runner = _Runner(empty, True, None)
+    hook.before_run(runner)
+    assert runner._resume is False and runner._load_from is None
+
+
+def test_safety_hook_converts_only_plain_checkpoint_hooks():
+    from mmengine.hooks import CheckpointHook
+
+    class OwnCheckpointHook(CheckpointHook):
+        pass
+
+    plain, own = CheckpointHook(interval=1), OwnCheckpointHook(interval=1)
+    checkpoints.CheckpointSafetyHook().before_run(_Runner('.', False, None, [plain, own]))
+    assert type(plain) is checkpoints.AtomicCheckpointHook and type(own) is OwnCheckpointHook
+    assert checkpoints.CheckpointSafetyHook.priority == 'VERY_HIGH'
+
+
 def test_non_finite_state_names_parameters_and_optimizer_state():
     from types import SimpleNamespace
 

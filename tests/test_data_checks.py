@@ -154,3 +154,218 @@ def test_the_ignore_index_is_allowed_and_configurable(lip_copy, lip_dataset):
     problem = data_checks.check_sample(dataset, index, steps, data_checks.SegLabelCheck(20, 250))
     assert 'label values 255 are outside [0, 20)' in problem
     assert data_checks.label_settings(cfg) == dict(ignore_index=255)
+
+
+# --- boundaries, in process ----------------------------------------------------------------
+
+
+def _results(label, image_shape=None):
+    label = np.asarray(label)
+    return dict(gt_seg_map=label, seg_map_path='lbl.png', img_path='img.jpg',
+                ori_shape=image_shape or label.shape[:2])
+
+
+@pytest.mark.parametrize('dtype', [np.uint8, np.uint16, np.int32, np.int64])
+def test_label_values_at_the_class_boundary(dtype):
+    """num_classes - 1 is the last valid value, num_classes the first invalid; -1 is invalid
+    unless it is the ignore index; the ignore index is valid whatever its value."""
+    from vt_mm.engine.data_checks import SegLabelCheck
+    check = SegLabelCheck(20, 255)
+    assert check.problem(_results(np.full((4, 5), 19, dtype))) is None
+    assert check.problem(_results(np.full((4, 5), 0, dtype))) is None
+    assert check.problem(_results(np.full((4, 5), 255, dtype))) is None
+    label = np.zeros((4, 5), dtype)
+    label[1, 2] = 20
+    assert check.problem(_results(label)) == (
+        'lbl.png: label values 20 are outside [0, 20) and are not the ignore index 255 '
+        '(1 pixels). Fix the label map, or set num_classes (model.decode_head.num_classes and the '
+        'dataset classes) to cover them, reduce_zero_label=True on the dataset if 0 is "other" '
+        'and the classes start at 1, or model.decode_head.ignore_index if a value marks pixels '
+        'to ignore')
+    if np.issubdtype(dtype, np.signedinteger):
+        label[1, 2] = -1
+        assert 'label values -1 are outside' in check.problem(_results(label))
+        assert SegLabelCheck(20, -1).problem(_results(label)) is None
+    label[1, 2] = 254
+    assert 'label values 254 are outside' in check.problem(_results(label))
+    assert SegLabelCheck(255, 255).problem(_results(label)) is None
+
+
+def test_label_listing_shows_eight_values_then_an_ellipsis():
+    from vt_mm.engine.data_checks import SegLabelCheck
+    eight = np.arange(20, 28, dtype=np.uint8).reshape(2, 4)
+    problem = SegLabelCheck(20).problem(_results(eight))
+    assert 'label values 20, 21, 22, 23, 24, 25, 26, 27 are outside' in problem
+    assert '(8 pixels)' in problem
+    nine = np.arange(20, 29, dtype=np.uint8).reshape(3, 3)
+    assert 'label values 20, 21, 22, 23, 24, 25, 26, 27 ... are outside' in \
+        SegLabelCheck(20).problem(_results(nine))
+
+
+@pytest.mark.parametrize('label_shape,image_shape', [((4, 5), (4, 6)), ((4, 5), (5, 5)),
+                                                     ((5, 4), (4, 5))])
+def test_label_size_must_equal_the_image_size_in_each_dimension(label_shape, image_shape):
+    from vt_mm.engine.data_checks import SegLabelCheck
+    problem = SegLabelCheck(20).problem(_results(np.zeros(label_shape, np.uint8), image_shape))
+    assert problem.startswith(
+        f'lbl.png: the label map is {label_shape[0]}x{label_shape[1]} but its image img.jpg is '
+        f'{image_shape[0]}x{image_shape[1]}; every label must have its image\'s size.')
+    # without ori_shape the image array's size counts
+    results = _results(np.zeros(label_shape, np.uint8))
+    results.pop('ori_shape')
+    results['img'] = np.zeros(image_shape + (3, ), np.uint8)
+    assert 'but its image img.jpg is' in SegLabelCheck(20).problem(results)
+
+
+def test_label_check_as_a_pipeline_step():
+    from vt_mm.engine.data_checks import DataSampleError, SegLabelCheck
+    check = SegLabelCheck(3, ignore_index=7)
+    good = _results(np.array([[0, 2], [7, 1]], np.uint8))
+    assert check(good) is good
+    assert check(dict(img=np.zeros((2, 2, 3)))) is not None  # no label: nothing to check
+    with pytest.raises(DataSampleError, match='label values 3 are outside'):
+        check(_results(np.array([[3]], np.uint8)))
+    assert repr(check) == 'SegLabelCheck(num_classes=3, ignore_index=7)'
+    assert SegLabelCheck(3).ignore_index == 255
+
+
+def test_ignore_index_comes_from_the_last_decode_head():
+    from mmengine.config import Config
+
+    from vt_mm.engine.data_checks import label_settings
+    assert label_settings(Config(dict())) == dict(ignore_index=255)
+    assert label_settings(Config(dict(model=dict(decode_head=dict(type='X'))))) == dict(
+        ignore_index=255)
+    assert label_settings(Config(dict(model=dict(decode_head=dict(ignore_index=7))))) == dict(
+        ignore_index=7)
+    cascade = [dict(ignore_index=3), dict(ignore_index=9)]
+    assert label_settings(Config(dict(model=dict(decode_head=cascade)))) == dict(ignore_index=9)
+    assert label_settings(Config(dict(model=dict(decode_head=[])))) == dict(ignore_index=255)
+
+
+def test_num_classes_of_every_head_is_checked():
+    from types import SimpleNamespace
+
+    from mmengine.config import Config
+
+    from vt_mm.engine.data_checks import check_num_classes
+    model = dict(decode_head=dict(num_classes=20), auxiliary_head=[dict(num_classes=3),
+                                                                   dict(num_classes=20)],
+                 roi_head=dict(bbox_head=dict(num_classes=20), mask_head=dict(num_classes=20)),
+                 bbox_head=dict(num_classes=20), head=dict(num_classes=20))
+    dataset = SimpleNamespace(metainfo=dict(classes=tuple(f'c{i}' for i in range(20))))
+    check_num_classes(Config(dict(model=model)), dataset)  # the last auxiliary head counts
+    for path in ('decode_head', 'bbox_head', 'head'):
+        bad = Config(dict(model=dict(model, **{path: dict(num_classes=21)})))
+        with pytest.raises(ValueError, match=rf'^model\.{path}\.num_classes=21 but the training '
+                           r"dataset \(SimpleNamespace\) has 20 classes \('c0', .*'c5'\)\.\.\.; "
+                           rf'set model\.{path}\.num_classes=20 or the dataset metainfo$'):
+            check_num_classes(bad, dataset)
+    bad = Config(dict(model=dict(roi_head=dict(mask_head=dict(num_classes=19)))))
+    with pytest.raises(ValueError, match=r'model\.roi_head\.mask_head\.num_classes=19'):
+        check_num_classes(bad, dataset)
+    # six classes are listed whole; panoptic datasets (thing_classes) are not compared
+    six = SimpleNamespace(metainfo=dict(classes=('a', 'b', 'c', 'd', 'e', 'f')))
+    with pytest.raises(ValueError, match=r"has 6 classes \('a', 'b', 'c', 'd', 'e', 'f'\); set"):
+        check_num_classes(Config(dict(model=dict(head=dict(num_classes=5)))), six)
+    panoptic = SimpleNamespace(metainfo=dict(classes=('a', ), thing_classes=('a', )))
+    check_num_classes(Config(dict(model=dict(head=dict(num_classes=5)))), panoptic)
+    check_num_classes(Config(dict(model=dict(head=dict(num_classes=5)))), SimpleNamespace())
+
+
+def test_split_sample_is_evenly_spaced_and_all_at_the_boundary(lip_copy, tmp_path, tiny_config,
+                                                               monkeypatch):
+    """max_samples >= the split's size checks every sample; one fewer takes that many, first
+    and last included."""
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    seen = []
+    monkeypatch.setattr(data_checks, 'check_sample',
+                        lambda dataset, idx, steps, check: seen.append(idx))
+    for max_samples, expected in ((8, [0, 1, 2, 3, 4, 5, 6, 7]), (None, list(range(8))),
+                                  (9, list(range(8))), (7, [0, 1, 2, 4, 5, 6, 7]),
+                                  (2, [0, 7]), (3, [0, 4, 7])):
+        seen.clear()
+        problems, checked = data_checks.check_splits(cfg, ['train_dataloader'], max_samples)
+        assert (seen, checked, problems) == (expected, len(expected), []), max_samples
+    seen.clear()
+    _, checked = data_checks.check_splits(cfg, ['train_dataloader', 'val_dataloader'], 16)
+    assert checked == 11 and seen == list(range(8)) + list(range(3))
+
+
+def test_preflight_lists_every_problem_with_its_scope(lip_copy, tmp_path, tiny_config):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    labels = _labels(lip_copy)
+    _label_value(labels[1], 30)
+    _label_value(labels[6], 31)
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    with pytest.raises(data_checks.DataCheckError) as info:
+        data_checks.preflight_data(cfg, ['train_dataloader'], None)
+    message = str(info.value)
+    assert message.startswith('2 problems in the data (all samples of train_dataloader '
+                              'checked):\n  train_dataloader: ')
+    assert message.endswith('\n(tools/analysis_tools/check_data.py CONFIG lists every bad sample '
+                            'of a split)')
+    with pytest.raises(data_checks.DataCheckError, match=r'^2 problems in the data \(8 sampled '
+                       r'samples of train_dataloader checked\)'):
+        data_checks.preflight_data(cfg, ['train_dataloader'], 16)
+    data_checks.preflight_data(cfg, ['val_dataloader'], 16)  # the val split is clean
+
+
+def test_missing_root_is_checked_for_the_named_splits_only(tmp_path, tiny_config):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    cfg = Config.fromfile(tiny_config(tmp_path, tmp_path / 'nowhere'))
+    data_checks.check_data(cfg, ())
+    for split in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        with pytest.raises(FileNotFoundError, match=rf"^{split}: data_root '.*nowhere' does not "
+                           r'exist \(dataset LIPDataset\)\. .*make_demo_lip\.py --out '
+                           r'data/LIP_demo'):
+            data_checks.check_data(cfg, (split, ))
+    other = Config(dict(train_dataloader=dict(dataset=dict(
+        type='RepeatDataset', dataset=dict(type='CocoDataset', data_root=str(tmp_path / 'c'))))))
+    with pytest.raises(FileNotFoundError, match=r'\(dataset CocoDataset\).*see README, "Data"'):
+        data_checks.check_data(other)
+    concat = Config(dict(val_dataloader=dict(dataset=dict(type='ConcatDataset', datasets=[
+        dict(type='A', data_root=str(tmp_path)), dict(type='B', data_root=str(tmp_path / 'x'))]))))
+    with pytest.raises(FileNotFoundError, match=r"val_dataloader: data_root '.*x' .*dataset B"):
+        data_checks.check_data(concat)
+
+
+def test_guard_checks_after_the_last_label_loader_of_every_wrapped_dataset(lip_dataset):
+    from mmengine.dataset import ConcatDataset
+
+    from vt_mm.engine import data_checks
+    cfg, dataset = lip_dataset
+    transforms = dataset.pipeline.transforms
+    loader = next(t for t in transforms if type(t).__name__ == 'LoadAnnotations')
+    transforms.insert(0, loader)  # a second LoadAnnotations first: the check goes after the last
+    wrapper = ConcatDataset([dataset], lazy_init=True)
+    data_checks.guard_samples(wrapper, ignore_index=7)
+    names = [type(t).__name__ for t in transforms]
+    last = max(i for i, n in enumerate(names) if n == 'LoadAnnotations')
+    assert names[last + 1] == 'SegLabelCheck' and names.count('SegLabelCheck') == 1
+    assert transforms[last + 1].ignore_index == 7 and transforms[last + 1].num_classes == 20
+    assert dataset._vtmm_guarded is True
+
+
+def test_loading_steps_end_at_the_last_loader():
+    from types import SimpleNamespace
+
+    from vt_mm.engine.data_checks import _loading_steps
+
+    def step(name):
+        return type(name, (), {})()
+
+    steps = [step('LoadImageFromFile'), step('Resize'), step('LoadAnnotations'),
+             step('RandomFlip')]
+    dataset = SimpleNamespace(pipeline=SimpleNamespace(transforms=steps))
+    assert _loading_steps(dataset) == steps[:3]
+    dataset.pipeline.transforms = [step('Resize')]
+    assert _loading_steps(dataset) == []
+    assert _loading_steps(SimpleNamespace()) == []

@@ -1,18 +1,23 @@
-"""Mutation testing of vt-mm's most checked modules with mutmut (`make mutation`).
+"""Mutation testing of every vt-mm module with mutmut (`make mutation`).
 
-    python tools/analysis_tools/mutation.py [--groups checkpoint converters base layers vtfpn]
-        [--max-children 2] [--list-survivors]
+    python tools/analysis_tools/mutation.py [--groups NAME ...] [--fast] [--max-children 2]
+        [--list-survivors] [--list]
 
-For each group, a copy of the repository is made under a temporary directory with a
-``[tool.mutmut]`` section naming the group's source file and its fast tests; ``mutmut run``
-mutates every function there (operators, constants, arguments, return values: mutmut 3 mutates
-code inside functions only; module-level tables such as the converters' rename lists and the
-checkpoint allow-list are covered by tools/analysis_tools/known_mutants.py), runs the tests
-that cover each mutant, and the survivors are printed with mutmut's diffs. Prints one table:
-group, mutants, killed, survived (and timeouts / suspicious / not covered), share surviving.
-mutmut is not part of the stack; `make mutation` installs it into the environment.
+Every module of ``vt_mm/`` and the argument handling of ``tools/train.py``, ``tools/test.py``
+and ``tools/deployment/export.py`` belongs to one group (``--list`` prints them; a test checks
+that none is left out). For each group a copy of the repository is made under a temporary
+directory with a ``[tool.mutmut]`` section naming the group's files and its fast tests;
+``mutmut run`` mutates every function there (operators, constants, arguments, return values:
+mutmut 3 mutates code inside functions only; module-level tables such as the converters' rename
+lists and the checkpoint allow-list are covered by ``known_mutants.py``), runs the tests that
+cover each mutant, and prints one table row per module: mutants, killed, survived (and
+timeouts / not covered), share surviving. ``--list-survivors`` prints mutmut's diff of each
+survivor. ``--fast`` runs the groups that must have no survivor at all (the security-critical
+modules; what ``make test`` runs) and exits 1 if one survives. mutmut is not part of the stack;
+``make mutation`` installs it into the environment.
 """
 import argparse
+import fnmatch
 import os
 import os.path as osp
 import re
@@ -20,31 +25,99 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import OrderedDict
 
 from known_mutants import ROOT, copy_repository  # noqa: E402  (the same folder)
 
-# group -> (files to mutate, mutant name patterns (None: all), fast tests)
-GROUPS = {
-    'checkpoint': (['vt_mm/utils/checkpoint.py'], None,
-                   ['tests/test_checkpoint_safety.py', 'tests/test_checkpoints.py', '-m',
-                    'not slow']),
-    'converters': (['vt_mm/models/backbones/pyramid_tnt.py', 'vt_mm/models/backbones/seaformer.py'],
-                   ['*checkpoint_filter_fn*'],
-                   ['tests/test_pyramid_tnt.py', 'tests/test_seaformer.py', '-m', 'not slow']),
-    'base': (['vt_mm/models/backbones/base.py'], None,
-             ['tests/test_backbone_contract.py', 'tests/test_vt_resnet.py', '-m', 'not slow']),
-    'layers': (['vt_mm/models/layers/visual_tokens.py'], None,
-               ['tests/test_visual_tokens.py', 'tests/test_visual_token_layers_contract.py',
-                'tests/test_vtfpn.py', '-m', 'not slow']),
-    'vtfpn': (['vt_mm/models/necks/vt_fpn.py'], None,
-              ['tests/test_vtfpn.py', 'tests/test_vtfpn_contract.py', 'tests/test_arg_checks.py',
-               'tests/test_vtfpn_detectors.py', 'tests/test_vtfpn_variants.py', '-m',
-               'not slow']),
-}
+NOT_SLOW = ['-m', 'not slow']
+
+
+def _all_but_converter(module):
+    """mutmut name patterns for every function of ``module`` but ``checkpoint_filter_fn`` (the
+    converters group's)."""
+    return [f'*.{module}.xǁ*', f'*.{module}.x_[!c]*', f'*.{module}.x_c[!h]*']
+
+
+# group -> (files to mutate, mutant name patterns (None: all), tests that cover them (fast))
+GROUPS = OrderedDict([
+    # the modules that must have no survivor at all (--fast; make test runs them)
+    ('checkpoint', (['vt_mm/utils/checkpoint.py'], None,
+                    ['tests/test_checkpoint_safety.py', 'tests/test_checkpoints.py'] + NOT_SLOW)),
+    ('offline', (['vt_mm/deploy/offline.py'], None,
+                 ['tests/test_offline_guard.py'])),
+    ('engine_checkpoints', (['vt_mm/engine/checkpoints.py'], None,
+                            ['tests/test_checkpoints.py', 'tests/test_reliability.py'] + NOT_SLOW)),
+    ('engine_data', (['vt_mm/engine/data_checks.py'], None,
+                     ['tests/test_data_checks.py'] + NOT_SLOW)),
+    ('converters', (['vt_mm/models/backbones/pyramid_tnt.py',
+                     'vt_mm/models/backbones/seaformer.py'], ['*checkpoint_filter_fn*'],
+                    ['tests/test_pyramid_tnt.py', 'tests/test_seaformer.py'] + NOT_SLOW)),
+    # the rest
+    ('tools', (['tools/train.py', 'tools/test.py', 'tools/deployment/export.py'], None,
+               ['tests/test_tool_args.py'])),
+    ('engine_runtime', (['vt_mm/engine/runtime.py', 'vt_mm/engine/hooks.py'], None,
+                        ['tests/test_engine_runtime.py', 'tests/test_reliability.py',
+                         'tests/test_configs.py'] + NOT_SLOW)),
+    ('config_scope', (['vt_mm/utils/config_scope.py'], None,
+                      ['tests/test_config_scope.py'])),
+    ('base', (['vt_mm/models/backbones/base.py', 'vt_mm/models/arg_checks.py'], None,
+              ['tests/test_backbone_contract.py', 'tests/test_arg_checks.py',
+               'tests/test_vt_resnet.py'] + NOT_SLOW)),
+    ('layers', (['vt_mm/models/layers/visual_tokens.py'], None,
+                ['tests/test_visual_tokens.py', 'tests/test_visual_token_layers_contract.py',
+                 'tests/test_vtfpn.py'] + NOT_SLOW)),
+    ('vtfpn', (['vt_mm/models/necks/vt_fpn.py'], None,
+               ['tests/test_vtfpn.py', 'tests/test_vtfpn_contract.py', 'tests/test_arg_checks.py',
+                'tests/test_vtfpn_detectors.py', 'tests/test_vtfpn_variants.py'] + NOT_SLOW)),
+    ('vt_resnet', (['vt_mm/models/backbones/vt_resnet.py'], None,
+                   ['tests/test_vt_resnet.py', 'tests/test_backbone_contract.py',
+                    'tests/test_frozen_stages.py', 'tests/test_arg_checks.py'] + NOT_SLOW)),
+    ('pyramid_tnt', (['vt_mm/models/backbones/pyramid_tnt.py'], _all_but_converter('pyramid_tnt'),
+                     ['tests/test_pyramid_tnt.py', 'tests/test_backbone_contract.py',
+                      'tests/test_frozen_stages.py', 'tests/test_arg_checks.py'] + NOT_SLOW)),
+    ('seaformer', (['vt_mm/models/backbones/seaformer.py'], _all_but_converter('seaformer'),
+                   ['tests/test_seaformer.py', 'tests/test_backbone_contract.py',
+                    'tests/test_frozen_stages.py', 'tests/test_arg_checks.py'] + NOT_SLOW)),
+    ('heads', (['vt_mm/models/heads/*.py', 'vt_mm/models/segmentors/*.py',
+                'vt_mm/models/layers/activations.py', 'vt_mm/models/layers/tracing.py',
+                'vt_mm/datasets/transforms.py'], None,
+               ['tests/test_heads.py', 'tests/test_lip_data.py'] + NOT_SLOW)),
+    ('datasets', (['vt_mm/datasets/demo_*.py', 'vt_mm/datasets/_stamp.py'], None,
+                  ['tests/test_lip_data.py', 'tests/test_demo_datasets.py'] + NOT_SLOW)),
+    ('analysis', (['vt_mm/analysis.py'], None,
+                  ['tests/test_analysis.py', 'tests/test_model_zoo_tools.py'] + NOT_SLOW)),
+    ('deploy_export', (['vt_mm/deploy/onnx.py', 'vt_mm/deploy/transforms.py'], None,
+                       ['tests/test_onnx_export.py', 'tests/test_deploy_units.py'] + NOT_SLOW)),
+    ('deploy_backends', (['vt_mm/deploy/pipeline.py', 'vt_mm/deploy/accuracy.py',
+                          'vt_mm/deploy/calibration.py', 'vt_mm/deploy/backends/*.py'], None,
+                         ['tests/test_deploy_units.py', 'tests/test_deploy_backends.py',
+                          'tests/test_deploy_int8.py'] + NOT_SLOW)),
+])
+# modules without functions of their own (imports, __all__, version): nothing to mutate
+NOTHING_TO_MUTATE = ('vt_mm/__init__.py', 'vt_mm/version.py', 'vt_mm/*/__init__.py',
+                     'vt_mm/*/*/__init__.py')
+# groups with no survivor allowed (--fast)
+STRICT = ('checkpoint', 'offline', 'engine_checkpoints', 'engine_data', 'converters')
+# test fixtures that the package ships until they move under tests/ (not mutated)
+NOT_MUTATED = ('vt_mm/engine/compile_check.py', )
+
+
+def group_of(path: str):
+    """The group whose files include ``path`` (repository-relative), or None."""
+    for name, (files, _, _) in GROUPS.items():
+        if any(fnmatch.fnmatch(path, pattern) for pattern in files):
+            return name
+    return None
 
 
 def _toml_list(items):
     return '[' + ', '.join(repr(i).replace("'", '"') for i in items) + ']'
+
+
+def _module_of(mutant: str) -> str:
+    """'vt_mm.engine.hooks.xǁNonFiniteLossHookǁafter_train_iter__mutmut_3' -> its module file."""
+    dotted = mutant.split('.x')[0] if '.x' in mutant else mutant.rsplit('.', 1)[0]
+    return dotted.replace('.', '/') + '.py'
 
 
 def run_group(name, max_children, list_survivors, env):
@@ -53,9 +126,9 @@ def run_group(name, max_children, list_survivors, env):
     try:
         with open(osp.join(ROOT, 'pyproject.toml')) as f:
             pyproject = f.read()
-        pyproject += ('\n[tool.mutmut]\nsource_paths = ["vt_mm/"]\n'
+        pyproject += ('\n[tool.mutmut]\nsource_paths = ["vt_mm/", "tools/"]\n'
                       f'only_mutate = {_toml_list(files)}\n'
-                      f'also_copy = ["configs/", "tools/", "model-index.yml"]\n'
+                      'also_copy = ["configs/", "model-index.yml"]\n'
                       f'pytest_add_cli_args_test_selection = {_toml_list(tests)}\n'
                       'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
         with open(osp.join(work, 'pyproject.toml'), 'w') as f:
@@ -66,56 +139,74 @@ def run_group(name, max_children, list_survivors, env):
                              (patterns or []), cwd=work, env=env, capture_output=True, text=True)
         results = subprocess.run(mutmut + ['results', '--all', 'true'], cwd=work, env=env,
                                  capture_output=True, text=True)
-        statuses = {}
-        names = []
+        rows = OrderedDict()  # module -> {status: [mutants]}
         for line in results.stdout.splitlines():
-            m = re.match(r'\s*([\w.]+__mutmut_\d+): (\w[\w ]*)$', line)
-            if m and (not patterns or any(re.fullmatch(p.replace('*', '.*'), m.group(1))
-                                          for p in patterns)):
-                statuses.setdefault(m.group(2), []).append(m.group(1))
-                names.append(m.group(1))
-        if not names:
+            m = re.match(r'\s*([\w.ǁ]+__mutmut_\d+): (\w[\w ]*)$', line)
+            if m and (not patterns or any(fnmatch.fnmatch(m.group(1), p) for p in patterns)):
+                module = _module_of(m.group(1))
+                rows.setdefault(module, {}).setdefault(m.group(2), []).append(m.group(1))
+        if not rows:
             print(run.stdout[-3000:], run.stderr[-3000:])
-        survivors = statuses.get('survived', [])
-        for status, mutants in statuses.items():
-            if status not in ('killed', 'survived'):
-                print(f'{status}: ' + ', '.join(mutants))
-        if list_survivors:
-            for mutant in survivors:
-                diff = subprocess.run(mutmut + ['show', mutant], cwd=work, env=env,
-                                      capture_output=True, text=True).stdout
-                changed = [ln for ln in diff.splitlines()
-                           if ln[:1] in '+-' and not ln.startswith(('+++', '---'))]
-                print(f'survived {mutant}: ' + ' | '.join(changed))
-        return dict(group=name, total=len(names), killed=len(statuses.get('killed', [])),
-                    survived=len(survivors),
-                    other={k: len(v) for k, v in statuses.items() if k not in ('killed',
-                                                                              'survived')},
-                    seconds=time.time() - start)
+        for module, statuses in rows.items():
+            for status, mutants in statuses.items():
+                if status not in ('killed', 'survived'):
+                    print(f'{module} {status}: ' + ', '.join(mutants))
+            if list_survivors:
+                for mutant in statuses.get('survived', []):
+                    diff = subprocess.run(mutmut + ['show', mutant], cwd=work, env=env,
+                                          capture_output=True, text=True).stdout
+                    changed = [ln for ln in diff.splitlines()
+                               if ln[:1] in '+-' and not ln.startswith(('+++', '---'))]
+                    print(f'survived {mutant}: ' + ' | '.join(changed), flush=True)
+        return [dict(group=name, module=module, total=sum(len(v) for v in statuses.values()),
+                     killed=len(statuses.get('killed', [])),
+                     survived=len(statuses.get('survived', [])),
+                     other={k: len(v) for k, v in statuses.items()
+                            if k not in ('killed', 'survived')},
+                     seconds=time.time() - start) for module, statuses in rows.items()]
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--groups', nargs='+', default=list(GROUPS), choices=list(GROUPS))
+    parser.add_argument('--groups', nargs='+', choices=list(GROUPS))
+    parser.add_argument('--fast', action='store_true',
+                        help=f'only the groups that must have no survivor: {", ".join(STRICT)}')
     parser.add_argument('--max-children', type=int, default=2)
     parser.add_argument('--list-survivors', action='store_true')
+    parser.add_argument('--list', action='store_true', help='print the groups and exit')
     args = parser.parse_args(argv)
+    if args.list:
+        for name, (files, patterns, tests) in GROUPS.items():
+            print(f'{name}{" (strict)" if name in STRICT else ""}: {" ".join(files)}'
+                  f'{" " + str(patterns) if patterns else ""} <- {" ".join(tests)}')
+        return 0
+    groups = args.groups or (list(STRICT) if args.fast else list(GROUPS))
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONPATH='')
     rows = []
-    for group in args.groups:
-        row = run_group(group, args.max_children, args.list_survivors, env)
-        rows.append(row)
-        print(f"[mutation] {group}: {row['total']} mutants, {row['killed']} killed, "
-              f"{row['survived']} survived, other {row['other']} ({row['seconds']:.0f} s)",
-              flush=True)
-    print('\n| group | mutants | killed | survived | other | survived % |')
-    print('|---|---|---|---|---|---|')
+    for group in groups:
+        group_rows = run_group(group, args.max_children, args.list_survivors, env)
+        rows += group_rows
+        for r in group_rows:
+            print(f"[mutation] {group} {r['module']}: {r['total']} mutants, {r['killed']} "
+                  f"killed, {r['survived']} survived, other {r['other']} "
+                  f"({r['seconds']:.0f} s for the group)", flush=True)
+        if not group_rows:
+            print(f'[mutation] {group}: no result (see mutmut output above)', flush=True)
+    print('\n| group | module | mutants | killed | survived | other | survived % |')
+    print('|---|---|---|---|---|---|---|')
     for r in rows:
         share = 100 * r['survived'] / r['total'] if r['total'] else float('nan')
-        print(f"| {r['group']} | {r['total']} | {r['killed']} | {r['survived']} | "
-              f"{r['other'] or '-'} | {share:.1f} |")
+        print(f"| {r['group']} | {r['module']} | {r['total']} | {r['killed']} | {r['survived']} "
+              f"| {r['other'] or '-'} | {share:.1f} |")
+    bad = [r for r in rows if r['group'] in STRICT and (r['survived'] or r['other'])]
+    missing = [g for g in groups if not any(r['group'] == g for r in rows)]
+    if bad or missing:
+        print('[mutation] FAILED: ' + ', '.join(
+            [f"{r['module']}: {r['survived']} survived, other {r['other']}" for r in bad] +
+            [f'{g}: no result' for g in missing]))
+        return 1
     return 0
 
 

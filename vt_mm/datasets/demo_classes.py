@@ -35,6 +35,9 @@ SHAPES = ('disc', 'ellipse', 'triangle', 'square', 'pentagon', 'hexagon', 'star'
 TEXTURES = ('solid', 'stripes', 'checker', 'dots', 'concentric', 'sectors', 'grain', 'gradient',
             'zigzag', 'grid')
 CLASSES = tuple(f'{s}-{t}' for s in SHAPES for t in TEXTURES)
+# the smallest image side the generator draws: the background blobs' radius is drawn from
+# [1.5, 0.08 * size) pixels, an empty range below 19
+MIN_SIZE = 19
 
 
 def _polygon(kind: str, centre, radius: float, angle: float, aspect: float) -> List[tuple]:
@@ -173,8 +176,9 @@ def make_demo_classes(root: str, train_per_class: int = 200, val_per_class: int 
     if train_per_class < 1 or val_per_class < 1:
         raise ValueError(f'train_per_class={train_per_class} and val_per_class={val_per_class} '
                          'must be >= 1')
-    if size < 16:
-        raise ValueError(f'size={size} is too small to draw the textures; use >= 16')
+    if size < MIN_SIZE:
+        raise ValueError(f'size={size} is too small to draw the clutter and textures; use >= '
+                         f'{MIN_SIZE}')
     signature = (f'demo_classes v1 train={train_per_class} val={val_per_class} size={size} '
                  f'seed={seed}')
     if is_current(root, '.complete', signature, overwrite):

@@ -1,0 +1,235 @@
+"""Argument handling of tools/train.py, tools/test.py and tools/deployment/export.py, in process
+(no training): every precedence both ways, every default a user relies on pinned by value, and
+each refusal's message."""
+import importlib
+import os
+import os.path as osp
+
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DEMO = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
+RETINANET = osp.join(ROOT, 'configs', 'vtfpn', 'retinanet_r50_vtfpn_1x_coco.py')
+CLASSIFIER = osp.join(ROOT, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py')
+
+
+def _tool(name):
+    """tools/NAME.py as a module (tools/ is a namespace package under the repository root)."""
+    return importlib.import_module(f'tools.{name}')
+
+
+@pytest.fixture(scope='module')
+def train():
+    return _tool('train')
+
+
+@pytest.fixture(scope='module')
+def test_tool():
+    return _tool('test')
+
+
+@pytest.fixture(scope='module')
+def export():
+    return _tool('deployment.export')
+
+
+def _config_with(tmp_path, text, base=DEMO, name='cfg.py'):
+    path = tmp_path / name
+    path.write_text(f'_base_ = [{base!r}]\n{text}')
+    return str(path)
+
+
+@pytest.fixture
+def no_local_rank(monkeypatch):
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+
+
+# --- tools/train.py ------------------------------------------------------------------------
+
+
+def test_train_defaults(train, no_local_rank):
+    args = train.parse_args([DEMO])
+    assert (args.work_dir, args.resume, args.check_data, args.amp, args.auto_scale_lr,
+            args.cfg_options, args.launcher, args.local_rank) == (
+                None, None, False, False, False, None, 'none', 0)
+    assert os.environ['LOCAL_RANK'] == '0'
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_local_rank_from_the_environment_wins_over_the_flag(tool, monkeypatch):
+    """torchrun sets LOCAL_RANK; the deprecated --local-rank fills it only when it is unset."""
+    module = _tool(tool)
+    argv = [DEMO] + (['ckpt.pth'] if tool == 'test' else [])
+    monkeypatch.setenv('LOCAL_RANK', '3')
+    module.parse_args(argv + ['--local-rank', '1'])
+    assert os.environ['LOCAL_RANK'] == '3'
+    monkeypatch.delenv('LOCAL_RANK')
+    module.parse_args(argv + ['--local_rank', '1'])
+    assert os.environ['LOCAL_RANK'] == '1'
+
+
+def test_work_dir_precedence_both_ways(train, tmp_path):
+    """--work-dir over the config's work_dir over ./work_dirs/<config name>; --cfg-options
+    work_dir=... over the config's, and --work-dir over both."""
+    plain = train.build_config(train.parse_args([DEMO]))
+    assert plain.work_dir == osp.join('./work_dirs', 'vtfpn_lip_demo')
+    own = _config_with(tmp_path, "work_dir = 'from_config'\n")
+    assert train.build_config(train.parse_args([own])).work_dir == 'from_config'
+    assert train.build_config(train.parse_args([own, '--work-dir', 'from_flag'])).work_dir == \
+        'from_flag'
+    assert train.build_config(train.parse_args(
+        [own, '--cfg-options', 'work_dir=from_options'])).work_dir == 'from_options'
+    assert train.build_config(train.parse_args(
+        [own, '--cfg-options', 'work_dir=from_options', '--work-dir', 'from_flag'])).work_dir \
+        == 'from_flag'
+
+
+def test_cfg_options_override_the_config(train):
+    cfg = train.build_config(train.parse_args(
+        [DEMO, '--cfg-options', 'train_cfg.max_iters=7', 'model.neck.num_tokens=12']))
+    assert cfg.train_cfg.max_iters == 7 and cfg.model.neck.num_tokens == 12
+    plain = train.build_config(train.parse_args([DEMO]))
+    assert plain.train_cfg.max_iters == 700 and plain.model.neck.num_tokens == 8
+
+
+def test_resume_precedence_over_load_from_both_ways(train, tmp_path):
+    """--resume FILE replaces the config's load_from; bare --resume clears it (the newest
+    checkpoint of the work dir is found at run time); without --resume the config's load_from
+    and resume stay."""
+    ckpt = tmp_path / 'given.pth'
+    ckpt.write_bytes(b'x')
+    own = _config_with(tmp_path, "load_from = 'config.pth'\n")
+    cfg = train.build_config(train.parse_args([own]))
+    assert cfg.load_from == 'config.pth' and not cfg.get('resume', False)
+    cfg = train.build_config(train.parse_args([own, '--resume', str(ckpt)]))
+    assert cfg.load_from == str(ckpt) and cfg.resume is True
+    cfg = train.build_config(train.parse_args([own, '--resume']))
+    assert cfg.load_from is None and cfg.resume is True
+    with pytest.raises(SystemExit, match=r'--resume .*nope\.pth: no such checkpoint file'):
+        train.build_config(train.parse_args([own, '--resume', str(tmp_path / 'nope.pth')]))
+
+
+def test_amp_and_auto_scale_lr(train, tmp_path, monkeypatch):
+    import torch
+    with pytest.raises(SystemExit, match='--amp needs a GPU'):
+        train.build_config(train.parse_args([DEMO, '--amp']))
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    cfg = train.build_config(train.parse_args([DEMO, '--amp']))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper' and cfg.optim_wrapper.loss_scale == \
+        'dynamic'
+    own = _config_with(tmp_path, "optim_wrapper = dict(loss_scale=512.0)\n")
+    assert train.build_config(train.parse_args([own, '--amp'])).optim_wrapper.loss_scale == 512.0
+    monkeypatch.undo()
+    with pytest.raises(SystemExit, match='--auto-scale-lr needs auto_scale_lr.base_batch_size'):
+        train.build_config(train.parse_args([DEMO, '--auto-scale-lr']))
+    scaled = _config_with(tmp_path, 'auto_scale_lr = dict(enable=False, base_batch_size=16)\n',
+                          name='scaled.py')
+    assert train.build_config(train.parse_args([scaled])).auto_scale_lr.enable is False
+    assert train.build_config(train.parse_args([scaled, '--auto-scale-lr'])).auto_scale_lr.enable
+    half = _config_with(tmp_path, 'auto_scale_lr = dict(enable=False)\n', name='half.py')
+    with pytest.raises(SystemExit, match='base_batch_size'):
+        train.build_config(train.parse_args([half, '--auto-scale-lr']))
+
+
+# --- tools/test.py -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkpoint_file(tmp_path):
+    path = tmp_path / 'model.pth'
+    path.write_bytes(b'x')
+    return str(path)
+
+
+def test_test_defaults_and_the_checkpoint_is_never_load_from(test_tool, checkpoint_file,
+                                                             tmp_path, no_local_rank):
+    args = test_tool.parse_args([DEMO, checkpoint_file])
+    assert (args.work_dir, args.out, args.show, args.show_dir, args.wait_time, args.tta,
+            args.launcher, args.local_rank) == (None, None, False, None, 2, False, 'none', 0)
+    own = _config_with(tmp_path, "load_from = 'config.pth'\n")
+    cfg = test_tool.build_config(test_tool.parse_args([own, checkpoint_file]))
+    assert cfg.load_from is None  # loaded strictly by the tool, not by the Runner
+    with pytest.raises(SystemExit, match=r"checkpoint '.*missing\.pth': no such file"):
+        test_tool.build_config(test_tool.parse_args([own, str(tmp_path / 'missing.pth')]))
+
+
+def test_test_work_dir_precedence(test_tool, checkpoint_file, tmp_path):
+    own = _config_with(tmp_path, "work_dir = 'from_config'\n")
+    assert test_tool.build_config(test_tool.parse_args([own, checkpoint_file])).work_dir == \
+        'from_config'
+    assert test_tool.build_config(test_tool.parse_args(
+        [own, checkpoint_file, '--work-dir', 'w'])).work_dir == 'w'
+    assert test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file])).work_dir == \
+        osp.join('./work_dirs', 'vtfpn_lip_demo')
+
+
+def test_show_dir_per_toolbox(test_tool, checkpoint_file):
+    seg = test_tool.build_config(test_tool.parse_args(
+        [DEMO, checkpoint_file, '--work-dir', 'w', '--show-dir', 'vis']))
+    vis = seg.default_hooks.visualization
+    assert vis.draw is True and vis.interval == 1 and vis.show is False
+    assert seg.visualizer.save_dir == osp.join('w', 'vis')
+    det = test_tool.build_config(test_tool.parse_args(
+        [RETINANET, checkpoint_file, '--show-dir', 'vis']))
+    assert det.default_hooks.visualization.draw is True
+    assert det.default_hooks.visualization.test_out_dir == 'vis'
+    assert det.default_hooks.visualization.interval == 1
+    cls = test_tool.build_config(test_tool.parse_args(
+        [CLASSIFIER, checkpoint_file, '--show-dir', 'vis']))
+    assert cls.default_hooks.visualization.enable is True
+    assert cls.default_hooks.visualization.out_dir == 'vis'
+    shown = test_tool.build_config(test_tool.parse_args(
+        [DEMO, checkpoint_file, '--show', '--wait-time', '0.5']))
+    assert shown.default_hooks.visualization.show is True
+    assert shown.default_hooks.visualization.wait_time == 0.5
+    assert 'save_dir' not in shown.visualizer or shown.visualizer.save_dir != 'vis'
+    plain = test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file]))
+    assert plain.default_hooks.visualization.get('draw', False) is False
+
+
+def test_out_per_toolbox(test_tool, checkpoint_file):
+    seg = test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file, '--out', 'preds']))
+    evaluator = seg.test_evaluator
+    assert evaluator['output_dir'] == 'preds' and evaluator['keep_results'] is True
+    for suffix in ('.pkl', '.pickle'):
+        det = test_tool.build_config(test_tool.parse_args(
+            [RETINANET, checkpoint_file, '--out', 'r' + suffix]))
+        assert [e['type'] for e in det.test_evaluator] == ['CocoMetric', 'DumpDetResults']
+        assert det.test_evaluator[-1]['out_file_path'] == 'r' + suffix
+    cls = test_tool.build_config(test_tool.parse_args(
+        [CLASSIFIER, checkpoint_file, '--out', 'r.pkl']))
+    assert cls.test_evaluator[-1]['type'] == 'DumpResults'
+    with pytest.raises(SystemExit, match=r'--out r\.json: mmdet / mmpretrain results are a '
+                       'pickle file; use a .pkl path'):
+        test_tool.build_config(test_tool.parse_args([RETINANET, checkpoint_file, '--out',
+                                                     'r.json']))
+
+
+def test_tta_needs_its_config_and_wraps_the_model(test_tool, checkpoint_file, tmp_path):
+    cfg = test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file, '--tta']))
+    assert cfg.model.type == 'FlipSwapSegTTAModel'
+    assert cfg.model.module.type == 'EncoderDecoder'
+    assert cfg.test_dataloader.dataset.pipeline == cfg.tta_pipeline
+    plain = test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file]))
+    assert plain.model.type == 'EncoderDecoder'
+    with pytest.raises(SystemExit, match='--tta needs tta_model and tta_pipeline'):
+        test_tool.build_config(test_tool.parse_args([CLASSIFIER, checkpoint_file, '--tta']))
+
+
+# --- tools/deployment/export.py ------------------------------------------------------------
+
+
+def test_export_defaults_are_pinned(export):
+    """What docs/deployment.md promises for a bare export call."""
+    args = export.parse_args([DEMO, '--out-dir', 'o'])
+    assert (args.checkpoint, args.backend, args.shape, args.output, args.labels_upsample,
+            args.int8, args.precision, args.calib_images, args.threads, args.repeats,
+            args.verbose) == (None, ['onnxruntime'], None, 'logits', 1, False, 'fp32', 32, 1,
+                              10, False)
+    with pytest.raises(SystemExit):
+        export.parse_args([DEMO])  # --out-dir is required
+
+
+def test_export_int8_and_bf16_exclude_each_other(export, capsys):
+    with pytest.raises(SystemExit, match='--int8 and --precision bf16 exclude each other'):
+        export.main([DEMO, '--out-dir', 'o', '--int8', '--precision', 'bf16'])
