@@ -1,5 +1,6 @@
 """vt_mm/deploy/offline.py: every call the guard patches, refused inside and restored after,
 also when the block raises; what counts as this machine, at the boundary."""
+import contextlib
 import os
 import socket
 import subprocess
@@ -85,16 +86,31 @@ def test_forbidden_modules_and_their_submodules_only():
 
 @pytest.mark.parametrize('raise_inside', [False, True])
 def test_everything_is_restored_when_the_guard_ends(raise_inside):
+    """Also when the block raises; the exception is not swallowed."""
     before = _originals()
-    try:
-        with offline():
-            assert _originals()[:4] != before[:4]
+    with pytest.raises(KeyError) if raise_inside else contextlib.nullcontext():
+        with offline() as guard:
+            assert isinstance(guard, offline)
             assert all(a is not b for a, b in zip(_originals()[:4], before[:4]))
             assert len(sys.meta_path) == len(before[4]) + 1
             if raise_inside:
                 raise KeyError('inside')
-    except KeyError:
-        assert raise_inside
     after = _originals()
     assert after[:4] == before[:4] and after[4] == before[4]
     assert subprocess.run(['true']).returncode == 0
+
+
+def test_allowed_programs_keep_the_callers_arguments_and_environment(tmp_path):
+    """A program given as one string, positional Popen arguments (stdout here) and the caller's
+    env (merged with the offline settings) reach the program unchanged."""
+    env_program = subprocess.run(['which', 'env'], capture_output=True,
+                                 text=True).stdout.strip()
+    out = tmp_path / 'out.txt'
+    with offline(allowed_programs=[env_program]):
+        with open(out, 'w') as f:
+            # Popen(args, bufsize, executable, stdin, stdout): stdout given by position
+            subprocess.Popen(env_program, -1, None, None, f,
+                             env={'VTMM_MARK': 'kept', 'PATH': '/usr/bin'}).wait()
+    lines = out.read_text().splitlines()
+    assert 'VTMM_MARK=kept' in lines and 'PIP_NO_INDEX=1' in lines
+    assert not any(line.startswith('HOME=') for line in lines)  # the caller's env, not ours

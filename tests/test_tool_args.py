@@ -232,4 +232,150 @@ def test_export_defaults_are_pinned(export):
 
 def test_export_int8_and_bf16_exclude_each_other(export, capsys):
     with pytest.raises(SystemExit, match='--int8 and --precision bf16 exclude each other'):
-        export.main([DEMO, '--out-dir', 'o', '--int8', '--precision', 'bf16'])
+        export.check_args(export.parse_args([DEMO, "--out-dir", "o", "--int8", "--precision",
+                                             "bf16"]))
+
+
+# --- every option's help and type, as --help shows them --------------------------------------
+
+
+def _help(module, argv_prefix, capsys):
+    with pytest.raises(SystemExit) as info:
+        module.parse_args(argv_prefix + ['--help'])
+    assert info.value.code == 0
+    return ' '.join(capsys.readouterr().out.split())
+
+
+TRAIN_HELP = [
+    'Train a model with a vt-mm config', 'config train config file path',
+    '--work-dir WORK_DIR the dir to save logs and models',
+    '--resume [RESUME] resume from this checkpoint, or (no value) from the latest one in the '
+    'work dir',
+    '--check-data check every sample of the train and val splits before training (default: 16 '
+    'evenly spaced samples each); tools/analysis_tools/check_data.py lists them without training',
+    '--amp mixed precision (needs a GPU)',
+    '--auto-scale-lr scale the lr by the actual batch size',
+    '--cfg-options CFG_OPTIONS [CFG_OPTIONS ...] override config entries, e.g. '
+    'train_cfg.max_iters=100 model.pretrained=None',
+    '--launcher {none,pytorch,slurm,mpi} job launcher',
+    '--local_rank LOCAL_RANK, --local-rank LOCAL_RANK']
+TEST_HELP = [
+    'Test a checkpoint with a vt-mm config', 'config test config file path',
+    'checkpoint checkpoint file', '--work-dir WORK_DIR the dir to save logs and results',
+    '--out OUT where to keep the raw predictions', '--show show predictions in a window',
+    '--show-dir SHOW_DIR write prediction overlays to this dir',
+    '--wait-time WAIT_TIME --show interval (s)', '--tta test-time augmentation (tta_model)',
+    '--cfg-options CFG_OPTIONS [CFG_OPTIONS ...] override config entries',
+    '--launcher {none,pytorch,slurm,mpi} job launcher',
+    '--local_rank LOCAL_RANK, --local-rank LOCAL_RANK']
+EXPORT_HELP = [
+    '--checkpoint CHECKPOINT weights to load strictly',
+    '--backend {onnxruntime,openvino,mnn,ncnn,tflite} [{onnxruntime,openvino,mnn,ncnn,tflite} '
+    '...]',
+    "--shape H W the graph's static input size (default: the config's test size)",
+    '--output {logits,labels}',
+    "--labels-upsample K --output labels: bilinear upsampling of the logits by K before the "
+    "argmax (1: none; the head's stride: mmseg's prediction)",
+    '--int8 static INT8 quantization',
+    '--precision {fp32,bf16} arithmetic the runtime runs the fp32 graph in (bf16: OpenVINO on '
+    'CPUs with bf16; differences are reported, not checked against 1e-4)',
+    "--calib-images CALIB_IMAGES calibration images from the config's training split (--int8)",
+    '--threads THREADS', '--repeats REPEATS timed runs per backend', '--out-dir OUT_DIR',
+    "--verbose also print mmengine's model-initialisation log"]
+
+
+@pytest.mark.parametrize('tool,argv,texts', [('train', [], TRAIN_HELP),
+                                             ('test', [], TEST_HELP),
+                                             ('deployment.export', [], EXPORT_HELP)])
+def test_help_names_every_option(tool, argv, texts, capsys):
+    shown = _help(_tool(tool), argv, capsys)
+    for text in texts:
+        assert text in shown, text
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_launchers_ranks_and_options_are_parsed(tool, capsys, no_local_rank):
+    module = _tool(tool)
+    argv = [DEMO] + (['ckpt.pth'] if tool == 'test' else [])
+    for launcher in ('none', 'pytorch', 'slurm', 'mpi'):
+        assert module.parse_args(argv + ['--launcher', launcher]).launcher == launcher
+    with pytest.raises(SystemExit):
+        module.parse_args(argv + ['--launcher', 'local'])
+    assert 'invalid choice' in capsys.readouterr().err
+    assert module.parse_args(argv + ['--local-rank', '2']).local_rank == 2
+    options = module.parse_args(argv + ['--cfg-options', 'a=1', 'b.c=x,y']).cfg_options
+    assert options == {'a': 1, 'b.c': ['x', 'y']}
+
+
+def test_resume_value_is_the_path_given(train):
+    assert train.parse_args([DEMO, '--resume', '12.pth']).resume == '12.pth'
+    assert train.parse_args([DEMO, '--resume']).resume == 'auto'
+    assert train.parse_args([DEMO, '--check-data']).check_data is True
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_launcher_and_options_reach_the_config(tool, checkpoint_file):
+    module = _tool(tool)
+    argv = [DEMO] + ([checkpoint_file] if tool == 'test' else [])
+    cfg = module.build_config(module.parse_args(argv + ['--launcher', 'pytorch', '--cfg-options',
+                                                        'test_cfg.mode=slide']))
+    assert cfg.launcher == 'pytorch' and cfg.test_cfg.mode == 'slide'
+    assert module.build_config(module.parse_args(argv)).launcher == 'none'
+
+
+def test_tta_needs_both_its_model_and_its_pipeline(test_tool, checkpoint_file, tmp_path):
+    for missing in ('tta_model', 'tta_pipeline'):
+        own = _config_with(tmp_path, f'{missing} = None\n', name=f'no_{missing}.py')
+        with pytest.raises(SystemExit, match=r'^--tta needs tta_model and tta_pipeline in the '
+                           r'config$'):
+            test_tool.build_config(test_tool.parse_args([own, checkpoint_file, '--tta']))
+
+
+def test_show_needs_a_visualization_hook(test_tool, checkpoint_file, tmp_path):
+    own = _config_with(tmp_path, 'default_hooks = dict(visualization=None)\n')
+    from mmengine.config import Config
+    cfg = Config.fromfile(own)
+    del cfg.default_hooks['visualization']
+    cfg.dump(str(tmp_path / 'dumped.py'))
+    with pytest.raises(SystemExit, match=r'^--show/--show-dir need default_hooks\.visualization '
+                       r'in the config$'):
+        test_tool.build_config(test_tool.parse_args([str(tmp_path / 'dumped.py'),
+                                                     checkpoint_file, '--show']))
+
+
+def test_out_with_a_list_of_evaluators(test_tool, checkpoint_file, tmp_path):
+    seg = _config_with(tmp_path, "test_evaluator = [dict(type='IoUMetric', iou_metrics=['mIoU']),"
+                       " dict(type='IoUMetric', iou_metrics=['mDice'])]\n", name='seg.py')
+    cfg = test_tool.build_config(test_tool.parse_args([seg, checkpoint_file, '--out', 'p']))
+    assert [(e['output_dir'], e['keep_results']) for e in cfg.test_evaluator] == [('p', True)] * 2
+    det = _config_with(tmp_path, "test_evaluator = [dict(type='CocoMetric'), "
+                       "dict(type='VOCMetric')]\n", base=RETINANET, name='det.py')
+    cfg = test_tool.build_config(test_tool.parse_args([det, checkpoint_file, '--out', 'r.pkl']))
+    assert [e['type'] for e in cfg.test_evaluator] == ['CocoMetric', 'VOCMetric',
+                                                        'DumpDetResults']
+
+
+@pytest.mark.parametrize('argv,message', [
+    (['--shape', '15', '64'], r'--shape 15 64: each side must be in \[16, 8192\] pixels'),
+    (['--shape', '64', '8193'], r'--shape 64 8193: each side must be in \[16, 8192\] pixels'),
+    (['--shape', '0', '0'], r'--shape 0 0: each side'),
+    (['--shape', '-64', '64'], r'--shape -64 64: each side'),
+    (['--threads', '0'], r'--threads 0: must be at least 1'),
+    (['--repeats', '0'], r'--repeats 0: must be at least 1'),
+    (['--calib-images', '0'], r'--calib-images 0: must be at least 1'),
+    (['--labels-upsample', '0'], r'--labels-upsample 0: must be at least 1')])
+def test_export_refuses_values_no_export_can_use(export, argv, message):
+    with pytest.raises(SystemExit, match=message):
+        export.check_args(export.parse_args([DEMO, '--out-dir', 'o'] + argv))
+
+
+def test_export_accepts_the_boundaries_and_refuses_a_file_as_out_dir(export, tmp_path):
+    assert (export.MIN_SIDE, export.MAX_SIDE) == (16, 8192)
+    for shape in (['16', '16'], ['8192', '8192']):
+        export.check_args(export.parse_args([DEMO, '--out-dir', str(tmp_path / 'new'),
+                                             '--shape'] + shape))
+    export.check_args(export.parse_args([DEMO, '--out-dir', str(tmp_path)]))
+    a_file = tmp_path / 'file.txt'
+    a_file.write_text('x')
+    with pytest.raises(SystemExit, match=rf'--out-dir {a_file} is a file; give a folder'):
+        export.check_args(export.parse_args([DEMO, '--out-dir', str(a_file)]))

@@ -37,7 +37,6 @@ def parse_args(argv=None):
     parser.add_argument(
         '--resume',
         nargs='?',
-        type=str,
         const='auto',
         help='resume from this checkpoint, or (no value) from the latest one in the work dir')
     parser.add_argument(

@@ -53,7 +53,10 @@ GROUPS = OrderedDict([
                      'vt_mm/models/backbones/seaformer.py'], ['*checkpoint_filter_fn*'],
                     ['tests/test_pyramid_tnt.py', 'tests/test_seaformer.py'] + NOT_SLOW)),
     # the rest
-    ('tools', (['tools/train.py', 'tools/test.py', 'tools/deployment/export.py'], None,
+    # the tools' argument handling (their main() runs training: the end-to-end tests' part)
+    ('tools', (['tools/train.py', 'tools/test.py', 'tools/deployment/export.py'],
+               ['tools.*.x_parse_args__mutmut_*', 'tools.*.x_build_config__mutmut_*',
+                'tools.test.x__*', 'tools.deployment.export.x_check_args__mutmut_*'],
                ['tests/test_tool_args.py'])),
     ('engine_runtime', (['vt_mm/engine/runtime.py', 'vt_mm/engine/hooks.py'], None,
                         ['tests/test_engine_runtime.py', 'tests/test_reliability.py',

@@ -64,11 +64,33 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+# the graph's input side, in pixels: --shape outside it is refused before a model is built
+MIN_SIDE, MAX_SIDE = 16, 8192
+
+
+def check_args(args) -> None:
+    """Refuses argument values no export can use, with what to pass instead (SystemExit)."""
     if args.int8 and args.precision != 'fp32':
         sys.exit('[export] --int8 and --precision bf16 exclude each other: the INT8 graph fixes '
                  'its own precisions')
+    if args.shape is not None:
+        bad = [side for side in args.shape if not MIN_SIDE <= side <= MAX_SIDE]
+        if bad:
+            sys.exit(f'[export] --shape {args.shape[0]} {args.shape[1]}: each side must be in '
+                     f'[{MIN_SIDE}, {MAX_SIDE}] pixels (the graph is static at this size); '
+                     'leave --shape out for the config\'s test size')
+    for name in ('threads', 'repeats', 'calib_images', 'labels_upsample'):
+        value = getattr(args, name)
+        if value < 1:
+            sys.exit(f'[export] --{name.replace("_", "-")} {value}: must be at least 1')
+    if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
+        sys.exit(f'[export] --out-dir {args.out_dir} is a file; give a folder (it is created if '
+                 'missing)')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_args(args)
     analysis.VERBOSE_BUILD = args.verbose
     model, cfg, toolbox = build_model(args.config)
     if args.checkpoint:

@@ -8,7 +8,6 @@ each converter so that none of this is reached (``docs/deployment.md``) and runs
 conversion inside :func:`offline`, which turns any attempt into an :class:`OfflineViolation`
 naming what was tried, instead of a silent install or upload.
 """
-import contextlib
 import importlib.abc
 import ipaddress
 import os
@@ -51,49 +50,66 @@ class _ForbiddenImports(importlib.abc.MetaPathFinder):
         return None
 
 
-@contextlib.contextmanager
-def offline(allowed_programs: Iterable[str] = ()):
+class offline:
     """While active: connecting a socket to anything but this machine, ``os.system``, and
     starting a program other than ``allowed_programs`` (absolute paths, e.g. the pnnx binary)
     raise :class:`OfflineViolation`; so does importing a module of :data:`FORBIDDEN_MODULES`.
     Programs that are allowed run with pip and network access disabled in their environment.
+    Everything patched is restored when the block ends, also when it raises.
+
+    Example:
+        >>> with offline(allowed_programs=[pnnx_binary]):
+        ...     convert(...)
     """
-    allowed = {os.path.realpath(p) for p in allowed_programs}
-    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
-    system, popen_init = os.system, subprocess.Popen.__init__
 
-    def checked(method):
+    def __init__(self, allowed_programs: Iterable[str] = ()):
+        self.allowed = {os.path.realpath(p) for p in allowed_programs}
+        self._finder = _ForbiddenImports()
 
-        def wrapper(self, address, *args, **kwargs):
+    def _checked(self, method):
+
+        def wrapper(sock, address):  # socket.connect / connect_ex take the address only
             if not _is_local(address):
                 raise OfflineViolation(f'network connection to {address!r} blocked during a '
                                        'conversion: vt-mm deploys offline')
-            return method(self, address, *args, **kwargs)
+            return method(sock, address)
 
         return wrapper
 
-    def no_system(command):
+    @staticmethod
+    def _no_system(command):
         raise OfflineViolation(f'os.system({command!r}) blocked during a conversion')
 
-    def popen(self, args, *rest, **kwargs):
-        program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
-        program = os.fsdecode(program)
-        if kwargs.get('shell') or os.path.realpath(program) not in allowed:
-            raise OfflineViolation(f'starting {args!r} blocked during a conversion (allowed: '
-                                   f'{sorted(allowed) or "none"})')
-        env = dict(kwargs.get('env') or os.environ)
-        env.update(PIP_NO_INDEX='1', PIP_NO_INPUT='1', no_proxy='', https_proxy='http://0.0.0.0:9',
-                   http_proxy='http://0.0.0.0:9')
-        kwargs['env'] = env
-        return popen_init(self, args, *rest, **kwargs)
+    def _popen(self, popen_init):
+        allowed = self.allowed
 
-    finder = _ForbiddenImports()
-    socket.socket.connect, socket.socket.connect_ex = checked(connect), checked(connect_ex)
-    os.system, subprocess.Popen.__init__ = no_system, popen
-    sys.meta_path.insert(0, finder)
-    try:
-        yield
-    finally:
-        socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-        os.system, subprocess.Popen.__init__ = system, popen_init
-        sys.meta_path.remove(finder)
+        def popen(process, args, *rest, **kwargs):
+            program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
+            program = os.fsdecode(program)
+            if kwargs.get('shell') or os.path.realpath(program) not in allowed:
+                raise OfflineViolation(f'starting {args!r} blocked during a conversion (allowed: '
+                                       f'{sorted(allowed) or "none"})')
+            env = dict(kwargs.get('env') or os.environ)
+            env.update(PIP_NO_INDEX='1', PIP_NO_INPUT='1', no_proxy='',
+                       https_proxy='http://0.0.0.0:9', http_proxy='http://0.0.0.0:9')
+            kwargs['env'] = env
+            return popen_init(process, args, *rest, **kwargs)
+
+        return popen
+
+    def __enter__(self):
+        self._saved = (socket.socket.connect, socket.socket.connect_ex, os.system,
+                       subprocess.Popen.__init__)
+        connect, connect_ex, _, popen_init = self._saved
+        socket.socket.connect = self._checked(connect)
+        socket.socket.connect_ex = self._checked(connect_ex)
+        os.system = self._no_system
+        subprocess.Popen.__init__ = self._popen(popen_init)
+        sys.meta_path.insert(0, self._finder)
+        return self
+
+    def __exit__(self, *exc_info):
+        (socket.socket.connect, socket.socket.connect_ex, os.system,
+         subprocess.Popen.__init__) = self._saved
+        sys.meta_path.remove(self._finder)
+        return False
