@@ -91,9 +91,20 @@ GROUPS = OrderedDict([
                   ['tests/test_analysis.py', 'tests/test_model_zoo_tools.py'] + NOT_SLOW)),
     ('deploy_export', (['vt_mm/deploy/onnx.py', 'vt_mm/deploy/transforms.py'], None,
                        ['tests/test_onnx_export.py', 'tests/test_deploy_units.py'] + NOT_SLOW)),
-    ('deploy_backends', (['vt_mm/deploy/pipeline.py', 'vt_mm/deploy/accuracy.py',
-                          'vt_mm/deploy/calibration.py', 'vt_mm/deploy/backends/*.py'], None,
-                         ['tests/test_deploy_units.py', 'tests/test_deploy_backends.py',
+    # the runtimes: each mutant is converted and run, so the selection is the smallest family
+    # (VT-ResNet-18 on all five backends), the labels graph and INT8 / bf16: hours, not minutes
+    ('deploy_pipeline', (['vt_mm/deploy/pipeline.py', 'vt_mm/deploy/accuracy.py',
+                          'vt_mm/deploy/calibration.py', 'vt_mm/deploy/backends/__init__.py',
+                          'vt_mm/deploy/backends/base.py'], None,
+                         ['tests/test_deploy_units.py', 'tests/test_deploy_int8.py'] + NOT_SLOW)),
+    ('deploy_runtimes', (['vt_mm/deploy/backends/onnxruntime.py',
+                          'vt_mm/deploy/backends/openvino.py', 'vt_mm/deploy/backends/mnn.py',
+                          'vt_mm/deploy/backends/ncnn.py', 'vt_mm/deploy/backends/tflite.py'],
+                         None,
+                         ['tests/test_deploy_backends.py::test_family_on_every_backend'
+                          '[vt-resnet18_8xb32_in1k.py]',
+                          'tests/test_deploy_backends.py::test_labels_output_on_every_backend',
+                          'tests/test_deploy_backends.py::test_runtimes_print_nothing_on_stdout',
                           'tests/test_deploy_int8.py'] + NOT_SLOW)),
 ])
 # modules without functions of their own (imports, __all__, version): nothing to mutate

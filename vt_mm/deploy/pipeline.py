@@ -21,7 +21,8 @@ from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
 
-__all__ = ['DeployResult', 'deploy', 'load_runners', 'compare_outputs', 'TOLERANCE']
+__all__ = ['DeployResult', 'deploy', 'load_runners', 'compare_outputs', 'TOLERANCE',
+           'within_tolerance']
 
 # max |backend - PyTorch|, absolute for outputs up to 1 and relative above (float32 rounding
 # grows with the values)
@@ -30,6 +31,12 @@ TOLERANCE = 1e-4
 # image (VT-FPN and SeaFormer-T demo models: onnxruntime, OpenVINO, TFLite); MNN's VT-FPN graph,
 # which scores 4 mIoU, 0.95
 INT8_COSINE_WARNING = 0.99
+
+
+def within_tolerance(max_abs_diff: float, max_abs_output: float) -> bool:
+    """Whether a backend's outputs match PyTorch's: ``max_abs_diff`` at most :data:`TOLERANCE`,
+    absolute for outputs up to 1 and relative above."""
+    return max_abs_diff <= TOLERANCE * max(1.0, max_abs_output)
 
 
 @dataclass
@@ -54,7 +61,7 @@ class DeployResult:
             return False
         if self.agreement is not None or self.reduced_precision:
             return True  # reported, judged by the caller (accuracy on data)
-        return self.max_abs_diff <= TOLERANCE * max(1.0, self.max_abs_output)
+        return within_tolerance(self.max_abs_diff, self.max_abs_output)
 
     def warning(self) -> Optional[str]:
         """A warning for an INT8 graph that departs from fp32 on calibration data."""
