@@ -63,7 +63,7 @@ def test_converter_refuses_pickles_unless_trusted(tmp_path):
     from vt_mm.utils.checkpoint import convert_checkpoint_cli
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'args': _Payload()}, src)
-    with pytest.raises(RuntimeError, match='rerun with --trust'):
+    with pytest.raises(SystemExit, match=r'^\[test\] ERROR: .*rerun with --trust'):
         convert_checkpoint_cli([str(src), str(dst)], 'test', lambda s: s, 'test')
     assert not dst.exists()
     converted = convert_checkpoint_cli([str(src), str(dst), '--trust'], 'test', lambda s: s,

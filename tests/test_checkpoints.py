@@ -174,17 +174,34 @@ def test_only_training_checkpoints_and_checkpoint_names_are_candidates(tmp_path)
         in notes
 
 
-def test_partial_files_are_the_checkpoint_temporaries_only(tmp_path):
-    for name in ('.iter_4.pth.tmp', '.epoch_12.pth.tmp', '.last_checkpoint.tmp', '.notes.tmp',
-                 'iter_4.pth', '.iter_4.pth', 'iter_4.pth.tmp'):
+def test_partial_files_are_the_checkpoint_temporaries_of_dead_processes_only(tmp_path):
+    """A killed save leaves .iter_N.pth.PID.tmp (or .last_checkpoint.PID.tmp): removed when that
+    process is gone, kept while it lives (a live writer), never anything else."""
+    dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
+                          capture_output=True, text=True).stdout.strip()
+    alive = os.getppid()  # the test runner's parent: alive
+    removable = [f'.iter_4.pth.{dead}.tmp', f'.epoch_12.pth.{dead}.tmp',
+                 f'.last_checkpoint.{dead}.tmp', '.iter_1000.pth.tmp', '.last_checkpoint.tmp']
+    kept = [f'.iter_6.pth.{alive}.tmp', f'.iter_7.pth.{os.getpid()}.tmp', '.notes.tmp',
+            'iter_4.pth', '.iter_4.pth',
+            'iter_4.pth.tmp', f'.iter_4.pth.{dead}.bak', f'.iter_x.pth.{dead}.tmp',
+            f'.best.pth.{dead}.tmp']
+    for name in removable + kept:
         (tmp_path / name).write_bytes(b'x')
     removed = checkpoints.remove_partial_files(str(tmp_path))
-    assert sorted(removed) == ['.epoch_12.pth.tmp', '.iter_4.pth.tmp']
-    assert sorted(os.listdir(tmp_path)) == ['.iter_4.pth', '.last_checkpoint.tmp', '.notes.tmp',
-                                            'iter_4.pth', 'iter_4.pth.tmp']
+    assert sorted(removed) == sorted(removable)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
     assert checkpoints.remove_partial_files(str(tmp_path / 'missing')) == []
-    assert checkpoints.temporary_path(str(tmp_path / 'iter_4.pth')) == str(
-        tmp_path / '.iter_4.pth.tmp')
+
+
+def test_temporary_names_are_unique_per_process(tmp_path):
+    path = str(tmp_path / 'iter_4.pth')
+    assert checkpoints.temporary_path(path) == str(tmp_path / f'.iter_4.pth.{os.getpid()}.tmp')
+    other = subprocess.run(
+        [sys.executable, '-c', 'import sys; from vt_mm.engine.checkpoints import temporary_path;'
+         ' print(temporary_path(sys.argv[1]))', path], capture_output=True, text=True,
+        env=_env()).stdout.strip()
+    assert other != checkpoints.temporary_path(path) and other.endswith('.tmp')
 
 
 class _Runner:
@@ -195,39 +212,50 @@ class _Runner:
         self.hooks = list(hooks)
 
 
-def test_safety_hook_resume_precedence_both_ways(tmp_path, capsys):
+def test_safety_hook_resume_precedence_both_ways(tmp_path, monkeypatch):
     """Bare --resume (resume, no load_from) picks the newest checkpoint that loads; --resume
     FILE (load_from given) and a run without resume are left alone, partial files included."""
     from mmengine.hooks import CheckpointHook
     _save_fake_checkpoint(tmp_path / 'iter_99.pth', 99)
     _save_fake_checkpoint(tmp_path / 'iter_100.pth', 100)
-    (tmp_path / '.iter_102.pth.tmp').write_bytes(b'x')
-    hook = checkpoints.CheckpointSafetyHook()
+    monkeypatch.setattr(checkpoints, 'check_resume_fits', lambda runner, path: fits.append(path))
+    fits = []
     for resume, load_from in ((True, str(tmp_path / 'iter_99.pth')), (False, None)):
+        (tmp_path / '.iter_102.pth.tmp').write_bytes(b'x')
         plain = CheckpointHook(interval=1)
         runner = _Runner(tmp_path, resume, load_from, [plain])
+        hook = checkpoints.CheckpointSafetyHook()
         hook.before_run(runner)
+        hook.after_run(runner)
         assert (runner._resume, runner._load_from) == (resume, load_from)
         assert type(plain) is checkpoints.AtomicCheckpointHook  # always made atomic
-        assert (tmp_path / '.iter_102.pth.tmp').exists()
+        # a killed save's temporary goes at every start, whatever the flags
+        assert not (tmp_path / '.iter_102.pth.tmp').exists()
+    assert fits == [str(tmp_path / 'iter_99.pth')]  # --resume FILE is checked too
     runner = _Runner(tmp_path, True, None)
+    hook = checkpoints.CheckpointSafetyHook()
     hook.before_run(runner)
+    hook.after_run(runner)
     assert runner._resume is True and runner._load_from == str(tmp_path / 'iter_100.pth')
-    assert not (tmp_path / '.iter_102.pth.tmp').exists()
+    assert fits[-1] == str(tmp_path / 'iter_100.pth')
     empty = tmp_path / 'empty'
     runner = _Runner(empty, True, None)
+    hook = checkpoints.CheckpointSafetyHook()
     hook.before_run(runner)
-    assert runner._resume is False and runner._load_from is None
+    hook.after_run(runner)
+    assert runner._resume is False and runner._load_from is None and len(fits) == 2
 
 
-def test_safety_hook_converts_only_plain_checkpoint_hooks():
+def test_safety_hook_converts_only_plain_checkpoint_hooks(tmp_path):
     from mmengine.hooks import CheckpointHook
 
     class OwnCheckpointHook(CheckpointHook):
         pass
 
     plain, own = CheckpointHook(interval=1), OwnCheckpointHook(interval=1)
-    checkpoints.CheckpointSafetyHook().before_run(_Runner('.', False, None, [plain, own]))
+    hook = checkpoints.CheckpointSafetyHook()
+    hook.before_run(_Runner(str(tmp_path), False, None, [plain, own]))
+    hook.after_run(None)
     assert type(plain) is checkpoints.AtomicCheckpointHook and type(own) is OwnCheckpointHook
     assert checkpoints.CheckpointSafetyHook.priority == 'VERY_HIGH'
 
@@ -266,7 +294,7 @@ def test_kill_during_a_save_loses_nothing(lip_root, tmp_path, tiny_config):
     proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
                              '--cfg-options'] + _iters(total), cwd=ROOT, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    partial = work / '.iter_4.pth.tmp'
+    partial = work / f'.iter_4.pth.{proc.pid}.tmp'
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not partial.exists():
         time.sleep(0.001)
@@ -342,13 +370,255 @@ def test_full_disk_is_one_line_and_the_previous_checkpoint_stays(lip_root, tmp_p
     cfg = tiny_config(tmp_path, lip_root, extra=KEEP_ONE)
     work = tmp_path / 'w'
     work.mkdir()
-    os.symlink('/dev/full', work / '.iter_4.pth.tmp')  # the disk fills up at the second save
-    code, out = _train(cfg, work, *_iters(6), expect_ok=False)
-    assert code != 0
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
+                             '--cfg-options'] + _iters(6), cwd=ROOT, env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the disk fills up at the second save: its temporary (named after the process) is /dev/full
+    os.symlink('/dev/full', work / f'.iter_4.pth.{proc.pid}.tmp')
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode != 0
     lines = [line for line in out.splitlines() if line.startswith('ERROR: ')]
     assert len(lines) == 1 and 'Traceback' not in out, out[-3000:]
     assert f'no space left in {work} to save iter_4.pth' in lines[0] and ' free, ' in lines[0]
     assert 'the file needs' in lines[0] and 'MiB' in lines[0]
-    assert not osp.lexists(work / '.iter_4.pth.tmp') and not (work / 'iter_4.pth').exists()
+    assert not osp.lexists(work / f'.iter_4.pth.{proc.pid}.tmp')
+    assert not (work / 'iter_4.pth').exists()
     assert (work / 'last_checkpoint').read_text() == str(work / 'iter_2.pth')
     assert torch.load(work / 'iter_2.pth', weights_only=True)['meta']['iter'] == 2
+
+
+# --- no result from broken weights, one message for a file that is not a checkpoint ---------
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), float('-inf')])
+def test_every_mmengine_load_refuses_non_finite_weights(tmp_path, value):
+    """mmengine's load_checkpoint (init_cfg=Pretrained, the toolboxes' init_model) and the
+    Runner's and inferencers' loads all go through one function that now refuses NaN/Inf
+    before copying anything."""
+    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    model = _tiny_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['1.running_var'][2] = value
+    path = tmp_path / 'bad.pth'
+    torch.save({'state_dict': state}, path)
+    target = _tiny_model()
+    nn_init = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(checkpoints.NonFiniteWeightsError,
+                       match=r'^the checkpoint being loaded holds NaN/Inf in 1 tensors '
+                             r'\(1\.running_var\); nothing was loaded'):
+        load_checkpoint(target, str(path))
+    with pytest.raises(checkpoints.NonFiniteWeightsError):
+        _load_checkpoint_to_model(target, {'state_dict': state})
+    assert all(torch.equal(v, nn_init[k]) for k, v in target.state_dict().items())
+    state['1.running_var'][2] = 1.0
+    torch.save({'state_dict': state}, path)
+    load_checkpoint(target, str(path))  # finite: loads
+    assert torch.equal(target[1].running_var, state['1.running_var'])
+
+
+def test_pretrained_init_cfg_refuses_non_finite_weights(tmp_path):
+    from vt_mm.models.backbones import VTResNet
+    model = VTResNet(18)
+    state = model.state_dict()
+    state['layer1.0.conv1.weight'].fill_(float('nan'))
+    torch.save({'state_dict': state}, tmp_path / 'nan.pth')
+    fresh = VTResNet(18, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nan.pth')))
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='layer1.0.conv1.weight'):
+        fresh.init_weights()
+
+
+def test_non_finite_tensors_are_listed_in_order_and_only_floats():
+    state = {'a': torch.zeros(2), 'b': torch.tensor([1.0, float('nan')]),
+             'n': torch.tensor(3), 'c': torch.tensor([float('inf')]), 'd': 'not a tensor',
+             'e': torch.tensor([float('-inf')], dtype=torch.float16)}
+    assert checkpoints.non_finite_tensors(state) == ['b', 'c', 'e']
+    nine = {f'w{i}': torch.tensor([float('nan')]) for i in range(9)}
+    with pytest.raises(checkpoints.NonFiniteWeightsError) as info:
+        checkpoints.check_finite(nine, 'checkpoint x.pth')
+    assert str(info.value).startswith('checkpoint x.pth holds NaN/Inf in 9 tensors (w0, w1, w2, '
+                                      'w3, w4, w5, w6, w7 ... (+1 more)); nothing was loaded.')
+    checkpoints.check_finite({'a': torch.zeros(1)}, 'x')
+
+
+def test_files_that_are_not_checkpoints_get_one_message(tmp_path):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'page.pth').write_text('<html>404 Not Found</html>')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    cases = {
+        str(tmp_path / 'missing.pth'): 'no such checkpoint file',
+        str(tmp_path): 'is a folder, not a checkpoint file',
+        str(tmp_path / 'empty.pth'): 'is empty (0 bytes)',
+        str(tmp_path / 'page.pth'): 'is not a checkpoint torch can read (',
+        str(tmp_path / 'list.pth'): 'holds a list, not a checkpoint',
+    }
+    for path, message in cases.items():
+        with pytest.raises(checkpoints.CheckpointFileError) as info:
+            checkpoints.read_checkpoint(path)
+        assert str(info.value).startswith(path) and message in str(info.value), path
+    _save_fake_checkpoint(tmp_path / 'ok.pth', 3)
+    assert checkpoints.read_checkpoint(str(tmp_path / 'ok.pth'))['meta']['iter'] == 3
+    assert set(checkpoints.state_dict_of({'state_dict': {'module.a': 1, 'b': 2}})) == {'a', 'b'}
+    assert checkpoints.state_dict_of({'w': 1}) == {'w': 1}
+
+
+@pytest.mark.parametrize('content,message', [
+    (None, 'is empty (0 bytes)'), ('text', 'is not a checkpoint torch can read'),
+    ('nan', 'holds NaN/Inf in 1 tensors (decode_head.conv_seg.weight)')])
+def test_test_tool_refuses_bad_checkpoints_before_any_work(tmp_path, content, message,
+                                                           tiny_config):
+    """tools/test.py: one line, exit 1, before the data is read or the model is built (the data
+    root here does not even exist)."""
+    import importlib
+    path = tmp_path / 'c.pth'
+    if content is None:
+        path.write_bytes(b'')
+    elif content == 'text':
+        path.write_text('not a checkpoint\n')
+    else:
+        torch.save({'state_dict': {'decode_head.conv_seg.weight': torch.full((2, ), float('nan'))}},
+                   path)
+    test_tool = importlib.import_module('tools.test')
+    with pytest.raises(SystemExit) as info:
+        test_tool.main([tiny_config(tmp_path, tmp_path / 'no_data'), str(path)])
+    assert str(info.value).startswith(f'ERROR: {path}' if content != 'nan' else
+                                      f'ERROR: checkpoint {path}')
+    assert message in str(info.value)
+
+
+class _ResumeRunner:
+    """What check_resume_fits reads of a Runner."""
+
+    def __init__(self, model, optimizer=None):
+        from types import SimpleNamespace
+        self.model = model
+        self.optim_wrapper = SimpleNamespace(optimizer=optimizer) if optimizer else None
+
+
+def test_resume_with_another_config_is_one_message_naming_the_keys(tmp_path):
+    saved = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(saved.parameters(), lr=0.1)
+    torch.save({'state_dict': saved.state_dict(), 'optimizer': optimizer.state_dict()},
+               tmp_path / 'iter_10.pth')
+    path = str(tmp_path / 'iter_10.pth')
+    # the same model and optimizer: fits
+    checkpoints.check_resume_fits(_ResumeRunner(saved, optimizer), path)
+    wider = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Linear(16, 2),
+                                torch.nn.ReLU())
+    with pytest.raises(checkpoints.CheckpointMismatchError) as info:
+        checkpoints.check_resume_fits(_ResumeRunner(wider), path)
+    message = str(info.value)
+    assert message.startswith(f'--resume: {path} was saved by a run of another config:\n')
+    assert '3 keys with other shapes: 0.bias (8,) vs (16,), 0.weight (8, 4) vs (16, 4), ' \
+        '1.weight (2, 8) vs (2, 16)' in message
+    assert message.endswith(f'load_from={path} loads what fits).')
+    # same weights, another grouping of the parameters (paramwise_cfg changed)
+    groups = torch.optim.SGD([{'params': [saved[0].weight]},
+                              {'params': [p for n, p in saved.named_parameters()
+                                          if n != '0.weight']}], lr=0.1)
+    with pytest.raises(checkpoints.CheckpointMismatchError,
+                       match=r'optimizer: 1 parameter groups of \[4\] parameters saved, this '
+                             r'config makes 2 of \[1, 3\]'):
+        checkpoints.check_resume_fits(_ResumeRunner(saved, groups), path)
+
+
+def _interrupt_hook(monkeypatch, tmp_path, previous):
+    from types import SimpleNamespace
+    logged, killed = [], []
+    monkeypatch.setattr(checkpoints.os, 'kill', lambda pid, signum: killed.append(signum))
+    (tmp_path / 'iter_30.pth').write_bytes(b'x')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_30.pth'))
+    runner = SimpleNamespace(iter=37, epoch=0, work_dir=str(tmp_path),
+                             cfg=SimpleNamespace(filename='configs/x.py'),
+                             logger=SimpleNamespace(warning=logged.append, handlers=[]))
+    hook = checkpoints.CheckpointSafetyHook()
+    import signal as signal_module
+    monkeypatch.setattr(checkpoints.signal, 'signal',
+                        lambda signum, handler: previous.get(signum, signal_module.SIG_DFL))
+    hook.before_train(runner)
+    return hook, runner, logged, killed
+
+
+def test_sigterm_logs_where_to_resume_then_ends_the_process(tmp_path, monkeypatch):
+    import signal as signal_module
+    hook, runner, logged, killed = _interrupt_hook(monkeypatch, tmp_path, {})
+    hook._interrupted(runner, signal_module.SIGTERM, None)
+    assert logged == [f'SIGTERM at iteration 38 (epoch 0): training stopped; last good '
+                      f'checkpoint: {tmp_path / "iter_30.pth"}; continue with: python '
+                      f'tools/train.py configs/x.py --work-dir {tmp_path} --resume']
+    assert killed == [signal_module.SIGTERM]  # then dies by the signal, as without the hook
+
+
+def test_sigint_logs_then_raises_keyboard_interrupt(tmp_path, monkeypatch):
+    import signal as signal_module
+    hook, runner, logged, killed = _interrupt_hook(
+        monkeypatch, tmp_path, {signal_module.SIGINT: signal_module.default_int_handler})
+    with pytest.raises(KeyboardInterrupt):
+        hook._interrupted(runner, signal_module.SIGINT, None)
+    assert logged[0].startswith('SIGINT at iteration 38 (epoch 0)') and killed == []
+
+
+def test_the_toolboxes_inferencer_refuses_non_finite_weights(tmp_path, tiny_config, lip_root):
+    """A user's own MMSegInferencer(config, weights) gets the refusal too (mmengine's loading
+    path), not a silently wrong prediction."""
+    from mmseg.apis import MMSegInferencer, init_model
+    cfg = tiny_config(tmp_path, lip_root)
+    model = init_model(cfg, device='cpu')
+    state = model.state_dict()
+    state['decode_head.conv_seg.weight'].fill_(float('inf'))
+    torch.save({'state_dict': state, 'meta': {}}, tmp_path / 'inf.pth')
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='decode_head.conv_seg.weight'):
+        MMSegInferencer(model=cfg, weights=str(tmp_path / 'inf.pth'), device='cpu')
+    with pytest.raises(checkpoints.NonFiniteWeightsError):
+        init_model(cfg, str(tmp_path / 'inf.pth'), device='cpu')
+
+
+@pytest.mark.slow
+def test_resume_with_a_changed_config_is_one_message(lip_root, tmp_path, tiny_config):
+    """--resume in a work dir trained with another num_tokens: one line naming the keys,
+    before mmengine's size-mismatch warning and the optimizer's RuntimeError."""
+    cfg = tiny_config(tmp_path, lip_root)
+    work = tmp_path / 'w'
+    _train(cfg, work, *_iters(2))
+    code, out = _train(cfg, work, *_iters(4), 'model.neck.num_tokens=4', resume=True,
+                       expect_ok=False)
+    assert code == 1 and 'Traceback' not in out, out[-3000:]
+    error = out[out.index('ERROR: --resume: '):]
+    assert error.startswith(f'ERROR: --resume: {work / "iter_2.pth"} was saved by a run of '
+                            'another config:\n')
+    assert 'keys with other shapes: neck.tokenizers' in error
+    assert 'Iter(train) [3/4]' not in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_run_logs_how_to_continue(lip_root, tmp_path, tiny_config, signum):
+    cfg = tiny_config(tmp_path, lip_root)
+    work = tmp_path / 'w'
+    proc = subprocess.Popen([sys.executable, 'tools/train.py', cfg, '--work-dir', str(work),
+                             '--cfg-options'] + _iters(200), cwd=ROOT, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (work / 'last_checkpoint').exists():
+        time.sleep(0.2)
+    assert (work / 'last_checkpoint').exists()
+    os.kill(proc.pid, signum)
+    code = proc.wait(timeout=120)
+    assert code != 0
+    logs = [p for p in work.rglob('*.log')]
+    text = logs[0].read_text()
+    name = signal.Signals(signum).name
+    line = next(ln for ln in text.splitlines() if f'{name} at iteration ' in ln)
+    assert 'training stopped; last good checkpoint: ' + str(work) in line
+    assert line.endswith(f'continue with: python tools/train.py {cfg} --work-dir {work} '
+                         '--resume')
+    if signum == signal.SIGTERM:
+        assert code == -signal.SIGTERM  # ended by the signal, as without the hook
+    # the next start resumes
+    _, out = _train(cfg, work, *_iters(4), resume=True)
+    assert 'resuming from' in out

@@ -2,6 +2,7 @@
 (or the id list), what is wrong and the setting that fixes it, whatever the batch size."""
 import os
 import os.path as osp
+import re
 import shutil
 import subprocess
 import sys
@@ -369,3 +370,91 @@ def test_loading_steps_end_at_the_last_loader():
     dataset.pipeline.transforms = [step('Resize')]
     assert _loading_steps(dataset) == []
     assert _loading_steps(SimpleNamespace()) == []
+
+
+# --- label files checked before mmseg's 8-bit cast; colour labels; the val split -------------
+
+
+def test_label_file_values_are_checked_before_the_8_bit_cast(tmp_path):
+    from vt_mm.engine.data_checks import label_file_problem
+    ok16 = np.zeros((6, 5), np.uint16)
+    ok16[1, 1] = 255
+    Image.fromarray(ok16).save(tmp_path / 'ok16.png')
+    bad16 = ok16.copy()
+    bad16[2, 2] = 261
+    Image.fromarray(bad16).save(tmp_path / 'bad16.png')
+    bad32 = np.zeros((6, 5), np.int32)
+    bad32[0, 0] = 70000
+    Image.fromarray(bad32).save(tmp_path / 'bad32.tif')
+    negative = np.zeros((6, 5), np.int32)
+    negative[0, 0] = -1
+    Image.fromarray(negative).save(tmp_path / 'negative.tif')
+    Image.fromarray(np.full((6, 5), 7, np.uint8)).save(tmp_path / 'eight.png')
+    assert label_file_problem(str(tmp_path / 'eight.png')) is None
+    assert label_file_problem(str(tmp_path / 'ok16.png')) is None  # 16-bit, values fit
+    assert label_file_problem(str(tmp_path / 'bad16.png')) == (
+        f'{tmp_path / "bad16.png"}: a 16-bit label holding values from 0 to 261; mmseg reads '
+        'label maps as 8-bit (LoadAnnotations casts them), so a value above 255 would train as '
+        'another class (261 as 5). Store class ids in [0, 255] (num_classes up to 255 plus the '
+        'ignore index), or remap the labels')
+    assert 'a 32-bit label holding values from 0 to 70000' in label_file_problem(
+        str(tmp_path / 'bad32.tif'))
+    assert 'values from -1 to 0' in label_file_problem(str(tmp_path / 'negative.tif'))
+    assert label_file_problem(str(tmp_path / 'missing.png')) is None  # reported where read
+    assert label_file_problem('s3://bucket/label.png') is None
+
+
+def test_sixteen_bit_label_above_255_fails_the_sample_not_its_class(lip_copy, lip_dataset):
+    """mmseg's LoadAnnotations would read 261 as 5 (a valid class): the guard names the file."""
+    from vt_mm.engine import data_checks
+    cfg, dataset = lip_dataset
+    label_path = _labels(lip_copy)[0]
+    label = np.array(Image.open(label_path)).astype(np.uint16)
+    label[5:8, 5:8] = 261
+    Image.fromarray(label).save(label_path)
+    data_checks.guard_samples(dataset, 255)
+    index = next(i for i in range(len(dataset))
+                 if dataset.get_data_info(i)['seg_map_path'] == str(label_path))
+    with pytest.raises(data_checks.DataSampleError, match=r'a 16-bit label holding values from 0 '
+                       r'to 261'):
+        dataset[index]
+
+
+def test_colour_label_is_named_at_start_up(lip_copy, tmp_path, tiny_config):
+    """An RGB label with R=G=B passed the size and value checks and failed in the loss."""
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    bad = _labels(lip_copy)[2]
+    grey = np.array(Image.open(bad))
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(bad)
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    problems, _ = data_checks.check_splits(cfg, ['train_dataloader'], None)
+    assert problems == [f'train_dataloader: {bad}: the label map has 3 channels (shape (96, 96, '
+                        '3)); labels must be one channel of class ids (a grey or palette PNG), '
+                        'not a colour image. Convert the colours to class ids (one value per '
+                        'class)']
+
+
+@pytest.mark.slow
+def test_bad_val_sample_beyond_the_start_up_sample_fails_naming_its_file(tmp_path, tiny_config):
+    """The start-up check reads 16 evenly spaced samples of each split; during training every
+    validation sample goes through the same check (it used to change the val mIoU silently,
+    and a corrupt val image failed with mmcv's bare AssertionError)."""
+    from vt_mm.datasets import make_demo_lip
+    root = tmp_path / 'lip'
+    make_demo_lip(str(root), num_train=4, num_val=20, size=64, seed=0)
+    sampled = sorted({int(round(i)) for i in np.linspace(0, 19, 16)})
+    unsampled = [i for i in range(20) if i not in sampled]
+    assert unsampled == [2, 7, 12, 17]
+    val_labels = sorted((root / 'TrainVal_parsing_annotations' / 'val_segmentations').glob('*'))
+    _label_value(val_labels[7], 50)
+    val_images = sorted((root / 'TrainVal_images' / 'val_images').glob('*.jpg'))
+    val_images[12].write_bytes(b'not a jpeg')
+    cfg = tiny_config(tmp_path, root)
+    code, out = _run(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                      'train_cfg.max_iters=2', 'train_cfg.val_interval=2'])
+    assert code != 0
+    assert 'DataSampleError' in out and 'LIPDataset sample' in out, out[-3000:]
+    assert str(val_labels[7]) in out or str(val_images[12]) in out, out[-3000:]
+    assert not re.search(r'mIoU: \d', out)  # no validation score from the bad split

@@ -283,3 +283,34 @@ def test_exportable_refuses_unknown_outputs_and_labels_of_non_segmentors():
         with pytest.raises(ValueError, match=rf"output='labels' is for segmentors; this is an "
                            rf'{toolbox} model'):
             exportable(model, toolbox, 'labels')
+
+
+def test_failed_conversions_leave_no_files(tmp_path, monkeypatch):
+    """A backend that fails removes what its conversion wrote; files of the graph stay while
+    another backend uses them (export.py removes them when every backend failed)."""
+    from vt_mm.deploy.backends.onnxruntime import OnnxRuntimeBackend
+
+    def broken_convert(self, job):
+        with open(job.path('.broken.bin'), 'wb') as f:
+            f.write(b'half a model')
+        raise RuntimeError('converter crashed')
+
+    monkeypatch.setattr(OnnxRuntimeBackend, 'convert', broken_convert)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1))
+    report = pipeline.deploy(_Classifier(model), ['onnxruntime'], (16, 16), str(tmp_path),
+                             'm', toolbox='mmpretrain', repeats=1)
+    assert report['results'][0].error == 'RuntimeError: converter crashed'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx']
+    assert pipeline.remove_new_files(str(tmp_path), set()) == ['m.onnx']
+    assert pipeline.files_in(str(tmp_path / 'none')) == set()
+
+
+class _Classifier(nn.Module):
+    """A network the mmpretrain wrapper can call (mode='tensor')."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, mode='tensor'):
+        return self.net(x)

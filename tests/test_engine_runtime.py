@@ -1,6 +1,7 @@
 """vt_mm/engine/runtime.py and hooks.py in process: config loading, the SyncBN rewrite, CPU DDP
 set-up, the preflight funnel, checkpoint references, the hook audit and the hooks' branches."""
 import logging
+import os
 import os.path as osp
 from types import SimpleNamespace
 
@@ -222,15 +223,20 @@ def test_check_checkpoints_messages(tmp_path, monkeypatch):
     assert str(info.value) == (f"load_from = '{tmp_path / 'none.pth'}': no such file. Fix the path "
                                '(--cfg-options load_from=/path/to/file.pth) or set '
                                'load_from=None.')
-    monkeypatch.setattr(runtime, '_cached_path', lambda ref: None)
-    monkeypatch.setattr(runtime, '_resolves', lambda ref: False)
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: '/hub')
+    with pytest.raises(runtime.CheckpointUnavailableError) as info:
+        runtime.check_checkpoints(Config(dict(model=dict(pretrained='https://host/x/w-1.pth'))))
+    assert str(info.value) == (
+        "model.pretrained = 'https://host/x/w-1.pth' is not on this machine (it downloads from "
+        'https://host/x/w-1.pth). Download it where you have network, then put it at '
+        '/hub/checkpoints/w-1.pth (where mmengine looks before downloading), or point the config '
+        'at the file: --cfg-options model.pretrained=/path/to/file.pth; or train from scratch: '
+        '--cfg-options model.pretrained=None.')
     with pytest.raises(runtime.CheckpointUnavailableError) as info:
         runtime.check_checkpoints(Config(dict(model=dict(pretrained='open-mmlab://x'))))
-    assert str(info.value) == (
-        "model.pretrained = 'open-mmlab://x' needs a download, and this machine cannot reach it "
-        '(no network, and not in the torch hub cache). Download the file elsewhere and point the '
-        'config at it: --cfg-options model.pretrained=/path/to/file.pth; or train from scratch: '
-        '--cfg-options model.pretrained=None.')
+    assert str(info.value).startswith("model.pretrained = 'open-mmlab://x' is not on this machine"
+                                      ' (mmengine knows no URL for it). Download it where you '
+                                      'have network, then point the config at the file:')
     monkeypatch.setattr(runtime, '_cached_path', lambda ref: '/cache/x.pth')
     runtime.check_checkpoints(Config(dict(model=dict(pretrained='open-mmlab://x'))))
 
@@ -381,3 +387,88 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
         before = len(compiled)
         hook.before_train(SimpleNamespace(cfg=Config(dict(compile=off)), model=_Model()))
         assert len(compiled) == before
+
+
+# --- errors a user meets first: one message each ------------------------------------------
+
+
+def test_config_syntax_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("model = dict(\n    type='EncoderDecoder',\n    backbone=dict(type='X'\n")
+    with pytest.raises(runtime.ConfigSyntaxError) as info:
+        runtime.read_config(str(bad))
+    assert str(info.value) == (f"config {bad}, line 3: '(' was never closed:\n"
+                               "        backbone=dict(type='X'")
+    base = tmp_path / 'base.py'
+    base.write_text('x = 1\ny = = 2\n')
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = ['./base.py']\nz = 3\n")
+    with pytest.raises(runtime.ConfigSyntaxError, match=rf'^config {base}, line 2: invalid '
+                       r'syntax:\n    y = = 2$'):
+        runtime.read_config(str(child))
+    with pytest.raises(runtime.ConfigSyntaxError, match=r'no_such\.py: no such file'):
+        runtime.read_config(str(tmp_path / 'no_such.py'))
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_tools_print_config_errors_as_one_line(tool, tmp_path):
+    import importlib
+    bad = tmp_path / 'bad.py'
+    bad.write_text('a = [1,\n')
+    module = importlib.import_module(f'tools.{tool}')
+    with pytest.raises(SystemExit, match=rf"^ERROR: config {bad}, line 1: '\[' was never "
+                       'closed'):
+        module.main([str(bad)] + (['ckpt.pth'] if tool == 'test' else []))
+
+
+@pytest.mark.parametrize('work_dir', ['/proc/vt_mm_test', '/dev/null/w'])
+def test_unwritable_work_dir_is_refused_at_start(work_dir):
+    cfg = Config(dict(work_dir=work_dir))
+    with pytest.raises(runtime.UnwritableDirError) as info:
+        runtime.check_writable(cfg)
+    assert str(info.value).startswith(f'--work-dir {work_dir} cannot be written (')
+    assert str(info.value).endswith('give a folder you can write to')
+
+
+def test_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):
+    cfg = Config(dict(work_dir=str(tmp_path / 'w'),
+                      default_hooks=dict(checkpoint=dict(out_dir='/proc/vt_mm_ckpt'))))
+    with pytest.raises(runtime.UnwritableDirError,
+                       match=r'^default_hooks\.checkpoint\.out_dir /proc/vt_mm_ckpt cannot be '
+                             r'written'):
+        runtime.check_writable(cfg)
+    runtime.check_writable(Config(dict(work_dir=str(tmp_path / 'w'), default_hooks=dict(
+        checkpoint=dict(out_dir='s3://bucket/x')))))  # remote: mmengine's backend
+    assert os.listdir(tmp_path / 'w') == []  # the probe file is gone
+
+
+def test_train_tool_refuses_an_unwritable_work_dir_in_one_line(tmp_path, tiny_config):
+    import importlib
+    train = importlib.import_module('tools.train')
+    with pytest.raises(SystemExit, match=r'^ERROR: --work-dir /proc/x cannot be written'):
+        train.main([tiny_config(tmp_path, tmp_path / 'data'), '--work-dir', '/proc/x'])
+
+
+@pytest.mark.parametrize('text,value', [
+    ('/data/my dataset', '/data/my dataset'), ('  spaced  ', 'spaced'), ("'quoted x'", 'quoted x'),
+    ('1', 1), ('-2.5', -2.5), ('True', True), ('None', None), ('a,b', ['a', 'b']),
+    ('[a b, c]', ['a b', 'c']), ('(1, 2)', (1, 2)), ('(1,)', (1, )), ('[]', []),
+    ('[[1, 2], (3, x y)]', [[1, 2], (3, 'x y')]), ('1,', [1])])
+def test_option_values_keep_their_spaces(text, value):
+    assert runtime.parse_option_value(text) == value
+
+
+def test_option_values_with_unbalanced_brackets_are_refused():
+    with pytest.raises(ValueError, match=r"value '\[1, 2' has unbalanced brackets"):
+        runtime.parse_option_value('[1, 2')
+
+
+def test_cfg_options_with_spaces_reach_the_config(tmp_path):
+    import importlib
+    train = importlib.import_module('tools.train')
+    args = train.parse_args([osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py'), '--cfg-options',
+                             'train_dataloader.dataset.data_root=/data/my lip',
+                             'model.neck.num_tokens=4'])
+    cfg = train.build_config(args)
+    assert cfg.train_dataloader.dataset.data_root == '/data/my lip'
+    assert cfg.model.neck.num_tokens == 4

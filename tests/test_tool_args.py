@@ -379,3 +379,39 @@ def test_export_accepts_the_boundaries_and_refuses_a_file_as_out_dir(export, tmp
     a_file.write_text('x')
     with pytest.raises(SystemExit, match=rf'--out-dir {a_file} is a file; give a folder'):
         export.check_args(export.parse_args([DEMO, '--out-dir', str(a_file)]))
+
+
+@pytest.mark.parametrize('content,message', [
+    ('nan', 'holds NaN/Inf in 1 tensors (backbone.conv1.weight)'),
+    ('text', 'is not a checkpoint torch can read'), ('empty', 'is empty (0 bytes)')])
+def test_export_refuses_bad_checkpoints_before_writing_anything(export, tmp_path, content,
+                                                                message):
+    import torch
+    path = tmp_path / 'c.pth'
+    if content == 'nan':
+        torch.save({'state_dict': {'backbone.conv1.weight': torch.tensor([float('nan')])}}, path)
+    elif content == 'text':
+        path.write_text('hello')
+    else:
+        path.write_bytes(b'')
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as info:
+        export.main([DEMO, '--checkpoint', str(path), '--out-dir', str(out)])
+    assert str(info.value).startswith('[export] ERROR: ') and message in str(info.value)
+    assert not out.exists()
+
+
+def test_export_refuses_a_shape_whose_activations_do_not_fit(export, monkeypatch, tmp_path):
+    """8192x8192 through the demo VT-FPN needs tens of GiB: refused from small probes, before
+    anything that size is allocated, with the estimate and what is free."""
+    from vt_mm import analysis
+    monkeypatch.setattr(analysis, 'available_memory_bytes', lambda: 8 * 2**30)
+    out = tmp_path / 'out'
+    with pytest.raises(SystemExit) as info:
+        export.main([DEMO, '--shape', '8192', '8192', '--out-dir', str(out)])
+    message = str(info.value)
+    assert message.startswith('[export] --shape 8192 8192 needs about ')
+    assert 'GiB for the network\'s activations (estimated from small probes), and this machine ' \
+        'has 8.0 GiB free; export a smaller --shape' in message
+    assert float(message.split('about ')[1].split(' GiB')[0]) > 8
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """End to end through the CLI: tools/train.py on generated LIP-layout data, tools/test.py on the
 checkpoint it wrote, --resume from it, and the errors a user meets first."""
 import glob
+import importlib
 import os
 import os.path as osp
 import re
@@ -69,38 +70,61 @@ def test_missing_data_root_error(tmp_path, tiny_config):
     assert 'no_such_lip' in out and 'make_demo_lip.py' in out
 
 
-@pytest.mark.slow
-def test_unreachable_pretrained_checkpoint_error(lip_root, tmp_path):
-    # the paper config names mmseg's ImageNet ResNet-50 (open-mmlab://); with no network and no
-    # cached copy, the message must say so and how to point at a local file
-    from mmengine.config import Config
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every name lookup and connection fails the test: vt-mm decides from local files only."""
+    import socket
+    attempts = []
 
+    def refuse(name):
+        def blocked(*args, **kwargs):
+            attempts.append((name, args))
+            raise AssertionError(f'network access at run time: socket.{name}{args}')
+        return blocked
+
+    for name in ('getaddrinfo', 'gethostbyname', 'gethostbyname_ex', 'create_connection'):
+        monkeypatch.setattr(socket, name, refuse(name))
+    monkeypatch.setattr(socket.socket, 'connect', lambda self, address: refuse('connect')(address))
+    yield attempts
+    assert attempts == []
+
+
+def test_remote_pretrained_weights_are_judged_without_the_network(lip_root, tmp_path,
+                                                                  monkeypatch, no_network):
+    """configs/vtfpn_lip.py names mmseg's ImageNet ResNet-50 (open-mmlab://): with no cached
+    copy, tools/train.py stops in its preflight saying where to put the file, and looks up no
+    host name on the way (it used to resolve download.openmmlab.com to decide what to say)."""
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     from vt_mm.engine import runtime
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'vtfpn_lip.py'))
-    original = runtime._resolves
-    runtime._resolves = lambda url: False
-    try:
-        with pytest.raises(runtime.CheckpointUnavailableError,
-                           match=r"model.pretrained.*open-mmlab://resnet50_v1c.*/path/to/file.pth"):
-            runtime.check_checkpoints(cfg)
-        cfg.model.pretrained = str(tmp_path / 'missing.pth')
-        with pytest.raises(runtime.CheckpointUnavailableError, match='no such file'):
-            runtime.check_checkpoints(cfg)
-        cfg.model.pretrained = None
+    train = importlib.import_module('tools.train')
+    roots = [f'{split}_dataloader.dataset.data_root={lip_root}' for split in ('train', 'val')]
+    with pytest.raises(SystemExit) as info:
+        train.main([osp.join(ROOT, 'configs', 'vtfpn_lip.py'), '--work-dir',
+                    str(tmp_path / 'w'), '--cfg-options'] + roots)
+    message = str(info.value)
+    url = runtime.remote_url('open-mmlab://resnet50_v1c')
+    assert message.startswith("ERROR: model.pretrained = 'open-mmlab://resnet50_v1c' is not on "
+                              f'this machine (it downloads from {url}).')
+    assert str(tmp_path / 'torch' / 'hub' / 'checkpoints' / osp.basename(url)) in message
+    assert '--cfg-options model.pretrained=/path/to/file.pth' in message
+    cfg = runtime.read_config(osp.join(ROOT, 'configs', 'vtfpn_lip.py'))
+    cfg.model.pretrained = str(tmp_path / 'missing.pth')
+    with pytest.raises(runtime.CheckpointUnavailableError, match='no such file'):
         runtime.check_checkpoints(cfg)
-    finally:
-        runtime._resolves = original
+    cfg.model.pretrained = None
+    runtime.check_checkpoints(cfg)
+    for ref in ('s3://bucket/w.pth', 'pavi://w'):  # left to mmengine's storage backends
+        runtime.check_checkpoints(runtime.Config(dict(load_from=ref)))
 
 
-def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch):
+def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch, no_network):
     """Offline, a checkpoint mmengine would take from torch hub's cache passes the preflight,
-    for every scheme mmengine resolves (issue 12: open-mmlab:// used to map to no file)."""
+    for every scheme mmengine resolves (open-mmlab:// used to map to no file)."""
     import torch
     from mmengine.config import Config
 
     from vt_mm.engine import runtime
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
-    monkeypatch.setattr(runtime, '_resolves', lambda ref: False)  # offline
     refs = {
         'open-mmlab://resnet50_v1c': 'resnet50_v1c-2cccc1ad.pth',
         'torchvision://resnet50': 'resnet50-0676ba61.pth',
@@ -110,13 +134,15 @@ def test_warm_torch_hub_cache_satisfies_the_preflight(tmp_path, monkeypatch):
     assert torch.hub.get_dir() == str(tmp_path / 'torch' / 'hub')
     for ref, name in refs.items():
         cfg = Config(dict(model=dict(pretrained=ref)))
-        with pytest.raises(runtime.CheckpointUnavailableError, match='torch hub cache'):
-            runtime.check_checkpoints(cfg)  # cold cache, offline: refused with the way out
+        with pytest.raises(runtime.CheckpointUnavailableError,
+                           match=f'put it at {cache / name} '):
+            runtime.check_checkpoints(cfg)  # cold cache: refused with the way out
         cache.mkdir(parents=True, exist_ok=True)
         (cache / name).write_bytes(b'x')
         assert runtime._cached_path(ref) == str(cache / name)
         runtime.check_checkpoints(cfg)  # warm cache: mmengine would load it, so no error
-    assert runtime.remote_url('open-mmlab://no_such_model') is None
+    with pytest.raises(runtime.CheckpointUnavailableError, match='mmengine knows no URL for it'):
+        runtime.check_checkpoints(Config(dict(load_from='open-mmlab://no_such_model')))
 
 
 @pytest.mark.slow

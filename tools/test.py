@@ -17,7 +17,7 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
 
-from mmengine.config import Config, ConfigDict, DictAction  # noqa: E402
+from mmengine.config import Config, ConfigDict  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
@@ -36,7 +36,8 @@ def parse_args(argv=None):
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction, help='override config entries')
+        '--cfg-options', nargs='+', action=runtime.ConfigOptionsAction,
+        help='override config entries')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
         help='job launcher')
@@ -108,13 +109,31 @@ def build_config(args) -> Config:
     return cfg
 
 
+def _check_checkpoint_file(path: str) -> None:
+    """A file that is not a checkpoint, or weights with NaN/Inf: refused before any work."""
+    state = checkpoints.state_dict_of(checkpoints.read_checkpoint(path))
+    checkpoints.check_finite(state, f'checkpoint {path}')
+
+
+# errors that end a test with their message only (they say what to do)
+USER_ERRORS = (checkpoints.CheckpointFileError, checkpoints.NonFiniteWeightsError,
+               checkpoints.CheckpointMismatchError)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_config(args)
+    cfg = runtime.preflight_value(lambda: build_config(args))
+    try:
+        _check_checkpoint_file(args.checkpoint)
+    except USER_ERRORS as e:
+        raise SystemExit(f'ERROR: {e}') from None
     runtime.preflight(lambda: data_checks.check_data(cfg, ('test_dataloader', )))
     runtime.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    checkpoints.load_checkpoint_strictly(runner, args.checkpoint)
+    try:
+        checkpoints.load_checkpoint_strictly(runner, args.checkpoint)
+    except USER_ERRORS as e:
+        raise SystemExit(f'ERROR: {e}') from None
     data_checks.guard_samples(runner.test_dataloader.dataset,
                               data_checks.label_settings(cfg)['ignore_index'])
     metrics = runner.test()

@@ -22,12 +22,12 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
 
-from mmengine.config import Config, DictAction  # noqa: E402
+from mmengine.config import Config  # noqa: E402
 from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vt_mm  # noqa: E402,F401  (registers modules, allow-lists checkpoint types)
-from vt_mm.engine import checkpoints, data_checks, runtime  # noqa: E402
+from vt_mm.engine import checkpoints, data_checks, runtime, workdir_lock  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
+        action=runtime.ConfigOptionsAction,
         help='override config entries, e.g. train_cfg.max_iters=100 model.pretrained=None')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -83,10 +83,18 @@ def build_config(args) -> Config:
     return cfg
 
 
+# errors that end a run with their message only (they say what to do)
+USER_ERRORS = (workdir_lock.WorkDirBusyError, checkpoints.CheckpointMismatchError,
+               checkpoints.CheckpointFileError)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = build_config(args)
+    cfg = runtime.preflight_value(lambda: build_config(args))
     splits = ('train_dataloader', 'val_dataloader')
+    runtime.preflight(lambda: runtime.check_writable(cfg))
+    if workdir_lock.launch_rank() == 0:  # one run per work dir, before anything is written
+        runtime.preflight(lambda: workdir_lock.lock_work_dir(cfg.work_dir))
     runtime.preflight(
         lambda: data_checks.check_data(cfg, splits),
         lambda: data_checks.preflight_data(cfg, splits, None if args.check_data else 16),
@@ -95,12 +103,16 @@ def main(argv=None):
     runtime.check_reliability_hooks(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     data_checks.check_num_classes(cfg, runner.train_dataloader.dataset)
-    data_checks.guard_samples(runner.train_dataloader.dataset,
-                              data_checks.label_settings(cfg)['ignore_index'])
+    ignore_index = data_checks.label_settings(cfg)['ignore_index']
+    data_checks.guard_samples(runner.train_dataloader.dataset, ignore_index)
+    if cfg.get('val_dataloader', None) and cfg.get('val_cfg', None):
+        data_checks.guard_samples(runner.val_dataloader.dataset, ignore_index)
     try:
         runner.train()
     except checkpoints.CheckpointDiskFullError as e:
         raise SystemExit(f'ERROR: {e.strerror}') from None
+    except USER_ERRORS as e:
+        raise SystemExit(f'ERROR: {e}') from None
     runtime.finish_distributed()  # a distributed run ends the process here
 
 

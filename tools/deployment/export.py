@@ -24,6 +24,7 @@ Conversions run offline
 initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
 """
 import argparse
+import os
 import os.path as osp
 import sys
 import warnings
@@ -35,7 +36,7 @@ from vt_mm import analysis  # noqa: E402
 from vt_mm.analysis import build_model, default_shape  # noqa: E402
 from vt_mm.deploy.backends import BACKENDS  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
-from vt_mm.deploy.pipeline import deploy  # noqa: E402
+from vt_mm.deploy.pipeline import deploy, files_in, remove_new_files  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -88,9 +89,49 @@ def check_args(args) -> None:
                  'missing)')
 
 
+def check_checkpoint(path: str) -> None:
+    """A file that is not a checkpoint, or weights with NaN/Inf: refused before anything is
+    built or written."""
+    from vt_mm.engine import checkpoints
+    try:
+        state = checkpoints.state_dict_of(checkpoints.read_checkpoint(path))
+        checkpoints.check_finite(state, f'checkpoint {path}')
+    except (checkpoints.CheckpointFileError, checkpoints.NonFiniteWeightsError) as e:
+        sys.exit(f'[export] ERROR: {e}')
+
+
+def check_memory(model, toolbox: str, output: str, shape) -> None:
+    """Refuses a --shape whose activations would not fit in this machine's free memory (the
+    export runs the network in PyTorch and then in each runtime), before allocating them."""
+    from vt_mm.deploy.onnx import exportable
+    available = analysis.available_memory_bytes()
+    if available is None:
+        return
+    need = 2 * analysis.estimate_peak_bytes(exportable(model, toolbox, output).eval(), shape)
+    if need > available:
+        sys.exit(f'[export] --shape {shape[0]} {shape[1]} needs about {need / 2**30:.1f} GiB for '
+                 f'the network\'s activations (estimated from small probes), and this machine '
+                 f'has {available / 2**30:.1f} GiB free; export a smaller --shape')
+
+
+def _remove_failed_files(report: dict, out_dir: str, before: set) -> None:
+    """No file of a failed backend stays behind; when every backend failed, neither do the
+    graphs they were converted from."""
+    if not any(r.ok for r in report['results']):
+        remove_new_files(out_dir, before)
+        return
+    for result in report['results']:
+        if not result.ok:
+            for path in result.files:
+                if osp.isfile(path):
+                    os.remove(path)
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_args(args)
+    if args.checkpoint:
+        check_checkpoint(args.checkpoint)
     analysis.VERBOSE_BUILD = args.verbose
     model, cfg, toolbox = build_model(args.config)
     if args.checkpoint:
@@ -98,14 +139,21 @@ def main(argv=None):
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     model.eval()
     shape = tuple(args.shape or default_shape(cfg, toolbox))
+    check_memory(model, toolbox, args.output, shape)
     calibration = None
     if args.int8:
         calibration = calibration_images(cfg, model, shape, args.calib_images)
     stem = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
-    report = deploy(model, args.backend, shape, args.out_dir, stem, toolbox=toolbox,
-                    output=args.output, calibration=calibration, num_threads=args.threads,
-                    repeats=args.repeats, labels_upsample=args.labels_upsample,
-                    precision=args.precision)
+    before = files_in(args.out_dir)
+    try:
+        report = deploy(model, args.backend, shape, args.out_dir, stem, toolbox=toolbox,
+                        output=args.output, calibration=calibration, num_threads=args.threads,
+                        repeats=args.repeats, labels_upsample=args.labels_upsample,
+                        precision=args.precision)
+    except BaseException:
+        remove_new_files(args.out_dir, before)
+        raise
+    _remove_failed_files(report, args.out_dir, before)
     ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
     print(f'[export] {args.config} at {shape[0]}x{shape[1]}, output {args.output}'
           f'{", INT8" if args.int8 else ""}'

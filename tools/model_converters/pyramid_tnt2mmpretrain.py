@@ -9,6 +9,7 @@ SRC may be a bare state_dict or wrapped in state_dict / state_dict_ema / model, 
 """
 
 
+from vt_mm.models.backbones.official_layouts import require_layout
 from vt_mm.models.backbones.pyramid_tnt import checkpoint_filter_fn
 from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
@@ -23,7 +24,8 @@ def convert(state_dict: dict) -> dict:
 
 
 def main(argv=None):
-    convert_checkpoint_cli(argv, __doc__, convert, 'pyramid_tnt2mmpretrain')
+    convert_checkpoint_cli(argv, __doc__, convert, 'pyramid_tnt2mmpretrain',
+                           check=lambda state: require_layout(state, 'PyramidTNT'))
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ SRC is either
 """
 
 
+from vt_mm.models.backbones.official_layouts import require_layout
 from vt_mm.models.backbones.seaformer import checkpoint_filter_fn, convert_head_keys
 from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
@@ -25,7 +26,8 @@ def convert(state_dict: dict) -> dict:
 
 
 def main(argv=None):
-    converted = convert_checkpoint_cli(argv, __doc__, convert, 'seaformer2vtmm')
+    converted = convert_checkpoint_cli(argv, __doc__, convert, 'seaformer2vtmm',
+                                       check=lambda state: require_layout(state, 'SeaFormer'))
     kind = 'segmentation' if any(k.startswith('decode_head.') for k in converted) else \
         'classification'
     print(f'[seaformer2vtmm] {kind} checkpoint')

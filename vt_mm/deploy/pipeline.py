@@ -103,6 +103,27 @@ def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], l
     return diff, peak, agreement
 
 
+def files_in(directory: str) -> set:
+    """The names in ``directory`` (empty if it does not exist)."""
+    return set(os.listdir(directory)) if osp.isdir(directory) else set()
+
+
+def remove_new_files(directory: str, before: set) -> List[str]:
+    """Removes what ``directory`` holds beyond the names ``before``; returns the names."""
+    import shutil
+    removed = sorted(files_in(directory) - set(before))
+    for name in removed:
+        path = osp.join(directory, name)
+        if osp.isdir(path) and not osp.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+    return removed
+
+
 def torch_outputs(net: nn.Module, x: np.ndarray) -> List[np.ndarray]:
     """``net``'s outputs on ``x`` as a list of numpy arrays (one output or several)."""
     with torch.no_grad():
@@ -181,11 +202,17 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                 calibration_expected[jobs[key].stem] = torch_outputs(net, calibration[0])
         return jobs[key]
 
-    main_job = job_for(OnnxRuntimeBackend)
+    written_before = files_in(out_dir)
+    try:
+        main_job = job_for(OnnxRuntimeBackend)
+    except BaseException:
+        remove_new_files(out_dir, written_before)  # a partial graph is of no use
+        raise
     results, used_jobs = [], {}
     for name in backends:
         result = DeployResult(name, reduced_precision=calibration is not None or
                               precision != 'fp32')
+        before_backend = files_in(out_dir)
         try:
             backend = get_backend(name)
             job = used_jobs[name] = job_for(type(backend))
@@ -205,6 +232,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             result.latency_ms = 1000 * time_alternately(
                 [lambda: run(job.example)], runs=repeats, warmup=2, device='cpu')[0][0]
         except Exception as e:  # noqa: BLE001  (reported per backend)
+            # what the failed conversion wrote is of no use (files other backends share stay)
+            shared = {osp.basename(p) for j in jobs.values() for p in j.shared_files.values()}
+            remove_new_files(out_dir, before_backend | shared)
             if not keep_going:
                 raise
             result.error = f'{type(e).__name__}: {e}'

@@ -6,8 +6,8 @@ during a save with ``max_keep_ckpts=1`` then leaves a 0-byte newest file and a `
 naming a deleted one: nothing to resume from. vt-mm keeps the hook's behaviour and fixes the order:
 
 * :class:`AtomicLocalBackend` (file backend ``'atomic_local'``) writes every file to
-  ``.NAME.tmp`` beside it, flushes and fsyncs it, and renames it into place, so a file under its
-  final name is always complete. A full disk (checked before writing, and ``ENOSPC`` while
+  ``.NAME.PID.tmp`` beside it, flushes and fsyncs it, and renames it into place, so a file
+  under its final name is always complete. A full disk (checked before writing, and ``ENOSPC`` while
   writing) removes the partial file and raises :class:`CheckpointDiskFullError`: one line with
   the directory, the free space and the checkpoint size.
 * :class:`AtomicCheckpointHook` (a ``CheckpointHook``) checks parameters, buffers and optimizer
@@ -25,11 +25,13 @@ naming a deleted one: nothing to resume from. vt-mm keeps the hook's behaviour a
 Also here: :func:`load_checkpoint_strictly`, the one way vt-mm's test tool loads a checkpoint.
 """
 import errno
+import functools
 import logging
 import os
 import os.path as osp
 import re
 import shutil
+import signal
 from typing import Iterable, List, Optional, Tuple
 
 import torch
@@ -43,7 +45,9 @@ from mmengine.registry import HOOKS
 __all__ = [
     'AtomicLocalBackend', 'AtomicCheckpointHook', 'CheckpointSafetyHook',
     'CheckpointDiskFullError', 'NonFiniteWeightsError', 'CheckpointMismatchError',
-    'atomic_write', 'find_resumable_checkpoint', 'non_finite_state', 'load_checkpoint_strictly'
+    'atomic_write', 'find_resumable_checkpoint', 'non_finite_state', 'load_checkpoint_strictly',
+    'CheckpointFileError', 'read_checkpoint', 'check_finite', 'non_finite_tensors',
+    'check_resume_fits', 'weight_mismatch', 'state_dict_of'
 ]
 
 # what CheckpointHook's default filename_tmpl writes: iter_N.pth / epoch_N.pth
@@ -67,10 +71,10 @@ def _human(num_bytes: float) -> str:
 
 
 def temporary_path(path: str) -> str:
-    """Where :func:`atomic_write` writes ``path`` before renaming it: ``.NAME.tmp`` beside it
+    """Where :func:`atomic_write` writes ``path`` before renaming it: ``.NAME.PID.tmp`` beside it
     (same file system, so the rename is atomic; a leading dot keeps it out of checkpoint
-    listings)."""
-    return osp.join(osp.dirname(path), f'.{osp.basename(path)}.tmp')
+    listings; the process id keeps two processes that write the same name apart)."""
+    return osp.join(osp.dirname(path), f'.{osp.basename(path)}.{os.getpid()}.tmp')
 
 
 def _remove_quietly(path: str) -> None:
@@ -287,15 +291,36 @@ def _loads(path: str) -> Optional[str]:
     return None
 
 
+# what atomic_write leaves when its process dies mid-save: .iter_N.pth.PID.tmp,
+# .last_checkpoint.PID.tmp (and, from older versions, the same without .PID)
+_PARTIAL_NAME = re.compile(r'^\.((?:iter|epoch)_\d+\.pth|last_checkpoint)(?:\.(\d+))?\.tmp$')
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
 def remove_partial_files(directory: str) -> List[str]:
-    """Removes the ``.iter_N.pth.tmp`` files a killed save left in ``directory``."""
+    """Removes the temporaries a killed save left in ``directory`` (``.iter_N.pth.PID.tmp``,
+    ``.last_checkpoint.PID.tmp``) whose process is gone; a live writer's are kept. Returns the
+    names removed."""
     removed = []
     if osp.isdir(directory):
-        for name in os.listdir(directory):
-            if name.startswith('.') and name.endswith('.tmp') and _CHECKPOINT_NAME.match(
-                    name[1:-len('.tmp')]):
-                _remove_quietly(osp.join(directory, name))
-                removed.append(name)
+        for name in sorted(os.listdir(directory)):
+            match = _PARTIAL_NAME.match(name)
+            if match is None:
+                continue
+            pid = int(match.group(2)) if match.group(2) else None
+            if pid is not None and _alive(pid):  # a write in progress (this process's too)
+                continue
+            _remove_quietly(osp.join(directory, name))
+            removed.append(name)
     return removed
 
 
@@ -338,86 +363,271 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     return None, notes
 
 
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint does not fit the model (or optimizer) of the config."""
+
+
+class CheckpointFileError(RuntimeError):
+    """A path that does not hold a readable checkpoint."""
+
+
+def read_checkpoint(path: str) -> dict:
+    """The checkpoint at ``path``, read as mmengine reads it (any scheme its ``CheckpointLoader``
+    knows, vt-mm's weights_only allow-list), or one :class:`CheckpointFileError` saying what the
+    file is instead: a folder, missing, empty, or not a checkpoint."""
+    from mmengine.runner.checkpoint import _load_checkpoint
+    local = '://' not in str(path)
+    if local and osp.isdir(path):
+        raise CheckpointFileError(f'{path} is a folder, not a checkpoint file')
+    if local and not osp.isfile(path):
+        raise CheckpointFileError(f'{path}: no such checkpoint file')
+    if local and osp.getsize(path) == 0:
+        raise CheckpointFileError(f'{path} is empty (0 bytes): a save or download that did not '
+                                  'finish. Use another checkpoint (--resume takes the newest one '
+                                  'that loads)')
+    try:
+        checkpoint = _load_checkpoint(path, map_location='cpu')
+    except Exception as e:  # noqa: BLE001 - any failure: not a checkpoint
+        first = str(e).splitlines()[0] if str(e) else 'no message'
+        raise CheckpointFileError(f'{path} is not a checkpoint torch can read ({type(e).__name__}:'
+                                  f' {first}); it may be truncated, a text or HTML file saved '
+                                  'under a .pth name, or not a PyTorch file') from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointFileError(f'{path} holds a {type(checkpoint).__name__}, not a checkpoint '
+                                  '(a dict of weights, or one with a state_dict)')
+    return checkpoint
+
+
+def state_dict_of(checkpoint: dict) -> dict:
+    """The weights of a checkpoint (its ``state_dict``, or the dict itself), without the
+    ``module.`` prefix of wrapped models (as mmengine's Runner revises them)."""
+    state = checkpoint.get('state_dict', checkpoint)
+    return {re.sub(r'^module\.', '', k): v for k, v in state.items()}
+
+
+def non_finite_tensors(state: dict) -> List[str]:
+    """Names of the floating-point tensors of ``state`` that hold NaN or Inf, in order."""
+    return [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
+
+
+def _listing(keys: List[str], max_listed: int = 8) -> str:
+    more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
+    return ', '.join(keys[:max_listed]) + more
+
+
+def check_finite(state: dict, what: str) -> None:
+    """Raises :class:`NonFiniteWeightsError` naming the first tensors of ``state`` (``what``:
+    the checkpoint, for the message) that hold NaN or Inf."""
+    bad = non_finite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(
+            f'{what} holds NaN/Inf in {len(bad)} tensors ({_listing(bad)}); nothing was loaded. '
+            'These are the weights of a run that diverged: use an earlier checkpoint (the '
+            'checkpoint hook refuses to write such weights)')
+
+
+def _refuse_non_finite_loads() -> None:
+    """Every checkpoint mmengine loads into a model (the Runner's load_from and resume,
+    ``init_cfg=dict(type='Pretrained')``, the toolboxes' inferencers and ``init_model``) goes
+    through ``mmengine.runner.checkpoint.load_state_dict``; wrapped, it refuses non-finite
+    weights before any is copied."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    original = mmengine_checkpoint.load_state_dict
+    if getattr(original, '_vt_mm_finite', False):
+        return
+
+    def load_state_dict(module, state_dict, strict=False, logger=None):
+        check_finite(state_dict, 'the checkpoint being loaded')
+        return original(module, state_dict, strict, logger)
+
+    load_state_dict._vt_mm_finite = True
+    mmengine_checkpoint.load_state_dict = load_state_dict
+
+
+def _model_of(runner):
+    from mmengine.model import BaseTTAModel, is_model_wrapper
+    model = runner.model
+    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
+        model = model.module
+    return model
+
+
+def weight_mismatch(state: dict, model: torch.nn.Module, max_listed: int = 8) -> List[str]:
+    """Lines naming the keys of ``state`` missing from ``model``, unexpected in it, and of
+    another shape (empty: they fit)."""
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state)
+                    if tuple(state[k].shape) != tuple(expected[k]))
+    lines = []
+    if missing:
+        lines.append(f'  {len(missing)} missing keys: {_listing(missing, max_listed)}')
+    if unexpected:
+        lines.append(f'  {len(unexpected)} unexpected keys: {_listing(unexpected, max_listed)}')
+    if shapes:
+        lines.append('  %d keys with other shapes: %s' % (len(shapes), _listing(
+            [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes],
+            max_listed)))
+    return lines
+
+
+def _optimizer_mismatch(checkpoint: dict, runner) -> List[str]:
+    saved = (checkpoint.get('optimizer') or {}).get('param_groups')
+    wrapper = getattr(runner, 'optim_wrapper', None)
+    optimizer = getattr(wrapper, 'optimizer', None)
+    if saved is None or optimizer is None or not hasattr(optimizer, 'param_groups'):
+        return []
+    ours = [len(g['params']) for g in optimizer.param_groups]
+    theirs = [len(g['params']) for g in saved]
+    if ours == theirs:
+        return []
+    return [f'  optimizer: {len(theirs)} parameter groups of {theirs} parameters saved, this '
+            f'config makes {len(ours)} of {ours} (optim_wrapper.paramwise_cfg or the model '
+            'changed)']
+
+
+def check_resume_fits(runner, path: str) -> None:
+    """Before mmengine resumes from ``path``: its model and optimizer must be the config's, else
+    one :class:`CheckpointMismatchError` naming the first keys that differ (mmengine would warn
+    about sizes, then fail inside the optimizer)."""
+    checkpoint = read_checkpoint(path)
+    problems = weight_mismatch(state_dict_of(checkpoint), _model_of(runner))
+    problems += _optimizer_mismatch(checkpoint, runner)
+    if problems:
+        raise CheckpointMismatchError(
+            f'--resume: {path} was saved by a run of another config:\n' + '\n'.join(problems) +
+            f'\nResume with the config that run used, train this config in another --work-dir, '
+            f'or start from those weights without --resume (load_from={path} loads what fits).')
+
+
 @HOOKS.register_module()
 class CheckpointSafetyHook(Hook):
-    """Declared in every vt-mm config (``configs/_base_/vt_mm_runtime.py``): atomic, finite
-    checkpoints and a resume that finds the last good one, under any train tool.
+    """Declared in every vt-mm config (``configs/_base_/vt_mm_runtime.py``): one run per work
+    dir, atomic and finite checkpoints, a resume that finds the last good one and fits the
+    config, and a log line when the run is interrupted, under any train tool.
 
-    Before the run it turns the runner's plain ``CheckpointHook`` into an
-    :class:`AtomicCheckpointHook` (same arguments and state), and, for ``resume=True`` without a
-    ``load_from`` (``--resume`` with no file), sets the checkpoint to resume from: the newest in
-    the work dir that loads (:func:`find_resumable_checkpoint`), with a warning when that is not
-    what ``last_checkpoint`` says; with none, a warning that training starts from scratch.
-    It runs before mmengine's ``load_or_resume``, which then resumes from that file.
+    Before the run it takes the work dir's lock (:func:`~vt_mm.engine.workdir_lock.
+    lock_work_dir`, rank 0), removes the temporaries a killed save left, turns the runner's
+    plain ``CheckpointHook`` into an :class:`AtomicCheckpointHook` (same arguments and state),
+    and, for ``resume=True`` without a ``load_from`` (``--resume`` with no file), sets the
+    checkpoint to resume from: the newest in the work dir that loads
+    (:func:`find_resumable_checkpoint`), with a warning when that is not what
+    ``last_checkpoint`` says; with none, a warning that training starts from scratch. A
+    checkpoint to resume from is checked against the model and optimizer first
+    (:func:`check_resume_fits`). It runs before mmengine's ``load_or_resume``. While training,
+    SIGTERM and SIGINT log one line (iteration, last good checkpoint, the command that
+    resumes) and then act as they would without it.
     """
 
     priority = 'VERY_HIGH'
 
+    def __init__(self):
+        self._locked = None
+        self._previous_handlers = {}
+
     def before_run(self, runner) -> None:
+        from .workdir_lock import held_by_this_process, lock_work_dir
+        if is_main_process() and not held_by_this_process(runner.work_dir):
+            lock_work_dir(runner.work_dir)
+            self._locked = runner.work_dir
         for hook in runner.hooks:
             if type(hook) is CheckpointHook:
                 hook.__class__ = AtomicCheckpointHook  # adds methods only, no state
-        if not (getattr(runner, '_resume', False) and getattr(runner, '_load_from', None) is None):
+        for directory in self._checkpoint_dirs(runner):
+            removed = remove_partial_files(directory)
+            if removed:
+                print_log(f'removed {len(removed)} partial files of an interrupted save in '
+                          f'{directory}: {", ".join(removed)}', logger='current')
+        if not getattr(runner, '_resume', False):
             return
-        remove_partial_files(runner.work_dir)
-        path, notes = find_resumable_checkpoint(runner.work_dir)
-        if path is None:
-            print_log(
-                f'--resume: nothing to resume in {runner.work_dir} ('
-                + ('; '.join(notes) or 'no checkpoint') + '). TRAINING STARTS FROM SCRATCH.',
-                logger='current', level=logging.WARNING)
-            runner._resume = False
-            return
-        if notes:
-            print_log(f'--resume: resuming from {path}, the newest checkpoint that loads ('
-                      + '; '.join(notes) + ')', logger='current', level=logging.WARNING)
-        else:
-            print_log(f'--resume: resuming from {path}', logger='current')
-        runner._load_from = path
+        if getattr(runner, '_load_from', None) is None:
+            path, notes = find_resumable_checkpoint(runner.work_dir)
+            if path is None:
+                print_log(
+                    f'--resume: nothing to resume in {runner.work_dir} ('
+                    + ('; '.join(notes) or 'no checkpoint') + '). TRAINING STARTS FROM SCRATCH.',
+                    logger='current', level=logging.WARNING)
+                runner._resume = False
+                return
+            if notes:
+                print_log(f'--resume: resuming from {path}, the newest checkpoint that loads ('
+                          + '; '.join(notes) + ')', logger='current', level=logging.WARNING)
+            else:
+                print_log(f'--resume: resuming from {path}', logger='current')
+            runner._load_from = path
+        check_resume_fits(runner, runner._load_from)
 
+    @staticmethod
+    def _checkpoint_dirs(runner) -> List[str]:
+        """The work dir and, for a local ``out_dir``, the folder the checkpoints go to."""
+        dirs = [runner.work_dir]
+        for hook in runner.hooks:
+            out_dir = getattr(hook, 'out_dir', None) if isinstance(hook, CheckpointHook) else None
+            if out_dir and '://' not in str(out_dir):
+                dirs.append(osp.join(out_dir, osp.basename(osp.normpath(runner.work_dir))))
+        return dirs
 
-class CheckpointMismatchError(RuntimeError):
-    """The checkpoint does not fit the model of the config."""
+    def before_train(self, runner) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._previous_handlers[signum] = signal.signal(
+                    signum, functools.partial(self._interrupted, runner))
+            except ValueError:  # not the main thread: leave the handlers alone
+                pass
+
+    def after_train(self, runner) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def after_run(self, runner) -> None:
+        from .workdir_lock import release_work_dir
+        if self._locked is not None:
+            release_work_dir(self._locked)
+            self._locked = None
+
+    def _interrupted(self, runner, signum, frame) -> None:
+        """Logs where the run stopped and how to continue, then lets the signal act as it would
+        have (SIGTERM ends the process, SIGINT raises KeyboardInterrupt)."""
+        last = last_good_checkpoint(runner.work_dir)
+        config = getattr(runner.cfg, 'filename', None) or 'CONFIG'
+        runner.logger.warning(
+            f'{signal.Signals(signum).name} at iteration {runner.iter + 1} (epoch '
+            f'{runner.epoch}): '
+            f'training stopped; last good checkpoint: {last or "none yet"}; continue with: '
+            f'python tools/train.py {config} --work-dir {runner.work_dir} --resume')
+        for handler in runner.logger.handlers:
+            handler.flush()
+        previous = self._previous_handlers.pop(signum, signal.SIG_DFL)
+        signal.signal(signum, previous)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
 
 
 def load_checkpoint_strictly(runner, path: str, max_listed: int = 8) -> None:
     """Load a test checkpoint into the runner's model through mmengine, strictly.
 
     mmengine's Runner loads ``load_from`` non-strictly and only logs a warning, so a checkpoint
-    of another architecture would give a meaningless score. Here the file is read by mmengine's
-    ``CheckpointLoader`` (any scheme it supports), compared key by key with the model (the TTA
-    wrapper unwrapped, as mmengine does), refused with the first missing, unexpected and
-    differently shaped keys listed, and otherwise loaded by ``runner.load_checkpoint(...,
-    strict=True)``. The caller leaves ``cfg.load_from`` unset so that nothing loads it twice.
+    of another architecture would give a meaningless score. Here the file is read
+    (:func:`read_checkpoint`: a file that is not a checkpoint is one clear error), refused if a
+    weight is NaN/Inf, compared key by key with the model (the TTA wrapper unwrapped, as
+    mmengine does), refused with the first missing, unexpected and differently shaped keys
+    listed, and otherwise loaded by ``runner.load_checkpoint(..., strict=True)``. The caller
+    leaves ``cfg.load_from`` unset so that nothing loads it twice.
     """
-    from mmengine.model import BaseTTAModel, is_model_wrapper
-    from mmengine.runner.checkpoint import _load_checkpoint
-    checkpoint = _load_checkpoint(path, map_location='cpu')
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(checkpoint, dict) else {}
-    state = {re.sub(r'^module\.', '', k): v for k, v in state.items()}  # as the Runner revises
-    model = runner.model
-    while is_model_wrapper(model) or isinstance(model, BaseTTAModel):
-        model = model.module
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(state)
-                    if tuple(state[k].shape) != tuple(expected[k]))
-    if missing or unexpected or shapes:
-
-        def listing(keys):
-            more = f' ... (+{len(keys) - max_listed} more)' if len(keys) > max_listed else ''
-            return ', '.join(keys[:max_listed]) + more
-
-        lines = [f'checkpoint {path} does not fit the model of this config:']
-        if missing:
-            lines.append(f'  {len(missing)} missing keys: {listing(missing)}')
-        if unexpected:
-            lines.append(f'  {len(unexpected)} unexpected keys: {listing(unexpected)}')
-        if shapes:
-            lines.append('  %d keys with other shapes: %s' % (len(shapes), listing(
-                [f'{k} {tuple(state[k].shape)} vs {tuple(expected[k])}' for k in shapes])))
-        lines.append('Use the checkpoint trained with this config, or convert an official one '
-                     'with tools/model_converters/.')
-        raise CheckpointMismatchError('\n'.join(lines))
+    state = state_dict_of(read_checkpoint(path))
+    check_finite(state, f'checkpoint {path}')
+    lines = weight_mismatch(state, _model_of(runner), max_listed)
+    if lines:
+        raise CheckpointMismatchError('\n'.join(
+            [f'checkpoint {path} does not fit the model of this config:'] + lines +
+            ['Use the checkpoint trained with this config, or convert an official one with '
+             'tools/model_converters/.']))
     runner.load_checkpoint(path, map_location='cpu', strict=True)
+
+
+_refuse_non_finite_loads()

@@ -159,11 +159,43 @@ def build_dataset(cfg: Config, ds_cfg: dict, split: str = 'dataset'):
     return dataset
 
 
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+
+
+def label_file_problem(path: str) -> Optional[str]:
+    """What is wrong with the values a label *file* holds before mmseg reads it: its
+    ``LoadAnnotations`` casts every label map to 8 bits, so a 16- or 32-bit label holding 261
+    would train as class 5. 8-bit PNGs (grey or palette) are read as they are and skipped after
+    a look at their header; other files are decoded as they are stored."""
+    if '://' in str(path) or not osp.isfile(path):
+        return None
+    with open(path, 'rb') as f:
+        head = f.read(26)
+    if head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] <= 8:
+        return None
+    import mmcv
+    with open(path, 'rb') as f:
+        try:
+            raw = mmcv.imfrombytes(f.read(), flag='unchanged', backend='pillow')
+        except Exception:  # noqa: BLE001 - an unreadable file is reported where it is read
+            return None
+    if raw is None or raw.dtype == np.uint8 or raw.size == 0:
+        return None
+    low, high = raw.min().item(), raw.max().item()
+    if low >= 0 and high <= 255:
+        return None
+    return (f'{path}: a {raw.dtype.itemsize * 8}-bit label holding values from {low} to {high}; '
+            'mmseg reads label maps as 8-bit (LoadAnnotations casts them), so a value above 255 '
+            f'would train as another class ({high} as {int(high) % 256}). Store class ids in '
+            '[0, 255] (num_classes up to 255 plus the ignore index), or remap the labels')
+
+
 class SegLabelCheck:
-    """A pipeline step after mmseg's ``LoadAnnotations``: the label map must have its image's
-    size and hold only ``[0, num_classes)`` and the ignore index (after ``reduce_zero_label``
-    and the dataset's ``label_map``, which ``LoadAnnotations`` applies). Raises
-    :class:`DataSampleError` naming the files and the settings that fix it."""
+    """A pipeline step after mmseg's ``LoadAnnotations``: the label file's own values must
+    survive mmseg's 8-bit cast (:func:`label_file_problem`), and the label map must be one
+    channel, have its image's size and hold only ``[0, num_classes)`` and the ignore index
+    (after ``reduce_zero_label`` and the dataset's ``label_map``, which ``LoadAnnotations``
+    applies). Raises :class:`DataSampleError` naming the files and the settings that fix it."""
 
     def __init__(self, num_classes: int, ignore_index: int = 255):
         self.num_classes = num_classes
@@ -174,6 +206,14 @@ class SegLabelCheck:
         if label is None:
             return None
         seg = results.get('seg_map_path', '(label)')
+        in_file = label_file_problem(seg) if 'seg_map_path' in results else None
+        if in_file is not None:
+            return in_file
+        if label.ndim != 2:
+            return (f'{seg}: the label map has {label.shape[-1] if label.ndim == 3 else "?"} '
+                    f'channels (shape {label.shape}); labels must be one channel of class ids '
+                    '(a grey or palette PNG), not a colour image. Convert the colours to class '
+                    'ids (one value per class)')
         img_shape = tuple(results.get('ori_shape') or results['img'].shape[:2])
         if tuple(label.shape[:2]) != img_shape:
             return (f'{seg}: the label map is {label.shape[0]}x{label.shape[1]} but its image '

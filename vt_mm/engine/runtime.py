@@ -10,7 +10,6 @@ loading in :mod:`vt_mm.engine.checkpoints`.
 import logging
 import os
 import os.path as osp
-import socket
 import sys
 import urllib.parse
 from typing import Iterator, List, Optional, Tuple
@@ -21,6 +20,7 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from .data_checks import DataCheckError
+from .workdir_lock import WorkDirBusyError
 
 # Checkpoint references that mmengine downloads.
 _REMOTE_PREFIXES = ('http://', 'https://', 'open-mmlab://', 'openmmlab://', 'torchvision://',
@@ -31,10 +31,68 @@ class CheckpointUnavailableError(RuntimeError):
     """A config names a checkpoint that is neither local nor downloadable here."""
 
 
+class ConfigSyntaxError(ValueError):
+    """A config file (or one of its bases) is not valid Python."""
+
+
+def _first_syntax_error(path: str, seen=None) -> Optional[SyntaxError]:
+    """The syntax error in ``path`` or, depth first, in its ``_base_`` files (None if all
+    parse), with the file, line and text Python gives."""
+    import ast
+    seen = set() if seen is None else seen
+    if path in seen or not osp.isfile(path):
+        return None
+    seen.add(path)
+    try:
+        with open(path, encoding='utf-8') as f:
+            ast.parse(f.read(), filename=path)
+    except SyntaxError as e:
+        return e
+    try:
+        bases = Config._get_base_files(path)
+    except Exception:  # noqa: BLE001 - a base list mmengine cannot read: nothing to follow
+        return None
+    for base in bases:
+        try:
+            base_path, _ = Config._get_cfg_path(base, path)
+        except Exception:  # noqa: BLE001 - unresolved scopes are reported by mmengine itself
+            continue
+        if base_path and not osp.isabs(base_path):
+            base_path = osp.join(osp.dirname(path), base_path)
+        found = _first_syntax_error(osp.normpath(base_path), seen) if base_path else None
+        if found is not None:
+            return found
+    return None
+
+
+def _syntax_error_in(path: str, error: SyntaxError) -> ConfigSyntaxError:
+    """Which file of the config's inheritance holds the error, its line and the line's text.
+
+    mmengine re-raises the parser's error without its position (Python shows
+    ``File "<unknown>"``), and for a base file without the file's name; the config and its
+    bases are parsed again here to find it."""
+    found = _first_syntax_error(path)
+    if found is None:
+        return ConfigSyntaxError(f'config {path}: {error}')
+    text = f':\n    {found.text.rstrip()}' if found.text else ''
+    return ConfigSyntaxError(f'config {found.filename}, line {found.lineno}: {found.msg}{text}')
+
+
+def read_config(path: str) -> Config:
+    """``Config.fromfile`` with one clear error for a missing file or a syntax error (file and
+    line), instead of a traceback through mmengine."""
+    if not osp.isfile(path):
+        raise ConfigSyntaxError(f'config {path}: no such file')
+    try:
+        return Config.fromfile(path)
+    except SyntaxError as e:
+        raise _syntax_error_in(path, e) from None
+
+
 def load_config(path: str, cfg_options: Optional[dict], launcher: str,
                 work_dir: Optional[str]) -> Config:
     """The config as the train/test tools use it: options merged, launcher and work dir set."""
-    cfg = Config.fromfile(path)
+    cfg = read_config(path)
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
@@ -148,7 +206,17 @@ def preflight(*checks) -> None:
     try:
         for check in checks:
             check()
-    except (FileNotFoundError, CheckpointUnavailableError, DataCheckError) as e:
+    except (FileNotFoundError, CheckpointUnavailableError, DataCheckError, ConfigSyntaxError,
+            UnwritableDirError, WorkDirBusyError) as e:
+        raise SystemExit(f'ERROR: {e}') from None
+
+
+def preflight_value(make):
+    """``make()``, with a config error (missing file, syntax error) ending the program with its
+    message only, as :func:`preflight`."""
+    try:
+        return make()
+    except ConfigSyntaxError as e:
         raise SystemExit(f'ERROR: {e}') from None
 
 
@@ -179,33 +247,21 @@ def remote_url(ref: str) -> Optional[str]:
     return url if url and url.startswith(('http://', 'https://')) else None
 
 
+def cache_path(url: str) -> str:
+    """Where mmengine's ``load_url`` keeps a download of ``url``:
+    ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    name = osp.basename(urllib.parse.urlparse(url).path)
+    return osp.join(torch.hub.get_dir(), 'checkpoints', name)
+
+
 def _cached_path(ref: str) -> Optional[str]:
     """Local file that mmengine would load instead of downloading ``ref``, if present: its URL
-    (:func:`remote_url`) in torch hub's checkpoint directory, where mmengine's ``load_url``
-    caches downloads (``$TORCH_HOME/hub/checkpoints``)."""
+    (:func:`remote_url`) in torch hub's checkpoint directory (:func:`cache_path`)."""
     url = remote_url(ref)
     if url is None:
         return None
-    import torch
-    name = osp.basename(urllib.parse.urlparse(url).path)
-    candidate = osp.join(torch.hub.get_dir(), 'checkpoints', name)
-    return candidate if name and osp.isfile(candidate) else None
-
-
-def _resolves(ref: str) -> bool:
-    """Whether mmengine could plausibly download ``ref``: the host of its URL resolves.
-
-    Storage backends vt-mm cannot judge (``pavi://``, ``s3://``) are left to mmengine."""
-    if ref.startswith(('pavi://', 's3://')):
-        return True
-    url = remote_url(ref)
-    if url is None:  # a name mmengine's tables do not hold: it would fail too
-        return False
-    try:
-        socket.getaddrinfo(urllib.parse.urlparse(url).hostname, 443)
-        return True
-    except OSError:
-        return False
+    candidate = cache_path(url)
+    return candidate if osp.basename(candidate) and osp.isfile(candidate) else None
 
 
 def checkpoint_refs(cfg: Config) -> List[Tuple[str, str]]:
@@ -222,15 +278,26 @@ def checkpoint_refs(cfg: Config) -> List[Tuple[str, str]]:
 
 
 def check_checkpoints(cfg: Config) -> None:
-    """Fails early, with what to do, when a named checkpoint can be neither found nor fetched."""
+    """Fails early, with what to do, when a checkpoint the config names is not on this machine.
+
+    Decided from local files only (vt-mm looks nothing up on the network, not even a host name):
+    a remote reference counts when mmengine's download cache (torch hub's ``checkpoints``
+    folder) holds it; storage backends vt-mm cannot judge (``pavi://``, ``s3://``) are left to
+    mmengine."""
     for path, ref in checkpoint_refs(cfg):
+        if ref.startswith(('pavi://', 's3://')):
+            continue
         if ref.startswith(_REMOTE_PREFIXES):
-            if _cached_path(ref) or _resolves(ref):
+            if _cached_path(ref):
                 continue
+            url = remote_url(ref)
+            place = (f'put it at {cache_path(url)} (where mmengine looks before downloading), or '
+                     if url else '')
             raise CheckpointUnavailableError(
-                f'{path} = {ref!r} needs a download, and this machine cannot reach it (no network, '
-                'and not in the torch hub cache). Download the file elsewhere and point the config '
-                f'at it: --cfg-options {path}=/path/to/file.pth; or train from scratch: '
+                f'{path} = {ref!r} is not on this machine'
+                + (f' (it downloads from {url})' if url else ' (mmengine knows no URL for it)') +
+                f'. Download it where you have network, then {place}point the config at the '
+                f'file: --cfg-options {path}=/path/to/file.pth; or train from scratch: '
                 f'--cfg-options {path}=None.')
         elif not osp.isfile(ref):
             raise CheckpointUnavailableError(
@@ -255,3 +322,81 @@ def check_reliability_hooks(cfg) -> List[str]:
                   'configs/_base_/vt_mm_runtime.py to get them', logger='current',
                   level=logging.WARNING)
     return missing
+
+
+class UnwritableDirError(OSError):
+    """A folder a run writes to cannot be created or written."""
+
+
+def _check_writable(directory: str, what: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+        probe = osp.join(directory, f'.vt_mm_write_test.{os.getpid()}')
+        with open(probe, 'wb') as f:
+            f.write(b'x')
+        os.remove(probe)
+    except OSError as e:
+        raise UnwritableDirError(
+            f'{what} {directory} cannot be written ({type(e).__name__}: {e.strerror or e}); '
+            'give a folder you can write to') from None
+
+
+def check_writable(cfg: Config) -> None:
+    """The work dir and a local checkpoint ``out_dir`` can be created and written: checked
+    before the run, instead of failing at the first save."""
+    _check_writable(cfg.work_dir, '--work-dir')
+    checkpoint = (cfg.get('default_hooks', None) or {}).get('checkpoint', None) or {}
+    out_dir = checkpoint.get('out_dir', None)
+    if out_dir and '://' not in str(out_dir):
+        _check_writable(out_dir, 'default_hooks.checkpoint.out_dir')
+
+
+def _split_top_level(text: str) -> List[str]:
+    """``text`` split at the commas outside brackets (a trailing comma ends the list)."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        if char in '([':
+            depth += 1
+        elif char in ')]':
+            depth -= 1
+        elif char == ',' and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if text[start:].strip() or not parts:
+        parts.append(text[start:])
+    return parts
+
+
+def parse_option_value(text: str):
+    """One ``--cfg-options`` value: a number, bool, None or string, or a list ``a,b`` / ``[a, b]``
+    / tuple ``(a, b)`` of them, as mmengine's ``DictAction`` reads it, except that spaces inside
+    a value are kept (``data_root=/data/my dataset``); spaces around brackets and commas are
+    layout."""
+    from mmengine.config import DictAction
+    text = text.strip().strip('\'"')
+    if text.count('(') != text.count(')') or text.count('[') != text.count(']'):
+        raise ValueError(f'--cfg-options value {text!r} has unbalanced brackets')
+    is_tuple = text.startswith('(') and text.endswith(')')
+    if is_tuple or (text.startswith('[') and text.endswith(']')):
+        inner = text[1:-1].strip()
+        values = [parse_option_value(p) for p in _split_top_level(inner)] if inner else []
+        return tuple(values) if is_tuple else values
+    if ',' in text:
+        return [parse_option_value(p) for p in _split_top_level(text)]
+    return DictAction._parse_int_float_bool(text)
+
+
+def _option_action():
+    from mmengine.config import DictAction
+
+    class ConfigOptionsAction(DictAction):
+        """mmengine's ``DictAction`` for ``--cfg-options`` with :func:`parse_option_value`."""
+
+        @staticmethod
+        def _parse_iterable(val: str):
+            return parse_option_value(val)
+
+    return ConfigOptionsAction
+
+
+ConfigOptionsAction = _option_action()

@@ -51,14 +51,36 @@ def allow_mmengine_checkpoints() -> None:
 
 
 def load_checkpoint_file(path: str, trust: bool = False) -> dict:
-    """``torch.load`` for converters: safe by default, with a clear way out for trusted files."""
+    """``torch.load`` for converters: safe by default, with a clear way out for trusted files,
+    and one clear error for a file that is not a checkpoint (missing, a folder, empty, text)."""
+    import os.path as osp
+    if not osp.exists(path):
+        raise RuntimeError(f'{path}: no such file')
+    if osp.isdir(path):
+        raise RuntimeError(f'{path} is a folder, not a checkpoint file')
+    if osp.getsize(path) == 0:
+        raise RuntimeError(f'{path} is empty (0 bytes): a download or save that did not finish')
+    head = _head(path)
+    if not head.startswith((b'PK', b'\x80')):  # neither torch's zip format nor a pickle
+        raise RuntimeError(f'{path} is not a PyTorch checkpoint (it starts with {head!r}: a '
+                           'text or HTML file saved under its name?)')
     try:
         return torch.load(path, map_location='cpu', weights_only=not trust)
     except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else ''
         raise RuntimeError(
             f'{path} holds pickled objects besides tensors (e.g. a training script\'s args), so it '
             'cannot be loaded safely with weights_only=True. If you trust its source, rerun with '
-            f'--trust to load it with full unpickling. ({str(e).splitlines()[0]})') from None
+            f'--trust to load it with full unpickling. ({first})') from None
+    except (EOFError, RuntimeError, ValueError, OSError) as e:
+        first = str(e).splitlines()[0] if str(e) else 'no message'
+        raise RuntimeError(f'{path} is not a checkpoint torch can read ({type(e).__name__}: '
+                           f'{first}); it may be truncated or not a PyTorch file') from None
+
+
+def _head(path: str, size: int = 16) -> bytes:
+    with open(path, 'rb') as f:
+        return f.read(size)
 
 
 def unwrap_state_dict(checkpoint: dict, prefer_ema: bool = False) -> dict:
@@ -82,12 +104,14 @@ def unwrap_state_dict(checkpoint: dict, prefer_ema: bool = False) -> dict:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in checkpoint.items()}
 
 
-def convert_checkpoint_cli(argv, description: str, convert, name: str) -> dict:
+def convert_checkpoint_cli(argv, description: str, convert, name: str, check=None) -> dict:
     """The command line shared by tools/model_converters/*: ``SRC DST [--ema] [--trust]``.
 
     Loads SRC safely (``--trust`` for full unpickling), takes its state_dict (``--ema``: the
-    EMA weights when present), applies ``convert`` (official keys -> vt-mm keys) and saves
-    ``{'state_dict': ..., 'meta': {'converted_from': ...}}`` to DST.
+    EMA weights when present), runs ``check`` on it (the converter's family: raises ValueError
+    for anything else), applies ``convert`` (official keys -> vt-mm keys) and saves
+    ``{'state_dict': ..., 'meta': {'converted_from': ...}}`` to DST. Any problem ends the
+    program with one line ``[name] ERROR: ...`` and no DST written.
     """
     import argparse
     import os.path as osp
@@ -98,7 +122,16 @@ def convert_checkpoint_cli(argv, description: str, convert, name: str) -> dict:
     parser.add_argument('--ema', action='store_true', help='take state_dict_ema when present')
     parser.add_argument('--trust', action='store_true', help='allow full unpickling of SRC')
     args = parser.parse_args(argv)
-    state = unwrap_state_dict(load_checkpoint_file(args.src, args.trust), prefer_ema=args.ema)
+    if osp.isdir(args.dst):
+        raise SystemExit(f'[{name}] ERROR: {args.dst} is a folder; give the output file\'s path '
+                         f'(e.g. {osp.join(args.dst, osp.basename(args.src))})')
+    try:
+        state = unwrap_state_dict(load_checkpoint_file(args.src, args.trust),
+                                  prefer_ema=args.ema)
+        if check is not None:
+            check(state)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise SystemExit(f'[{name}] ERROR: {e}') from None
     converted = convert(state)
     torch.save(dict(state_dict=converted, meta=dict(converted_from=osp.basename(args.src))),
                args.dst)
