@@ -1,5 +1,7 @@
 """Arguments checked at build time: every numeric argument with a valid range fails in the
 constructor with its name and the range (docs/bad_input.md), not later in torch."""
+import re
+
 import pytest
 
 import vt_mm  # noqa: F401
@@ -96,3 +98,38 @@ def test_boundary_values_are_accepted():
     layers.TokenTransformer(8, ffn_channels=0)
     backbones.VTResNet(18, drop_path_rate=0.0, frozen_stages=-1, num_vt_modules=1)
     backbones.PyramidTNT('ti', img_size=64)
+
+
+def test_check_number_intervals_at_their_ends():
+    from vt_mm.models.arg_checks import check_number
+    check_number('X', 'p', 0.0, 0, 1)  # low end included by default
+    check_number('X', 'p', 1.0, 0, 1, high_inclusive=True)
+    check_number('X', 'p', 1e-9, 0, 1, low_inclusive=False)
+    with pytest.raises(ValueError, match=r'^X: p must be a number in \[0, 1\), got 1\.0$'):
+        check_number('X', 'p', 1.0, 0, 1)
+    with pytest.raises(ValueError, match=r'^X: p must be a number in \(0, 1\], got 0$'):
+        check_number('X', 'p', 0, 0, 1, high_inclusive=True, low_inclusive=False)
+    with pytest.raises(ValueError, match=r'^X: p must be a number in \[0, 1\], got 1\.5$'):
+        check_number('X', 'p', 1.5, 0, 1, high_inclusive=True)
+    for not_a_number in ('0.5', True, None, [0.5]):
+        with pytest.raises(ValueError, match=r'^X: p must be a number in \[0, 1\), got '):
+            check_number('X', 'p', not_a_number, 0, 1)
+
+
+def test_check_int_bounds_and_types():
+    from vt_mm.models.arg_checks import check_int, check_ints
+    check_int('X', 'n', 1)
+    check_int('X', 'n', 4, minimum=-1, maximum=4)
+    check_int('X', 'n', None, allow_none=True)
+    for bad, valid in ((0, 'an integer >= 1'), (5, 'an integer in [-1, 4]'),
+                       (True, 'an integer >= 1'), (2.0, 'an integer >= 1'),
+                       (None, 'an integer >= 1')):
+        kwargs = dict(minimum=-1, maximum=4) if valid.startswith('an integer in') else {}
+        with pytest.raises(ValueError, match=rf'^X: n must be {re.escape(valid)}, got '
+                           rf'{re.escape(repr(bad))}$'):
+            check_int('X', 'n', bad, **kwargs)
+    with pytest.raises(ValueError, match=r'^X: n must be an integer >= 1 \(or None\), got 0$'):
+        check_int('X', 'n', 0, allow_none=True)
+    check_ints('X', 'sizes', [1, 2])
+    with pytest.raises(ValueError, match=r'^X: sizes\[1\] must be an integer >= 2, got 1$'):
+        check_ints('X', 'sizes', [3, 1], minimum=2)

@@ -200,3 +200,49 @@ def test_tracing_is_true_only_while_tracing():
     torch.jit.trace(fn, torch.zeros(1), check_trace=False)
     assert seen == [True]
     assert tracing() is False
+
+
+def test_light_head_layers_carry_the_heads_norm_and_activation():
+    head = _light_head(in_channels=[8, 16, 24, 32], in_index=[0, 1, 2, 3], channels=14,
+                       embed_dims=[10, 12, 14], act_cfg=dict(type='ReLU6'))
+    for fusion in head.fusions:
+        for proj in (fusion.local_proj, fusion.global_proj):
+            assert proj.with_norm and isinstance(proj.norm, torch.nn.BatchNorm2d)
+            assert not proj.with_activation
+    assert head.fuse_conv.with_norm and isinstance(head.fuse_conv.activate, torch.nn.ReLU6)
+    assert [f.local_proj.conv.out_channels for f in head.fusions] == [10, 12, 14]
+    with pytest.raises(ValueError, match=r'^embed_dims\[-1\]=12 must equal channels=14$'):
+        _light_head(in_channels=[8, 16, 24, 32], in_index=[0, 1, 2, 3], channels=14,
+                    embed_dims=[10, 12, 12])
+
+
+def test_flip_swap_tta_builds_from_a_config_and_keeps_unflipped_views():
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    init_default_scope('mmseg')
+    module = dict(type='EncoderDecoder', data_preprocessor=dict(type='SegDataPreProcessor'),
+                  backbone=dict(type='VTResNet', depth=18, out_indices=(3, )),
+                  decode_head=dict(type='FCNHead', in_channels=256, channels=8, num_convs=1,
+                                   num_classes=4, in_index=0))
+    tta = MODELS.build(dict(type='FlipSwapSegTTAModel', module=module, swap_pairs=[(1, 2)]))
+    assert tta.swap_pairs == [[1, 2]] and list(tta._lut[:4]) == [0, 2, 1, 3]
+    views = []
+    for meta in (dict(), dict(flip=False), dict(flip=True, flip_direction='vertical'),
+                 dict(flip=True, flip_direction='horizontal')):
+        sample = SegDataSample(metainfo=dict(meta, img_path='x.jpg'))
+        logits = torch.zeros(4, 1, 1)
+        logits[1] = 1.0  # class 1 in every view
+        sample.seg_logits = PixelData(data=logits)
+        views.append(sample)
+    merged = []
+    import mmseg.models.segmentors.seg_tta as seg_tta
+    original = seg_tta.SegTTAModel.merge_preds
+    seg_tta.SegTTAModel.merge_preds = lambda self, lists: merged.append(lists) or lists
+    try:
+        tta.merge_preds([views])
+    finally:
+        seg_tta.SegTTAModel.merge_preds = original
+    # no flip key, no flip, a vertical flip: unchanged; the horizontal one after them: swapped
+    assert [int(s.seg_logits.data.argmax()) for s in merged[0][0]] == [1, 1, 1, 2]

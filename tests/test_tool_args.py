@@ -4,6 +4,7 @@ each refusal's message."""
 import importlib
 import os
 import os.path as osp
+import re
 
 import pytest
 
@@ -120,7 +121,8 @@ def test_amp_and_auto_scale_lr(train, tmp_path, monkeypatch):
     own = _config_with(tmp_path, "optim_wrapper = dict(loss_scale=512.0)\n")
     assert train.build_config(train.parse_args([own, '--amp'])).optim_wrapper.loss_scale == 512.0
     monkeypatch.undo()
-    with pytest.raises(SystemExit, match='--auto-scale-lr needs auto_scale_lr.base_batch_size'):
+    with pytest.raises(SystemExit, match=r'^--auto-scale-lr needs auto_scale_lr\.base_batch_size '
+                       r'in the config$'):
         train.build_config(train.parse_args([DEMO, '--auto-scale-lr']))
     scaled = _config_with(tmp_path, 'auto_scale_lr = dict(enable=False, base_batch_size=16)\n',
                           name='scaled.py')
@@ -231,9 +233,14 @@ def test_export_defaults_are_pinned(export):
 
 
 def test_export_int8_and_bf16_exclude_each_other(export, capsys):
-    with pytest.raises(SystemExit, match='--int8 and --precision bf16 exclude each other'):
+    with pytest.raises(SystemExit, match=r'^\[export\] --int8 and --precision bf16 exclude each '
+                       r'other: the INT8 graph fixes its own precisions$'):
         export.check_args(export.parse_args([DEMO, "--out-dir", "o", "--int8", "--precision",
                                              "bf16"]))
+    # each alone is fine, and so is --int8 with the default precision named
+    for alone in (['--int8'], ['--precision', 'bf16'], ['--int8', '--precision', 'fp32']):
+        export.check_args(export.parse_args([DEMO, '--out-dir', 'o'] + alone))
+    assert export.parse_args([DEMO, '--out-dir', 'o']).config == DEMO
 
 
 # --- every option's help and type, as --help shows them --------------------------------------
@@ -289,8 +296,19 @@ EXPORT_HELP = [
                                              ('deployment.export', [], EXPORT_HELP)])
 def test_help_names_every_option(tool, argv, texts, capsys):
     shown = _help(_tool(tool), argv, capsys)
-    for text in texts:
-        assert text in shown, text
+    for text in texts:  # whole words: a text inside a longer one does not count
+        assert re.search(rf'(^|\s){re.escape(text)}(\s|$)', shown), text
+
+
+def test_export_help_is_its_docstring_as_written(export, capsys):
+    with pytest.raises(SystemExit):
+        export.parse_args(['--help'])
+    raw = capsys.readouterr().out
+    assert raw.startswith('usage: ') and 'config\n' in raw.split('\n\n')[0] + '\n'
+    # RawTextHelpFormatter: the docstring's own lines, indentation kept
+    assert '    python tools/deployment/export.py CONFIG [--checkpoint CKPT]\n' \
+        '        --backend onnxruntime openvino mnn ncnn tflite [--shape H W]\n' in raw
+    assert export.__doc__.splitlines()[0] in raw
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
@@ -356,7 +374,9 @@ def test_out_with_a_list_of_evaluators(test_tool, checkpoint_file, tmp_path):
 
 
 @pytest.mark.parametrize('argv,message', [
-    (['--shape', '15', '64'], r'--shape 15 64: each side must be in \[16, 8192\] pixels'),
+    (['--shape', '15', '64'], r'^\[export\] --shape 15 64: each side must be in \[16, 8192\] '
+     r"pixels \(the graph is static at this size\); leave --shape out for the config's test "
+     r'size$'),
     (['--shape', '64', '8193'], r'--shape 64 8193: each side must be in \[16, 8192\] pixels'),
     (['--shape', '0', '0'], r'--shape 0 0: each side'),
     (['--shape', '-64', '64'], r'--shape -64 64: each side'),
@@ -377,7 +397,8 @@ def test_export_accepts_the_boundaries_and_refuses_a_file_as_out_dir(export, tmp
     export.check_args(export.parse_args([DEMO, '--out-dir', str(tmp_path)]))
     a_file = tmp_path / 'file.txt'
     a_file.write_text('x')
-    with pytest.raises(SystemExit, match=rf'--out-dir {a_file} is a file; give a folder'):
+    with pytest.raises(SystemExit, match=rf'^\[export\] --out-dir {a_file} is a file; give a '
+                       r'folder \(it is created if missing\)$'):
         export.check_args(export.parse_args([DEMO, '--out-dir', str(a_file)]))
 
 

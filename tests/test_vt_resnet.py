@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -238,3 +239,78 @@ def test_train_through_tools_reduces_loss(tmp_path):
     assert len(losses) == 24  # 6 epochs x 4 iterations
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.8 * first, losses
+
+
+# --- construction at the boundary (each case a mutant of the first mutation run) -----------
+
+
+def test_resnet_part_is_mmpretrains_resnet_stages_1_to_3():
+    """Strides (1, 2, 2), no dilation, the same modules and shapes as mmpretrain's ResNet's
+    first three stages (the paper keeps them and replaces stage 4)."""
+    from mmpretrain.models import ResNet
+    for depth, deep_stem in ((18, False), (50, False), (18, True)):
+        ours = VTResNet(depth, deep_stem=deep_stem)
+        reference = ResNet(depth, deep_stem=deep_stem)
+        theirs = {k: v.shape for k, v in reference.state_dict().items()
+                  if not k.startswith('layer4')}
+        assert {k: v.shape for k, v in ours.state_dict().items()
+                if not k.startswith('vt_modules')} == theirs
+        for name in ('layer1', 'layer2', 'layer3'):
+            for a, b in zip(getattr(ours, name).modules(), getattr(reference, name).modules()):
+                if isinstance(a, nn.Conv2d):
+                    assert (a.stride, a.dilation, a.padding) == (b.stride, b.dilation, b.padding)
+        assert [getattr(ours, f'layer{i}')[0].conv1.stride if depth == 18 else
+                getattr(ours, f'layer{i}')[0].conv2.stride for i in (1, 2, 3)] == [
+                    (1, 1), (2, 2), (2, 2)]
+        assert all(m.dilation == (1, 1) for m in ours.modules() if isinstance(m, nn.Conv2d))
+
+
+@pytest.mark.parametrize('indices,expected', [((-4, ), (0, )), ((-1, ), (3, )),
+                                              ((3, -2, 0), (0, 2, 3)), ((0, 1, 2, 3),
+                                                                        (0, 1, 2, 3))])
+def test_negative_out_indices_count_from_the_last_stage(indices, expected):
+    model = VTResNet(18, out_indices=indices)
+    assert model.out_indices == expected
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [[64, 128, 256, 256][i] for i in expected]
+
+
+@pytest.mark.parametrize('indices', [(-5, ), (4, ), (), (0, 4)])
+def test_out_indices_out_of_range_are_refused(indices):
+    with pytest.raises(ValueError, match=rf'^out_indices must be non-empty and within 0-3 \(stages '
+                       rf'1-3 of ResNet and the VT stack\), got {re.escape(str(indices))}$'):
+        VTResNet(18, out_indices=indices)
+
+
+def test_depth_is_never_a_dict_and_errors_name_vt_resnet():
+    with pytest.raises(ValueError, match=r'^VTResNet: unknown depth \{.*\}; choose one of '
+                       r'\[18, 34, 50, 101\]$'):
+        VTResNet(dict(depth=18))
+    with pytest.raises(ValueError, match=r'^VTResNet: in_channels must be an integer >= 1, got 0$'):
+        VTResNet(18, in_channels=0)
+    with pytest.raises(ValueError, match=r'^VTResNet: give either pretrained or init_cfg, not '
+                       'both'):
+        VTResNet(18, pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth'))
+    with pytest.raises(ValueError, match=r"got shape \(1, 64, 64\); set in_channels=\? or fix"):
+        VTResNet(18)(torch.randn(1, 64, 64))
+
+
+def test_attributes_widths_and_the_position_encoding_switch():
+    model = VTResNet(18, token_channels=96, num_tokens=6, out_indices=(1, 3))
+    assert (model.token_channels, model.num_tokens, model.feat_dim) == (96, 6, 256)
+    assert model.out_channels == [128, 256]
+    tokens = VTResNet(18, token_channels=96, out_type='tokens')
+    assert tokens.feat_dim == 96 and tokens.out_channels == [96]
+    assert tokens(torch.randn(1, 3, 64, 64))[-1].shape == (1, 96, 16)
+    with_pos = VTResNet(18)
+    without = VTResNet(18, with_pos_encoding=False)
+    assert all(m.pos_encoding is not None for m in with_pos.vt_modules)
+    assert all(m.pos_encoding is None for m in without.vt_modules)
+
+
+def test_deep_stem_forward_runs_the_stem():
+    model = VTResNet(18, deep_stem=True).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.layer1(model.maxpool(model.stem(x)))
+        assert torch.equal(next(model._resnet_stages(x)), expected)

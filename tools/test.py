@@ -99,7 +99,7 @@ def build_config(args) -> Config:
     if args.show or args.show_dir:
         _enable_visualization(cfg, toolbox, args)
     if args.tta:
-        if not cfg.get('tta_model', None) or not cfg.get('tta_pipeline', None):
+        if not cfg.get('tta_model') or not cfg.get('tta_pipeline'):
             raise SystemExit('--tta needs tta_model and tta_pipeline in the config')
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model

@@ -159,11 +159,12 @@ def run_group(name, max_children, list_survivors, env):
             if m and (not patterns or any(fnmatch.fnmatch(m.group(1), p) for p in patterns)):
                 module = _module_of(m.group(1))
                 rows.setdefault(module, {}).setdefault(m.group(2), []).append(m.group(1))
-        if not rows:
+        unchecked = any('not checked' in statuses for statuses in rows.values())
+        if not rows or unchecked:  # mutmut stopped before testing (a failing clean run)
             print(run.stdout[-3000:], run.stderr[-3000:])
         for module, statuses in rows.items():
             for status, mutants in statuses.items():
-                if status not in ('killed', 'survived'):
+                if status not in ('killed', 'survived', 'not checked'):
                     print(f'{module} {status}: ' + ', '.join(mutants))
             if list_survivors:
                 for mutant in statuses.get('survived', []):

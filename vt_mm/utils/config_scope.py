@@ -55,4 +55,5 @@ def register_config_scope() -> None:
         return path, (None if scope == SCOPE else scope)
 
     _get_cfg_path._vt_mm_scope = True
+    _get_cfg_path.__wrapped__ = original  # mmengine's own, for tests that register again
     Config._get_cfg_path = staticmethod(_get_cfg_path)

@@ -141,7 +141,7 @@ class VTResNet(BackboneContract, ResNet):
             strides=(1, 2, 2),
             dilations=(1, 1, 1),
             out_indices=tuple(i for i in out_indices if i < 3) or (2, ),
-            frozen_stages=min(frozen_stages, 3),
+            # frozen_stages: set below; BackboneContract freezes (also the VT stack at 4)
             norm_eval=norm_eval,
             norm_cfg=norm_cfg,
             drop_path_rate=drop_path_rate,

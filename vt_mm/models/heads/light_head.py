@@ -66,6 +66,8 @@ class LightHead(BaseDecodeHead):
             x = fusion(x, deep)
         return self.cls_seg(self.fuse_conv(x))
 
-    def switch_to_deploy(self, channels_last: bool = True):
-        """Fold the Conv-BN pairs into single convs for inference (see SeaFormer's)."""
-        return fold_conv_bn(self, channels_last)
+    def switch_to_deploy(self):
+        """Fold the Conv-BN pairs into single convs for inference (see SeaFormer's). The head's
+        convolutions are all 1x1, whose weights have one layout, so unlike the backbone's
+        nothing is gained from storing them channels-last."""
+        return fold_conv_bn(self)
