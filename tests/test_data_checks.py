@@ -458,3 +458,288 @@ def test_bad_val_sample_beyond_the_start_up_sample_fails_naming_its_file(tmp_pat
     assert 'DataSampleError' in out and 'LIPDataset sample' in out, out[-3000:]
     assert str(val_labels[7]) in out or str(val_images[12]) in out, out[-3000:]
     assert not re.search(r'mIoU: \d', out)  # no validation score from the bad split
+
+
+# --- every branch and message of data_checks, in process (mutation run's survivors) ---------
+
+
+def test_missing_root_hints_at_the_demo_data_for_lip_and_the_readme_otherwise():
+    from vt_mm.engine.data_checks import _check_root
+    for ds in (dict(type='LIPDataset', data_root='/nowhere/x'),
+               dict(type='BaseSegDataset', data_root='/nowhere/LIP')):
+        with pytest.raises(FileNotFoundError) as info:
+            _check_root('train_dataloader', ds)
+        assert str(info.value) == (
+            f"train_dataloader: data_root {ds['data_root']!r} does not exist (dataset "
+            f"{ds['type']}). Put the dataset there, point --cfg-options "
+            'train_dataloader.dataset.data_root=... at it, or for synthetic LIP-layout data, run '
+            '`python tools/dataset_converters/make_demo_lip.py --out data/LIP_demo` and point '
+            'data_root there (or run `make demo`).')
+    with pytest.raises(FileNotFoundError) as info:
+        _check_root('val_dataloader', dict(data_root='/nowhere/coco'))
+    assert str(info.value).endswith("(dataset None). Put the dataset there, point --cfg-options "
+                                    'val_dataloader.dataset.data_root=... at it, or see README, '
+                                    '"Data".')
+    _check_root('x', dict(type='LIPDataset'))  # no data_root: nothing to check
+    _check_root('x', dict(data_root=''))
+
+
+def test_dataset_configs_inside_wrappers_and_loaders():
+    from mmengine.config import Config
+
+    from vt_mm.engine.data_checks import _dataset_roots, _leaf_dataset_cfgs
+    a, b = dict(type='A', data_root='a'), dict(type='B', data_root='b')
+    assert list(_leaf_dataset_cfgs(dict(type='Repeat', dataset=dict(type='Class', dataset=a)))) \
+        == [a]
+    assert list(_leaf_dataset_cfgs(dict(type='Concat', datasets=[a, 'junk', b]))) == [a, b]
+    assert list(_leaf_dataset_cfgs(None)) == [] and list(_leaf_dataset_cfgs([a])) == []
+    cfg = Config(dict(train_dataloader=dict(dataset=a), val_dataloader=None,
+                      test_dataloader=dict(batch_size=1)))
+    assert [(n, d['type']) for n, d in _dataset_roots(cfg)] == [('train_dataloader', 'A')]
+
+
+def test_num_classes_of_every_kind_of_head():
+    from vt_mm.engine.data_checks import _num_classes_of_model
+    model = dict(decode_head=[dict(num_classes=3), dict(num_classes=5)],
+                 auxiliary_head=dict(num_classes=5), head=dict(num_classes='x'),
+                 roi_head=dict(bbox_head=[dict(num_classes=2), dict(num_classes=7)],
+                               mask_head=dict(num_classes=7)),
+                 bbox_head=[])
+    assert _num_classes_of_model(model) == {
+        'model.decode_head.num_classes': 5, 'model.auxiliary_head.num_classes': 5,
+        'model.roi_head.bbox_head.num_classes': 7, 'model.roi_head.mask_head.num_classes': 7}
+    assert _num_classes_of_model(dict(roi_head='not a dict')) == {}
+
+
+def test_ignore_index_of_a_model_without_heads():
+    from mmengine.config import Config
+
+    from vt_mm.engine.data_checks import label_settings
+    assert label_settings(Config(dict(model=None))) == dict(ignore_index=255)
+    assert label_settings(Config(dict(model=dict(decode_head=[dict(ignore_index=1),
+                                                              dict(ignore_index=2),
+                                                              dict(ignore_index=3)])))) == \
+        dict(ignore_index=3)
+
+
+class _Pipeline:
+
+    def __init__(self, *transforms):
+        self.transforms = list(transforms)
+
+
+class _FakeDataset:
+    """What the data checks read of an mmengine dataset."""
+
+    def __init__(self, infos, transforms=(), classes=('a', 'b', 'c')):
+        self.infos = infos
+        self.metainfo = dict(classes=classes) if classes else {}
+        self.pipeline = _Pipeline(*transforms)
+
+    def get_data_info(self, idx):
+        return dict(self.infos[idx])
+
+    def prepare_data(self, idx):
+        results = self.get_data_info(idx)
+        for t in self.pipeline.transforms:
+            results = t(results)
+        return results
+
+    def __len__(self):
+        return len(self.infos)
+
+
+def _seg_loader(label):
+    """A stand-in for mmseg's LoadAnnotations (recognised by its class name and module)."""
+    cls = type('LoadAnnotations', (), {'__module__': 'mmseg.datasets.transforms.loading'})
+    cls.__call__ = lambda self, r: dict(r, gt_seg_map=label, ori_shape=label.shape[:2])
+    return cls()
+
+
+def test_seg_check_only_for_segmentation_datasets_with_classes():
+    from vt_mm.engine.data_checks import SegLabelCheck, _seg_check_for
+    loader = _seg_loader(np.zeros((2, 2), np.uint8))
+    check = _seg_check_for(_FakeDataset([], [loader]), 7)
+    assert isinstance(check, SegLabelCheck) and (check.num_classes, check.ignore_index) == (3, 7)
+    assert _seg_check_for(_FakeDataset([], [loader], classes=None), 7) is None
+    assert _seg_check_for(_FakeDataset([], [lambda r: r]), 7) is None
+    other = type('LoadAnnotations', (), {'__module__': 'mmdet.datasets.transforms'})()
+    assert _seg_check_for(_FakeDataset([], [other]), 7) is None
+    no_pipeline = _FakeDataset([], [])
+    no_pipeline.pipeline = None
+    assert _seg_check_for(no_pipeline, 7) is None
+
+
+def test_label_problems_without_a_path_or_an_ori_shape():
+    from vt_mm.engine.data_checks import SegLabelCheck
+    check = SegLabelCheck(3)
+    results = dict(gt_seg_map=np.full((2, 3), 9, np.uint8), img=np.zeros((2, 3, 3)))
+    assert check.problem(results).startswith('(label): label values 9 are outside [0, 3)')
+    small = dict(gt_seg_map=np.zeros((2, 2), np.uint8), img=np.zeros((2, 3, 3)),
+                 img_path='i.jpg')
+    assert check.problem(small) == (
+        "(label): the label map is 2x2 but its image i.jpg is 2x3; every label must have its "
+        "image's size. Check that data_root and data_prefix.seg_map_path point at the labels "
+        'of these images, or regenerate the label')
+    assert check.problem(dict(img=np.zeros((2, 2, 3)))) is None
+
+
+def test_guard_wraps_every_leaf_dataset_once_and_names_files_and_errors():
+    from vt_mm.engine.data_checks import DataSampleError, guard_samples
+
+    def explode(results):
+        raise ValueError('')
+
+    first = _FakeDataset([dict(img_path='a.jpg', seg_map_path='a.png', other=3)])
+    second = _FakeDataset([dict(img_path='b.jpg')], [explode])
+    first._vtmm_guarded = True  # already guarded: skipped, the next one still guarded
+    wrapper = type('Concat', (), {})()
+    wrapper.datasets = [first, type('Repeat', (), {'dataset': second})()]
+    guard_samples(wrapper)
+    assert getattr(second, '_vtmm_guarded', False) is True
+    with pytest.raises(DataSampleError) as info:
+        second.prepare_data(0)
+    assert str(info.value) == (
+        "_FakeDataset sample 0 could not be loaded: ValueError: (no message); files: "
+        "{'img_path': 'b.jpg'}. Check or replace the file (a truncated download is the usual "
+        'cause), or fix data_root / data_prefix if they point at the wrong files.')
+    assert isinstance(info.value.__cause__, ValueError)
+    first.prepare_data(0)  # untouched
+    label = np.full((2, 2), 255, np.uint8)
+    seg = _FakeDataset([dict(img_path='c.jpg', seg_map_path='c.png')], [_seg_loader(label)])
+    guard_samples(seg)  # the default ignore index: 255
+    assert seg.prepare_data(0)['gt_seg_map'] is label
+    seg2 = _FakeDataset([dict(img_path='c.jpg', seg_map_path='c.png')], [_seg_loader(label)])
+    guard_samples(seg2, ignore_index=0)
+    with pytest.raises(DataSampleError, match=r'^_FakeDataset sample 0: c\.png: label values 255 '
+                       r'are outside \[0, 3\) and are not the ignore index 0'):
+        seg2.prepare_data(0)
+
+
+def test_check_sample_messages():
+    from vt_mm.engine.data_checks import SegLabelCheck, check_sample
+
+    def broken(results):
+        raise OSError('first line\nsecond line')
+
+    dataset = _FakeDataset([dict(img_path='x.jpg', seg_map_path='x.png')])
+    assert check_sample(dataset, 0, [lambda r: None], None) == (
+        "sample 0 {'img_path': 'x.jpg', 'seg_map_path': 'x.png'}: a loading step dropped it")
+    assert check_sample(dataset, 0, [broken], None) == (
+        "sample 0 {'img_path': 'x.jpg', 'seg_map_path': 'x.png'}: cannot be read (OSError: "
+        'first line); replace the file, or fix data_root / data_prefix if they point at the '
+        'wrong files')
+    assert 'cannot be read (KeyError: (no message))' in check_sample(
+        dataset, 0, [lambda r: (_ for _ in ()).throw(KeyError())], None)
+    loaded = [_seg_loader(np.full((2, 2), 9, np.uint8))]
+    assert check_sample(dataset, 0, loaded, None) is None  # no label check: nothing to report
+    assert 'label values 9' in check_sample(dataset, 0, loaded, SegLabelCheck(3))
+
+
+def test_split_checks_go_on_past_a_bad_split_and_use_the_configs_ignore_index(
+        lip_copy, tmp_path, tiny_config, capfd):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    (lip_copy / 'TrainVal_images' / 'train_id.txt').write_text('')  # empty train split
+    val_labels = sorted((lip_copy / 'TrainVal_parsing_annotations' / 'val_segmentations').glob(
+        '*.png'))
+    _label_value(val_labels[0], 250)
+    extra = "model = dict(decode_head=dict(ignore_index=250))\n"
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy, extra=extra))
+    problems, checked = data_checks.check_splits(cfg, ['train_dataloader', 'val_dataloader'],
+                                                 None, progress=True)
+    assert len(problems) == 1 and checked == 3  # 250 is the ignore index here: no problem
+    assert problems[0].startswith('train_dataloader: the dataset (LIPDataset, data_root=')
+    assert 'val_dataloader: LIPDataset, 3 of 3 samples' in capfd.readouterr().out
+
+
+def test_preflight_defaults_and_the_listing_of_two_splits(lip_copy, tmp_path, tiny_config,
+                                                          monkeypatch):
+    import inspect
+
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    assert inspect.signature(data_checks.preflight_data).parameters['max_samples'].default == 16
+    assert inspect.signature(data_checks.check_splits).parameters['max_samples'].default == 16
+    assert inspect.signature(data_checks.guard_samples).parameters['ignore_index'].default == 255
+    seen = []
+    original = data_checks.check_splits
+    monkeypatch.setattr(data_checks, 'check_splits', lambda cfg, loaders, n: seen.append(n) or
+                        original(cfg, loaders, n))
+    _label_value(_labels(lip_copy)[0], 40)
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    with pytest.raises(data_checks.DataCheckError) as info:
+        data_checks.preflight_data(cfg, ('train_dataloader', 'val_dataloader'))
+    assert seen == [16]
+    assert str(info.value).startswith('1 problems in the data (11 sampled samples of '
+                                      'train_dataloader, val_dataloader checked):\n  ')
+
+
+def test_build_dataset_messages(lip_copy, tmp_path, tiny_config):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    ds_cfg = cfg.train_dataloader.dataset
+    before = dict(ds_cfg)
+    dataset = data_checks.build_dataset(cfg, ds_cfg)
+    assert len(dataset) == 8 and dict(ds_cfg) == before  # the config is not changed
+    with pytest.raises(FileNotFoundError, match=r"^dataset: data_root '/nowhere' does not exist"):
+        data_checks.build_dataset(cfg, dict(ds_cfg, data_root='/nowhere'))
+    with pytest.raises(FileNotFoundError, match=r"^val_dataloader: data_root '/nowhere'"):
+        data_checks.build_dataset(cfg, dict(ds_cfg, data_root='/nowhere'), 'val_dataloader')
+    (lip_copy / 'TrainVal_images' / 'train_id.txt').write_text('')
+    with pytest.raises(data_checks.DataCheckError) as info:
+        data_checks.build_dataset(cfg, ds_cfg)
+    assert str(info.value) == (
+        f"the dataset (LIPDataset, data_root={str(lip_copy)!r}, ann_file="
+        f"'TrainVal_images/train_id.txt', data_prefix={dict(ds_cfg.data_prefix)}) has no "
+        "samples: its id list 'TrainVal_images/train_id.txt' is empty. Put the sample ids in the "
+        'ann_file, or fix data_root / ann_file / data_prefix.')
+    no_ids = dict(ds_cfg, ann_file='', data_prefix=dict(img_path='nothing_here',
+                                                         seg_map_path='nothing_here'))
+    (lip_copy / 'nothing_here').mkdir()
+    with pytest.raises(data_checks.DataCheckError, match=r'has no samples: no files match its '
+                       r'data_prefix\. Put the sample ids'):
+        data_checks.build_dataset(cfg, no_ids)
+
+
+def test_build_dataset_when_the_filter_removes_every_sample(monkeypatch, lip_root, tmp_path,
+                                                            tiny_config):
+    from mmengine.config import Config
+    from mmseg.datasets import LIPDataset
+
+    from vt_mm.engine import data_checks
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_root))
+
+    def filtered(self):
+        raise ValueError('need at least one array to concatenate')
+
+    monkeypatch.setattr(LIPDataset, 'full_init', filtered)
+    with pytest.raises(data_checks.DataCheckError, match=r'\) lists 8 samples but its filter_cfg '
+                       r'removes all of them; relax filter_cfg$'):
+        data_checks.build_dataset(cfg, cfg.train_dataloader.dataset)
+
+    def other(self):
+        raise ValueError('another problem')
+
+    monkeypatch.setattr(LIPDataset, 'full_init', other)
+    with pytest.raises(ValueError, match='^another problem$'):
+        data_checks.build_dataset(cfg, cfg.train_dataloader.dataset)
+
+
+def test_datasets_without_a_file_list_are_returned_as_built(monkeypatch):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+
+    class Plain:
+        pass
+
+    built = Plain()
+    from mmengine.registry import DATASETS
+    monkeypatch.setattr(DATASETS, 'build', lambda cfg: built)
+    cfg = Config(dict(default_scope='mmseg'))
+    assert data_checks.build_dataset(cfg, dict(type='Plain')) is built

@@ -302,7 +302,8 @@ def guard_samples(dataset, ignore_index: int = 255) -> None:
             except Exception as e:  # noqa: BLE001 - re-raised with context
                 raise DataSampleError(
                     f'{type(_ds).__name__} sample {idx} could not be loaded: '
-                    f'{type(e).__name__}: {e or "(no message)"}; files: {_sample_files(_ds, idx)}. '
+                    f'{type(e).__name__}: {str(e) or "(no message)"}; files: '
+                    f'{_sample_files(_ds, idx)}. '
                     'Check or replace the file (a truncated download is the usual cause), or fix '
                     'data_root / data_prefix if they point at the wrong files.') from e
 
