@@ -622,3 +622,276 @@ def test_interrupted_run_logs_how_to_continue(lip_root, tmp_path, tiny_config, s
     # the next start resumes
     _, out = _train(cfg, work, *_iters(4), resume=True)
     assert 'resuming from' in out
+
+
+# --- the checkpoint hook in a real (tiny, in-process) Runner ----------------------------------
+
+
+class _ToyModel(torch.nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+        self.bn = torch.nn.BatchNorm1d(1)
+
+
+def _toy_runner(work_dir, max_iters=5, checkpoint=None, extra_hooks=()):
+    from mmengine.model import BaseModel
+    from mmengine.runner import Runner
+
+    class Toy(BaseModel):
+
+        def __init__(self):
+            super().__init__()
+            self.net = _ToyModel()
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            out = self.net.bn(self.net.linear(torch.stack(list(inputs))))
+            if mode == 'loss':
+                return dict(loss=out.pow(2).mean())
+            return out
+
+    data = [torch.randn(2) for _ in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=lambda b: dict(
+        inputs=b))
+    hook = dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=2)
+    hook.update(checkpoint or {})
+    return Runner(model=Toy(), work_dir=str(work_dir), train_dataloader=loader,
+                  optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+                  train_cfg=dict(by_epoch=False, max_iters=max_iters),
+                  default_hooks=dict(checkpoint=hook, logger=dict(type='LoggerHook',
+                                                                  interval=100)),
+                  custom_hooks=[dict(type='CheckpointSafetyHook'), *extra_hooks],
+                  default_scope='mmengine', randomness=dict(seed=0))
+
+
+def _hook(runner, kind):
+    return next(h for h in runner.hooks if isinstance(h, kind))
+
+
+def test_atomic_hook_keeps_the_newest_and_writes_last_checkpoint_last(tmp_path):
+    """Every save through the atomic backend; max_keep_ckpts=2 keeps the two newest, the
+    retired one removed only after its successor and last_checkpoint are complete."""
+    from mmengine.hooks import CheckpointHook
+    runner = _toy_runner(tmp_path / 'w')
+    events = []
+    original_remove = checkpoints.AtomicCheckpointHook._remove
+    original_write = checkpoints.atomic_write
+
+    def remove(self, path):
+        events.append(('remove', osp.basename(path)))
+        original_remove(self, path)
+
+    def write(data, path):
+        events.append(('write', osp.basename(path)))
+        original_write(data, path)
+
+    checkpoints.AtomicCheckpointHook._remove = remove
+    checkpoints.atomic_write = write
+    try:
+        runner.train()
+    finally:
+        checkpoints.AtomicCheckpointHook._remove = original_remove
+        checkpoints.atomic_write = original_write
+    hook = _hook(runner, CheckpointHook)
+    assert type(hook) is checkpoints.AtomicCheckpointHook
+    assert hook.backend_args == dict(backend='atomic_local')
+    work = tmp_path / 'w'
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_4.pth', 'iter_5.pth']
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_5.pth')
+    assert runner.message_hub.get_info('keep_ckpt_ids') == [4, 5]
+    assert runner.message_hub.get_info('last_ckpt') == str(work / 'iter_5.pth')
+    # iter_3 goes only after iter_5.pth and its last_checkpoint are written
+    i = events.index(('remove', 'iter_3.pth'))
+    assert events[i - 1] == ('write', 'last_checkpoint')
+    assert events[i - 2] == ('write', 'iter_5.pth')
+    assert not [p for p in os.listdir(work) if p.endswith('.tmp')]
+    assert torch.load(work / 'iter_5.pth', weights_only=True)['meta']['iter'] == 5
+
+
+def test_atomic_hook_saving_the_same_step_again_keeps_one_entry(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=2)
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    hook._save_checkpoint_with_step(runner, 2, dict(iter=2))
+    assert list(hook.keep_ckpt_ids) == [1, 2]
+    assert sorted(p.name for p in (tmp_path / 'w').glob('*.pth')) == ['iter_1.pth',
+                                                                      'iter_2.pth']
+
+
+def test_keep_all_checkpoints_with_max_keep_ckpts_off(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=3, checkpoint=dict(max_keep_ckpts=-1))
+    runner.train()
+    assert sorted(p.name for p in (tmp_path / 'w').glob('*.pth')) == [
+        'iter_1.pth', 'iter_2.pth', 'iter_3.pth']
+    assert not hasattr(_hook(runner, checkpoints.AtomicCheckpointHook), 'keep_ckpt_ids')
+
+
+def test_atomic_hook_leaves_other_backends_alone(tmp_path):
+    from mmengine.hooks import CheckpointHook
+    runner = _toy_runner(tmp_path / 'w', max_iters=1,
+                         checkpoint=dict(backend_args=dict(backend='local')))
+    runner.train()
+    assert _hook(runner, CheckpointHook).backend_args == dict(backend='local')
+    remote = checkpoints.AtomicCheckpointHook(interval=1, out_dir='s3://bucket/ckpt')
+    assert '://' in str(remote.out_dir) and remote.backend_args is None
+
+
+def test_non_finite_weights_stop_the_save_naming_tensors_and_the_last_good_one(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=2)
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    model = runner.model.net
+    with torch.no_grad():
+        model.linear.weight[0, 0] = float('nan')
+        for i in range(9):
+            model.register_buffer(f'extra{i}', torch.tensor([float('inf')]))
+    with pytest.raises(checkpoints.NonFiniteWeightsError) as info:
+        hook._save_checkpoint_with_step(runner, 3, dict(iter=3))
+    message = str(info.value)
+    assert message.startswith('iteration 3: 10 tensors hold NaN/Inf (net.linear.weight, '
+                              'net.extra0, net.extra1, net.extra2, net.extra3, net.extra4, '
+                              'net.extra5, net.extra6 ... (+2 more)); the checkpoint was not '
+                              f'saved. Last good checkpoint: {tmp_path / "w" / "iter_2.pth"}.')
+    assert not (tmp_path / 'w' / 'iter_3.pth').exists()
+    hook.by_epoch = True
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='^epoch 3: '):
+        hook._save_checkpoint_with_step(runner, 3, dict(epoch=3))
+    fresh = tmp_path / 'fresh'
+    fresh.mkdir()
+    runner._work_dir = str(fresh)
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='Last good checkpoint: none '
+                       'yet'):
+        hook._save_checkpoint_with_step(runner, 3, dict(iter=3))
+
+
+def test_best_checkpoint_replaces_the_previous_best_only_after_writing(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=2,
+                         checkpoint=dict(save_best='acc', rule='greater'))
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    work = tmp_path / 'w'
+    order = []
+    original = checkpoints.AtomicCheckpointHook._remove
+
+    def remove(self, path):
+        order.append(('remove', osp.basename(path), (work / 'best_acc_iter_2.pth').exists()))
+        original(self, path)
+
+    checkpoints.AtomicCheckpointHook._remove = remove
+    try:
+        hook._save_best_checkpoint(runner, dict(acc=0.5))
+        assert (work / 'best_acc_iter_2.pth').is_file()
+        runner.train_loop._iter = 3
+        runner.message_hub.update_info('iter', 3)
+        hook._save_best_checkpoint(runner, dict(acc=0.9))
+    finally:
+        checkpoints.AtomicCheckpointHook._remove = original
+    assert (work / 'best_acc_iter_3.pth').is_file() and not (work / 'best_acc_iter_2.pth').exists()
+    assert ('remove', 'best_acc_iter_2.pth', True) in order
+    hook._save_best_checkpoint(runner, dict(acc=0.1))  # not better: nothing changes
+    assert (work / 'best_acc_iter_3.pth').is_file()
+    hook.save_best = None
+    hook._save_best_checkpoint(runner, dict(acc=1.0))
+    assert not (work / 'best_acc_iter_4.pth').exists()
+
+
+def test_best_checkpoint_of_non_finite_weights_is_refused(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=1, checkpoint=dict(save_best='acc'))
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    with torch.no_grad():
+        runner.model.net.bn.running_var.fill_(float('nan'))
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='^iteration 1: 1 tensors'):
+        hook._save_best_checkpoint(runner, dict(acc=0.5))
+
+
+def test_deferred_removals_note_paths_and_forward_the_rest():
+    calls = []
+    backend = type('Backend', (), {'isfile': lambda self, p: calls.append(p) or True})()
+    deferred = checkpoints._DeferredRemovals(backend)
+    deferred.remove('a.pth')
+    deferred.rmtree('folder')
+    assert deferred.pending == ['a.pth', 'folder'] and deferred.isfile('b') is True
+    assert calls == ['b']
+
+
+def test_remove_takes_files_and_deepspeed_folders(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_iters=1)
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    (tmp_path / 'f.pth').write_bytes(b'x')
+    (tmp_path / 'ds').mkdir()
+    (tmp_path / 'ds' / 'part').write_bytes(b'x')
+    hook._remove(str(tmp_path / 'f.pth'))
+    hook._remove(str(tmp_path / 'ds'))
+    hook._remove(str(tmp_path / 'missing'))
+    assert not (tmp_path / 'f.pth').exists() and not (tmp_path / 'ds').exists()
+
+
+def test_atomic_backend_writes_bytes_and_text(tmp_path):
+    backend = checkpoints.AtomicLocalBackend()
+    backend.put(b'bytes', tmp_path / 'a.bin')
+    backend.put_text('tëxt', tmp_path / 'b.txt')
+    backend.put_text('latin', tmp_path / 'c.txt', encoding='latin-1')
+    assert (tmp_path / 'a.bin').read_bytes() == b'bytes'
+    assert (tmp_path / 'b.txt').read_bytes() == 'tëxt'.encode('utf-8')
+    assert (tmp_path / 'c.txt').read_bytes() == b'latin'
+    assert sorted(os.listdir(tmp_path)) == ['a.bin', 'b.txt', 'c.txt']
+
+
+@pytest.mark.parametrize('size,text', [(0, '0 B'), (1023, '1023 B'), (1024, '1.0 KiB'),
+                                       (1536, '1.5 KiB'), (1024**2 - 1, '1024.0 KiB'),
+                                       (1024**2, '1.0 MiB'), (3 * 1024**3, '3.0 GiB'),
+                                       (1024**4, '1.0 TiB'), (5 * 1024**5, '5120.0 TiB')])
+def test_human_sizes_at_unit_boundaries(size, text):
+    assert checkpoints._human(size) == text
+
+
+def test_last_good_checkpoint_only_names_a_file_that_exists(tmp_path):
+    assert checkpoints.last_good_checkpoint(str(tmp_path)) is None
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'iter_1.pth') + '\n')
+    assert checkpoints.last_good_checkpoint(str(tmp_path)) is None
+    (tmp_path / 'iter_1.pth').write_bytes(b'x')
+    assert checkpoints.last_good_checkpoint(str(tmp_path)) == str(tmp_path / 'iter_1.pth')
+    (tmp_path / 'last_checkpoint').write_text('')
+    assert checkpoints.last_good_checkpoint(str(tmp_path)) is None
+
+
+def test_the_hook_takes_the_work_dir_lock_and_releases_it(tmp_path):
+    from vt_mm.engine import workdir_lock
+    runner = _toy_runner(tmp_path / 'w', max_iters=1)
+    seen = []
+    original = checkpoints.AtomicCheckpointHook._save_checkpoint_with_step
+
+    def save(self, runner_, step, meta):
+        seen.append(workdir_lock.held_by_this_process(runner_.work_dir))
+        return original(self, runner_, step, meta)
+
+    checkpoints.AtomicCheckpointHook._save_checkpoint_with_step = save
+    try:
+        runner.train()
+    finally:
+        checkpoints.AtomicCheckpointHook._save_checkpoint_with_step = original
+    assert seen == [True]
+    assert not workdir_lock.held_by_this_process(str(tmp_path / 'w'))
+    # a lock the caller took (tools/train.py) stays the caller's
+    workdir_lock.lock_work_dir(str(tmp_path / 'v'))
+    try:
+        _toy_runner(tmp_path / 'v', max_iters=1).train()
+        assert workdir_lock.held_by_this_process(str(tmp_path / 'v'))
+    finally:
+        workdir_lock.release_work_dir(str(tmp_path / 'v'))
+
+
+def test_the_hook_cleans_the_checkpoint_out_dir_too(tmp_path):
+    out = tmp_path / 'ckpts'
+    (out / 'w').mkdir(parents=True)
+    (out / 'w' / '.iter_9.pth.tmp').write_bytes(b'x')
+    (tmp_path / 'w').mkdir()
+    (tmp_path / 'w' / '.iter_8.pth.tmp').write_bytes(b'x')
+    runner = _toy_runner(tmp_path / 'w', max_iters=1, checkpoint=dict(out_dir=str(out)))
+    runner.train()
+    assert not (out / 'w' / '.iter_9.pth.tmp').exists()
+    assert not (tmp_path / 'w' / '.iter_8.pth.tmp').exists()
+    assert (out / 'w' / 'iter_1.pth').is_file()
