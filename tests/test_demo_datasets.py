@@ -173,3 +173,108 @@ def test_cue_classes_and_coco_config():
     assert "metric=['bbox', 'segm']" in text
     assert "metric='bbox'" in demo_shapes.coco_data_config('/d')
     assert 'with_mask=False' in demo_shapes.coco_data_config('/d')
+
+
+def _array_digest(arrays):
+    sha = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        sha.update(str((a.shape, a.dtype.str)).encode() + a.tobytes())
+    return sha.hexdigest()[:20]
+
+
+def _samples(name):
+    """Many samples of each generator, as arrays before any encoding (every outfit, accessory,
+    texture and shape is drawn in them)."""
+    if name == 'lip':
+        rng = np.random.default_rng(11)
+        return [a for _ in range(40) for a in demo_lip.make_sample(48, rng)]
+    if name == 'cue':
+        rng = np.random.default_rng(12)
+        return [a for _ in range(30) for a in demo_cue.make_cue_sample(48, rng)]
+    if name == 'classes':
+        rng = np.random.default_rng(13)
+        return [demo_classes.make_class_sample(k, 24, rng) for k in range(100)]
+    if name == 'coco':
+        rng = np.random.default_rng(14)
+        out = []
+        for _ in range(12):
+            image, objects = demo_shapes.coco_sample((40, 32), 3, rng)
+            out += [image, np.array([v for o in objects for v in
+                                     [o['category_id'], o['area'], *o['bbox'],
+                                      *o['segmentation'][0]]], np.float64)]
+        return out
+    if name == 'ade20k':
+        rng = np.random.default_rng(15)
+        return [a for _ in range(12) for a in demo_shapes.ade20k_sample((40, 32), 3, rng)]
+    rng = np.random.default_rng(16)
+    return [demo_shapes.centred_shape(k % 3, 32, rng) for k in range(12)]
+
+
+SAMPLE_GOLDEN = {
+    'lip': '781860cbbf979e6eff5a',
+    'cue': '219086c26bcb886771ae',
+    'classes': '4d3320160e2e11715fd9',
+    'coco': '8d3aa49d850948bbc9b8',
+    'ade20k': '3290380aff26227f12b4',
+    'imagefolder': '6af94c9342fc69244af9',
+}
+
+
+@pytest.mark.parametrize('name', ['lip', 'cue', 'classes', 'coco', 'ade20k', 'imagefolder'])
+def test_generated_samples_are_pinned_pixel_for_pixel(name):
+    assert _array_digest(_samples(name)) == SAMPLE_GOLDEN[name]
+
+
+def test_every_lip_outfit_and_accessory_is_drawn_in_the_pinned_samples():
+    labels = _samples('lip')[1::2]
+    present = set(np.unique(np.concatenate([np.unique(lbl) for lbl in labels])).tolist())
+    assert present == set(range(20))  # all 20 LIP classes, so every branch draws
+
+
+def test_jpeg_files_are_written_at_quality_95(tmp_path):
+    reference = tmp_path / 'reference.jpg'
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(reference, quality=95)
+    tables = Image.open(reference).quantization
+    demo_lip.make_demo_lip(str(tmp_path / 'lip'), 1, 1, size=24)
+    demo_shapes.make_demo_coco(str(tmp_path / 'coco'), num_images=1, size=(24, 24))
+    demo_shapes.make_demo_imagefolder(str(tmp_path / 'folder'), per_class=1, size=24)
+    demo_shapes.make_demo_ade20k(str(tmp_path / 'ade'), 1, 1, size=(24, 24))
+    jpegs = sorted(glob.glob(str(tmp_path / '*' / '**' / '*.jpg'), recursive=True))
+    assert len(jpegs) == 1 + 1 + 1 + 3 + 1 + 1
+    for path in jpegs:
+        assert Image.open(path).quantization == tables, path
+
+
+def test_the_generators_defaults_are_the_documented_demo_data():
+    """make demo's numbers were measured on the defaults' data: they are part of the contract."""
+    import inspect
+
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+    assert defaults(demo_lip.make_demo_lip) == dict(num_train=400, num_val=50, size=128, seed=0,
+                                                    overwrite=False)
+    assert defaults(demo_cue.make_cue_seg) == dict(num_train=300, num_val=60, size=128, seed=0,
+                                                   overwrite=False)
+    assert defaults(demo_cue.make_cue_sample) == dict(min_dist=0.45)
+    assert defaults(demo_classes.make_demo_classes) == dict(
+        train_per_class=200, val_per_class=20, size=64, seed=0, overwrite=False)
+    assert defaults(demo_shapes.make_demo_coco) == dict(split='train', num_images=8,
+                                                        size=(128, 96), max_objects=3, seed=0)
+    assert defaults(demo_shapes.make_demo_imagefolder) == dict(split='train', per_class=4,
+                                                               size=64, seed=0)
+    assert defaults(demo_shapes.make_demo_ade20k) == dict(num_train=8, num_val=2, size=(96, 80),
+                                                          max_objects=3, seed=0)
+    assert defaults(demo_shapes.coco_data_config) == dict(scale=(160, 128), batch_size=4,
+                                                          val_batch_size=4, mask=False)
+
+
+@pytest.mark.parametrize('make,kwargs', [
+    (demo_lip.make_demo_lip, dict(num_train=2, num_val=1, size=24)),
+    (demo_cue.make_cue_seg, dict(num_train=2, num_val=1, size=24)),
+    (demo_classes.make_demo_classes, dict(train_per_class=1, val_per_class=1, size=24))])
+def test_reused_data_returns_what_a_fresh_write_returns(make, kwargs, tmp_path):
+    first = make(str(tmp_path), **kwargs)
+    assert make(str(tmp_path), **kwargs) == first

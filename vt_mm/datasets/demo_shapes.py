@@ -40,6 +40,44 @@ def _background(size: Tuple[int, int], rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
 
 
+def _draw_shapes(image: Image.Image, size: Tuple[int, int], max_objects: int,
+                 radius: Tuple[float, float], rng: np.random.Generator,
+                 label_image: Image.Image = None) -> List[Tuple[int, List[tuple]]]:
+    """Draws 1..max_objects shapes of jittered class colours; returns (class, polygon) of
+    each (and paints class + 1 into ``label_image``)."""
+    w, h = size
+    draw = ImageDraw.Draw(image)
+    draw_label = ImageDraw.Draw(label_image) if label_image is not None else None
+    drawn = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        label = int(rng.integers(len(SHAPE_CLASSES)))
+        r = float(rng.uniform(*radius) * min(w, h))
+        cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
+        poly = _shape_polygon(SHAPE_CLASSES[label], cx, cy, r)
+        colour = tuple(
+            int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
+        draw.polygon(poly, fill=colour)
+        if draw_label is not None:
+            draw_label.polygon(poly, fill=label + 1)
+        drawn.append((label, poly))
+    return drawn
+
+
+def coco_sample(size: Tuple[int, int], max_objects: int,
+                rng: np.random.Generator) -> Tuple[np.ndarray, List[dict]]:
+    """One detection image (H x W x 3 uint8) and its COCO annotations (category, box, area,
+    polygon; no ids)."""
+    image = _background(size, rng)
+    objects = []
+    for label, poly in _draw_shapes(image, size, max_objects, (0.1, 0.22), rng):
+        xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+        x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
+        objects.append(dict(category_id=label + 1, bbox=[x0, y0, x1 - x0, y1 - y0],
+                            area=float((x1 - x0) * (y1 - y0)), iscrowd=0,
+                            segmentation=[[c for p in poly for c in p]]))
+    return np.asarray(image), objects
+
+
 def make_demo_coco(root: str,
                    split: str = 'train',
                    num_images: int = 8,
@@ -61,24 +99,11 @@ def make_demo_coco(root: str,
     w, h = size
     images, annotations = [], []
     for i in range(num_images):
-        image = _background(size, rng)
-        draw = ImageDraw.Draw(image)
+        pixels, objects = coco_sample(size, max_objects, rng)
         file_name = f'{i:06d}.jpg'
-        for _ in range(int(rng.integers(1, max_objects + 1))):
-            label = int(rng.integers(len(SHAPE_CLASSES)))
-            r = float(rng.uniform(0.1, 0.22) * min(w, h))
-            cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
-            poly = _shape_polygon(SHAPE_CLASSES[label], cx, cy, r)
-            colour = tuple(
-                int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
-            draw.polygon(poly, fill=colour)
-            xs, ys = [p[0] for p in poly], [p[1] for p in poly]
-            x0, y0, x1, y1 = min(xs), min(ys), max(xs), max(ys)
-            annotations.append(
-                dict(id=len(annotations) + 1, image_id=i + 1, category_id=label + 1,
-                     bbox=[x0, y0, x1 - x0, y1 - y0], area=float((x1 - x0) * (y1 - y0)), iscrowd=0,
-                     segmentation=[[c for p in poly for c in p]]))
-        image.save(osp.join(img_dir, file_name), quality=95)
+        for obj in objects:
+            annotations.append(dict(id=len(annotations) + 1, image_id=i + 1, **obj))
+        Image.fromarray(pixels).save(osp.join(img_dir, file_name), quality=95)
         images.append(dict(id=i + 1, file_name=file_name, width=w, height=h))
     categories = [dict(id=k + 1, name=n) for k, n in enumerate(SHAPE_CLASSES)]
     ann_file = osp.join('annotations', f'instances_{split}.json')
@@ -143,13 +168,20 @@ def make_demo_imagefolder(root: str,
         d = osp.join(root, split, name)
         os.makedirs(d, exist_ok=True)
         for n in range(per_class):
-            image = _background((size, size), rng)
-            r = float(rng.uniform(0.2, 0.35) * size)
-            c = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
-            ImageDraw.Draw(image).polygon(_shape_polygon(name, c[0], c[1], r),
-                                          fill=_SHAPE_COLOURS[label])
-            image.save(osp.join(d, f'{n:04d}.jpg'), quality=95)
+            Image.fromarray(centred_shape(label, size, rng)).save(osp.join(d, f'{n:04d}.jpg'),
+                                                                  quality=95)
     return list(SHAPE_CLASSES)
+
+
+def centred_shape(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One classification image (size x size x 3 uint8): ``SHAPE_CLASSES[label]`` near the
+    centre on a noisy background."""
+    image = _background((size, size), rng)
+    r = float(rng.uniform(0.2, 0.35) * size)
+    c = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
+    ImageDraw.Draw(image).polygon(_shape_polygon(SHAPE_CLASSES[label], c[0], c[1], r),
+                                  fill=_SHAPE_COLOURS[label])
+    return np.asarray(image)
 
 
 def make_demo_ade20k(root: str,
@@ -172,20 +204,18 @@ def make_demo_ade20k(root: str,
         img_dir, ann_dir = osp.join(root, 'images', split), osp.join(root, 'annotations', split)
         os.makedirs(img_dir, exist_ok=True)
         os.makedirs(ann_dir, exist_ok=True)
-        w, h = size
         for i in range(count):
-            image = _background(size, rng)
-            label = Image.new('L', size, 0)
-            draw, draw_label = ImageDraw.Draw(image), ImageDraw.Draw(label)
-            for _ in range(int(rng.integers(1, max_objects + 1))):
-                k = int(rng.integers(len(SHAPE_CLASSES)))
-                r = float(rng.uniform(0.15, 0.3) * min(w, h))
-                cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
-                poly = _shape_polygon(SHAPE_CLASSES[k], cx, cy, r)
-                colour = tuple(
-                    int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[k])
-                draw.polygon(poly, fill=colour)
-                draw_label.polygon(poly, fill=k + 1)
+            image, label = ade20k_sample(size, max_objects, rng)
             name = f'ADE_{split[:5]}_{i:08d}'
-            image.save(osp.join(img_dir, name + '.jpg'), quality=95)
-            label.save(osp.join(ann_dir, name + '.png'))
+            Image.fromarray(image).save(osp.join(img_dir, name + '.jpg'), quality=95)
+            Image.fromarray(label).save(osp.join(ann_dir, name + '.png'))
+
+
+def ade20k_sample(size: Tuple[int, int], max_objects: int,
+                  rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    """One segmentation pair: image (H x W x 3 uint8) and labels (H x W uint8, 0 = other,
+    k + 1 for ``SHAPE_CLASSES[k]``)."""
+    image = _background(size, rng)
+    label = Image.new('L', size, 0)
+    _draw_shapes(image, size, max_objects, (0.15, 0.3), rng, label)
+    return np.asarray(image), np.asarray(label)
