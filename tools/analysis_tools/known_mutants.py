@@ -75,7 +75,8 @@ MUTANTS = [
 
 
 # what a mutated copy needs to run the tests (both mutation tools use it)
-COPIED_PARTS = ('vt_mm', 'tests', 'configs', 'tools', 'pyproject.toml', 'model-index.yml')
+COPIED_PARTS = ('vt_mm', 'tests', 'configs', 'tools', 'docs', 'requirements', 'pyproject.toml',
+                'setup.py', 'model-index.yml', 'README.md', 'Makefile')
 
 
 def copy_repository(prefix: str) -> str:
