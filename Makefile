@@ -11,5 +11,5 @@ test:  ## set up, run the test suite
 env:   ## only set up the environment; prints its path
 	bash tools/setup_env.sh
 
-mutation:  ## known bugs + mutmut over checkpoint.py, the converters, base.py, VT layers, VT-FPN
-	bash tools/run_mutation.sh
+mutation:  ## known bugs + mutmut over every module (ARGS="--groups ..." for some)
+	bash tools/run_mutation.sh $(ARGS)

@@ -25,4 +25,11 @@ echo "[test] style: ruff check (rules in pyproject.toml [tool.ruff])"
 "$ENV/bin/ruff" check "$ROOT"
 
 # --durations: the slowest tests, to keep the suite inside its 20-minute budget
-exec "$DEPLOY_ENV/bin/python" -m pytest -ra --durations=25 "${PARALLEL[@]}" "${@:-tests}"
+"$DEPLOY_ENV/bin/python" -m pytest -ra --durations=25 "${PARALLEL[@]}" "${@:-tests}"
+
+# The whole suite (no arguments): then the security-critical modules under mutation testing
+# (checkpoint loading's allow-list, the offline guard; about a minute): no survivor may remain.
+if [[ $# -eq 0 ]]; then
+    echo "[test] mutation: the checkpoint allow-list and the offline guard (make mutation: all)"
+    "$DEPLOY_ENV/bin/python" tools/analysis_tools/mutation.py --fast
+fi
