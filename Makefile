@@ -1,12 +1,15 @@
 # The two commands of README.md. Both set up the environment first (tools/setup_env.sh: once per
 # machine, ~20 min; seconds afterwards).
-.PHONY: demo test env mutation
+.PHONY: demo test test-fast env mutation
 
 demo:  ## set up, train VT-FPN on LIP (demo data when data/LIP is absent), test it
 	bash tools/run_demo.sh
 
-test:  ## set up, run the test suite
+test:  ## set up, run the test suite (every tier; under 20 minutes on 2 cores)
 	bash tools/run_tests.sh
+
+test-fast:  ## the unit tests only: no training, no runtime conversions (under 3 minutes)
+	bash tools/run_tests.sh -m "not slow and not runtime and not study" tests
 
 env:   ## only set up the environment; prints its path
 	bash tools/setup_env.sh

@@ -4,19 +4,11 @@ import glob
 import os.path as osp
 
 import pytest
+from helpers import ROOT
 from mmengine.config import Config
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-RUNTIME_CFG = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
 CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in p.split(osp.sep))
-
-
-def test_runtime_base_declares_the_reliability_hooks():
-    from vt_mm.engine.hooks import RELIABILITY_HOOKS
-    runtime = Config.fromfile(RUNTIME_CFG)
-    assert runtime.custom_hooks == RELIABILITY_HOOKS
-    assert runtime.custom_imports == dict(imports=['vt_mm'], allow_failed_imports=False)
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
@@ -27,31 +19,6 @@ def test_every_config_inherits_the_runtime(path):
     hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
     for hook in RELIABILITY_HOOKS:
         assert hook['type'] in hooks, f'{osp.relpath(path, ROOT)} lacks {hook["type"]}'
-
-
-def test_plain_mmengine_runner_registers_the_hooks(tmp_path, lip_root, tiny_config):
-    """What mmseg's own tools/train.py does (Config.fromfile + Runner.from_cfg), without vt-mm's
-    tools: the hooks come from the config alone."""
-    from mmengine.runner import Runner
-    cfg = Config.fromfile(tiny_config(tmp_path, lip_root))
-    cfg.work_dir = str(tmp_path / 'work')
-    runner = Runner.from_cfg(cfg)
-    names = {type(h).__name__ for h in runner.hooks}
-    assert {'ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook',
-            'CheckpointSafetyHook'} <= names
-    # before the run, the runner's CheckpointHook becomes the atomic one (same arguments)
-    plain = next(h for h in runner.hooks if type(h).__name__ == 'CheckpointHook')
-    interval = plain.interval
-    runner.call_hook('before_run')
-    assert type(plain).__name__ == 'AtomicCheckpointHook' and plain.interval == interval
-
-
-def test_train_tool_reports_missing_hooks():
-    from vt_mm.engine.runtime import check_reliability_hooks
-    cfg = Config(dict(custom_hooks=[dict(type='NonFiniteLossHook')]))
-    assert check_reliability_hooks(cfg) == ['ResumeRNGHook', 'RankConsistencyHook',
-                                            'CheckpointSafetyHook', 'NetworkCompileHook']
-    assert check_reliability_hooks(Config.fromfile(RUNTIME_CFG)) == []
 
 
 def test_readme_own_config_example_builds(tmp_path):

@@ -22,7 +22,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vt_mm  # noqa: E402,F401
-from vt_mm.engine import checkpoints, data_checks, runtime  # noqa: E402
+from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -36,7 +36,7 @@ def parse_args(argv=None):
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
     parser.add_argument('--tta', action='store_true', help='test-time augmentation (tta_model)')
     parser.add_argument(
-        '--cfg-options', nargs='+', action=runtime.ConfigOptionsAction,
+        '--cfg-options', nargs='+', action=config.ConfigOptionsAction,
         help='override config entries')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -91,8 +91,8 @@ def _keep_outputs(cfg: Config, toolbox: str, out: str) -> None:
 
 
 def build_config(args) -> Config:
-    cfg = runtime.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    toolbox = runtime.toolbox_of(cfg)
+    cfg = config.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    toolbox = config.toolbox_of(cfg)
     if not osp.isfile(args.checkpoint):
         raise SystemExit(f'checkpoint {args.checkpoint!r}: no such file')
     cfg.load_from = None  # loaded strictly by checkpoints.load_checkpoint_strictly
@@ -122,13 +122,13 @@ USER_ERRORS = (checkpoints.CheckpointFileError, checkpoints.NonFiniteWeightsErro
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = runtime.preflight_value(lambda: build_config(args))
+    cfg = preflight.preflight_value(lambda: build_config(args))
     try:
         _check_checkpoint_file(args.checkpoint)
     except USER_ERRORS as e:
         raise SystemExit(f'ERROR: {e}') from None
-    runtime.preflight(lambda: data_checks.check_data(cfg, ('test_dataloader', )))
-    runtime.setup_cpu_distributed(cfg, args.launcher)
+    preflight.preflight(lambda: data_checks.check_data(cfg, ('test_dataloader', )))
+    distributed.setup_cpu_distributed(cfg, args.launcher)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     try:
         checkpoints.load_checkpoint_strictly(runner, args.checkpoint)
@@ -137,7 +137,7 @@ def main(argv=None):
     data_checks.guard_samples(runner.test_dataloader.dataset,
                               data_checks.label_settings(cfg)['ignore_index'])
     metrics = runner.test()
-    runtime.finish_distributed()  # a distributed run ends the process here
+    distributed.finish_distributed()  # a distributed run ends the process here
     return metrics
 
 

@@ -27,7 +27,7 @@ from mmengine.registry import RUNNERS  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
 import vt_mm  # noqa: E402,F401  (registers modules, allow-lists checkpoint types)
-from vt_mm.engine import checkpoints, data_checks, runtime, workdir_lock  # noqa: E402
+from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight, workdir_lock  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=runtime.ConfigOptionsAction,
+        action=config.ConfigOptionsAction,
         help='override config entries, e.g. train_cfg.max_iters=100 model.pretrained=None')
     parser.add_argument(
         '--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -63,8 +63,8 @@ def parse_args(argv=None):
 
 
 def build_config(args) -> Config:
-    cfg = runtime.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
-    runtime.check_amp(args.amp)
+    cfg = config.load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    preflight.check_amp(args.amp)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
@@ -90,17 +90,17 @@ USER_ERRORS = (workdir_lock.WorkDirBusyError, checkpoints.CheckpointMismatchErro
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = runtime.preflight_value(lambda: build_config(args))
+    cfg = preflight.preflight_value(lambda: build_config(args))
     splits = ('train_dataloader', 'val_dataloader')
-    runtime.preflight(lambda: runtime.check_writable(cfg))
-    if workdir_lock.launch_rank() == 0:  # one run per work dir, before anything is written
-        runtime.preflight(lambda: workdir_lock.lock_work_dir(cfg.work_dir))
-    runtime.preflight(
+    preflight.preflight(lambda: preflight.check_writable(cfg))
+    if distributed.launch_rank() == 0:  # one run per work dir, before anything is written
+        preflight.preflight(lambda: workdir_lock.lock_work_dir(cfg.work_dir))
+    preflight.preflight(
         lambda: data_checks.check_data(cfg, splits),
         lambda: data_checks.preflight_data(cfg, splits, None if args.check_data else 16),
-        lambda: None if cfg.get('resume', False) else runtime.check_checkpoints(cfg))
-    runtime.setup_cpu_distributed(cfg, args.launcher)
-    runtime.check_reliability_hooks(cfg)
+        lambda: None if cfg.get('resume', False) else checkpoints.check_checkpoints(cfg))
+    distributed.setup_cpu_distributed(cfg, args.launcher)
+    preflight.check_reliability_hooks(cfg)
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     data_checks.check_num_classes(cfg, runner.train_dataloader.dataset)
     ignore_index = data_checks.label_settings(cfg)['ignore_index']
@@ -113,7 +113,7 @@ def main(argv=None):
         raise SystemExit(f'ERROR: {e.strerror}') from None
     except USER_ERRORS as e:
         raise SystemExit(f'ERROR: {e}') from None
-    runtime.finish_distributed()  # a distributed run ends the process here
+    distributed.finish_distributed()  # a distributed run ends the process here
 
 
 if __name__ == '__main__':

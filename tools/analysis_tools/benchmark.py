@@ -45,7 +45,6 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 import torch  # noqa: E402
 
-from vt_mm import analysis  # noqa: E402
 from vt_mm.analysis import ImageToOutputs, build_model, count_flops, default_shape, time_alternately  # noqa: E402
 
 
@@ -73,7 +72,8 @@ def onnxruntime_runner(model, toolbox: str, x: torch.Tensor):
 
 def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: int = 10,
             warmup: int = 2, device: str = 'cpu', batch: int = 1, latency: bool = True,
-            count_bn: bool = False, onnxruntime: bool = False) -> List[Dict]:
+            count_bn: bool = False, onnxruntime: bool = False,
+            verbose: bool = False) -> List[Dict]:
     """One row per config; ``onnxruntime`` (CPU) adds the exported graph's latency, timed in
     the same alternating loop as PyTorch eager (for detectors also the eager backbone + neck,
     the part that is exported)."""
@@ -81,7 +81,7 @@ def measure(configs: List[str], shape: Optional[Tuple[int, int]] = None, runs: i
         raise ValueError('the onnxruntime column is measured on the CPU')
     rows, timed = [], []  # timed: (callable, row index, what it times)
     for i, config in enumerate(configs):
-        model, cfg, toolbox = build_model(config)
+        model, cfg, toolbox = build_model(config, verbose=verbose)
         hw = tuple(shape) if shape else default_shape(cfg, toolbox)
         divisor = getattr(model.data_preprocessor, 'pad_size_divisor', 1) or 1
         hw = tuple(-(-v // divisor) * divisor for v in hw)  # as the preprocessor pads batches
@@ -286,7 +286,6 @@ def main(argv=None):
                         'for --model-zoo unless --no-onnxruntime')
     parser.add_argument('--no-onnxruntime', action='store_true')
     args = parser.parse_args(argv)
-    analysis.VERBOSE_BUILD = args.verbose
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.model_zoo:
@@ -301,7 +300,7 @@ def main(argv=None):
         parser.error('--device cuda: no GPU is available')
     torch.manual_seed(0)
     rows = measure(args.configs, args.shape, args.runs, args.warmup, args.device, args.batch,
-                   not args.no_latency, args.count_bn, args.onnxruntime)
+                   not args.no_latency, args.count_bn, args.onnxruntime, verbose=args.verbose)
     print(format_rows(rows))
     if args.json:
         with open(args.json, 'w') as f:

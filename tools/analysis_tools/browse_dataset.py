@@ -22,7 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmengine.config import DictAction  # noqa: E402
 
 import vt_mm  # noqa: E402,F401  (registers datasets and transforms)
-from vt_mm.engine import data_checks, runtime  # noqa: E402
+from vt_mm.engine import config, data_checks, preflight  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -45,12 +45,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.output_dir is None and args.not_show:
         raise SystemExit('browse_dataset: nothing to do with --not-show and no --output-dir')
-    cfg = runtime.load_config(args.config, args.cfg_options, 'none', None)
+    cfg = config.load_config(args.config, args.cfg_options, 'none', None)
     if cfg.get('default_scope', 'mmseg') != 'mmseg':
         raise SystemExit(f'browse_dataset: {args.config} is a {cfg.default_scope} config; this '
                          'tool draws segmentation datasets (mmdet and mmpretrain have their own)')
     init_default_scope('mmseg')
-    runtime.preflight(lambda: data_checks.check_data(cfg, ('train_dataloader', )))
+    preflight.preflight(lambda: data_checks.check_data(cfg, ('train_dataloader', )))
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     visualizer = VISUALIZERS.build(cfg.visualizer)
     visualizer.dataset_meta = dataset.metainfo

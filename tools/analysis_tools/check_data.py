@@ -22,7 +22,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmengine.config import DictAction  # noqa: E402
 
 import vt_mm  # noqa: E402,F401  (registers datasets and transforms)
-from vt_mm.engine import data_checks, runtime  # noqa: E402
+from vt_mm.engine import config, data_checks, preflight  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -38,9 +38,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = runtime.load_config(args.config, args.cfg_options, 'none', None)
+    cfg = config.load_config(args.config, args.cfg_options, 'none', None)
     splits = tuple(f'{s}_dataloader' for s in args.splits)
-    runtime.preflight(lambda: data_checks.check_data(cfg, splits))
+    preflight.preflight(lambda: data_checks.check_data(cfg, splits))
     problems, checked = data_checks.check_splits(cfg, splits, args.max_samples, progress=True)
     for problem in problems:
         print(problem)

@@ -29,17 +29,18 @@ import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(ROOT, 'tests'))  # the compile checks' configs are the tests'
 
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import init_default_scope  # noqa: E402
-
-import vt_mm  # noqa: E402,F401
-from vt_mm.engine.compile_check import (  # noqa: E402
+from helpers.compile_configs import (  # noqa: E402
     FAMILY_CONFIGS,
     REFERENCE_CONFIGS,
     count_graph_breaks,
     write_family_config,
 )
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+import vt_mm  # noqa: E402,F401
 
 
 def _timed_run(cfg: Config, work_dir: str, iters: int, compile_cfg, train_step=False):

@@ -101,8 +101,7 @@ def config_text(root: str, depth: int, iters: int, batch: int, size: int, lr: fl
 
 def extract_backbone(checkpoint_path: str, out_path: str, meta: dict) -> dict:
     """Writes the ``backbone.`` tensors of a Runner checkpoint as a plain-tensor checkpoint."""
-    from vt_mm.engine.checkpoints import atomic_write
-    from vt_mm.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+    from vt_mm.engine.checkpoints import atomic_write, load_checkpoint_file, unwrap_state_dict
     state = unwrap_state_dict(load_checkpoint_file(checkpoint_path))
     backbone = {k: v.clone() for k, v in state.items() if k.startswith('backbone.')}
     if not backbone:

@@ -223,7 +223,7 @@ def check_backbone_checkpoint(config: str, checkpoint: str, model=None) -> None:
     config's backbone exactly (mmengine's ``Pretrained`` init would only log a warning and
     train the unmatched layers from scratch). ``model``: the config's model if already built."""
     from vt_mm.analysis import build_model
-    from vt_mm.utils.checkpoint import load_checkpoint_file, unwrap_state_dict
+    from vt_mm.engine.checkpoints import load_checkpoint_file, unwrap_state_dict
     if model is None:
         model, _, _ = build_model(config)
     want = {k: tuple(v.shape) for k, v in model.backbone.state_dict().items()

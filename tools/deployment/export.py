@@ -132,8 +132,7 @@ def main(argv=None):
     check_args(args)
     if args.checkpoint:
         check_checkpoint(args.checkpoint)
-    analysis.VERBOSE_BUILD = args.verbose
-    model, cfg, toolbox = build_model(args.config)
+    model, cfg, toolbox = build_model(args.config, verbose=args.verbose)
     if args.checkpoint:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)

@@ -26,7 +26,6 @@ import warnings
 # setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
-from vt_mm import analysis  # noqa: E402
 from vt_mm.analysis import build_model, default_shape  # noqa: E402
 from vt_mm.deploy import check_onnx, export_onnx, switch_to_deploy  # noqa: E402
 
@@ -37,8 +36,8 @@ def odd_below(shape):
 
 
 def export_and_check(config, out_dir, shape=None, check_shapes=None, static=False, deploy=False,
-                     checkpoint=None):
-    model, cfg, toolbox = build_model(config)
+                     checkpoint=None, verbose=False):
+    model, cfg, toolbox = build_model(config, verbose=verbose)
     if checkpoint:
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, checkpoint, map_location='cpu', strict=True)
@@ -71,7 +70,6 @@ def main(argv=None):
     parser.add_argument('--tol', type=float, default=1e-4)
     parser.add_argument('--out-dir', default='work_dirs/onnx')
     args = parser.parse_args(argv)
-    analysis.VERBOSE_BUILD = args.verbose
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -85,7 +83,7 @@ def main(argv=None):
     worst = 0.0
     for config in args.configs:
         res = export_and_check(config, args.out_dir, args.shape, args.check_shape, args.static,
-                               args.deploy, args.checkpoint)
+                               args.deploy, args.checkpoint, verbose=args.verbose)
         what = {'mmseg': 'logits', 'mmpretrain': 'logits', 'mmdet': 'backbone + neck'}
         for i, row in enumerate(res['checks']):
             worst = max(worst, row['max_abs_diff'] / max(1.0, row['max_abs_output']))

@@ -9,9 +9,9 @@ SRC may be a bare state_dict or wrapped in state_dict / state_dict_ema / model, 
 """
 
 
+from vt_mm.engine.checkpoints import convert_checkpoint_cli
 from vt_mm.models.backbones.official_layouts import require_layout
 from vt_mm.models.backbones.pyramid_tnt import checkpoint_filter_fn
-from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
 def convert(state_dict: dict) -> dict:

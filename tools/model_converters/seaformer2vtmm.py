@@ -12,9 +12,9 @@ SRC is either
 """
 
 
+from vt_mm.engine.checkpoints import convert_checkpoint_cli
 from vt_mm.models.backbones.official_layouts import require_layout
 from vt_mm.models.backbones.seaformer import checkpoint_filter_fn, convert_head_keys
-from vt_mm.utils.checkpoint import convert_checkpoint_cli
 
 
 def convert(state_dict: dict) -> dict:

@@ -2,6 +2,7 @@
 backends (onnxruntime, OpenVINO, MNN, ncnn, TFLite; one module each under ``backends/``) and the
 guard that keeps their converters offline. ``vt_mm.deploy.pipeline`` ties them together for
 ``tools/deployment/export.py``."""
+from ..models.folding import fold_conv_bn, switch_to_deploy
 from .offline import OfflineViolation, offline
 from .onnx import (
                    BackboneNeck,
@@ -12,7 +13,6 @@ from .onnx import (
                    onnx_op_counts,
                    simplify_onnx,
 )
-from .transforms import fold_conv_bn, switch_to_deploy
 
 __all__ = [
     'fold_conv_bn', 'switch_to_deploy', 'BackboneNeck', 'SegmentationLabels', 'exportable',

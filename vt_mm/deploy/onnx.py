@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..analysis import ImageToOutputs, toolbox_of_model
+from ..models.wrappers import ImageToOutputs, toolbox_of_model
 
 __all__ = ['BackboneNeck', 'SegmentationLabels', 'exportable', 'export_onnx', 'check_onnx',
            'onnx_op_counts']

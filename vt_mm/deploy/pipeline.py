@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..analysis import time_alternately
+from ..utils.timing import time_alternately
 from .backends import BACKENDS, ConversionJob, get_backend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline

@@ -16,8 +16,7 @@ import socket
 import sys
 from typing import Dict, Optional
 
-__all__ = ['WorkDirBusyError', 'lock_work_dir', 'release_work_dir', 'LOCK_NAME',
-           'launch_rank']
+__all__ = ['WorkDirBusyError', 'lock_work_dir', 'release_work_dir', 'LOCK_NAME']
 
 LOCK_NAME = '.vt_mm_train.lock'
 # work dir (real path) -> the open file whose lock this process holds
@@ -26,16 +25,6 @@ _HELD: Dict[str, int] = {}
 
 class WorkDirBusyError(RuntimeError):
     """Another live process trains in this work dir."""
-
-
-def launch_rank() -> int:
-    """This process's global rank as the launcher set it (torchrun, slurm, MPI); 0 when
-    launched alone. Known before any process group exists."""
-    for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
-        value = os.environ.get(name)
-        if value is not None and value.strip().lstrip('-').isdigit():
-            return int(value)
-    return 0
 
 
 def _holder(fd: int) -> str:

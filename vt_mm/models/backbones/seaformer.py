@@ -36,8 +36,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.models.utils import InvertedResidual
 from torch import Tensor
 
-from ...deploy import fold_conv_bn
 from ..arg_checks import check_int, check_number
+from ..folding import fold_conv_bn
 from .base import BackboneContract, pretrained_to_init_cfg, record_attention, resolve_arch
 
 __all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']

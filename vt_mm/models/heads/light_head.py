@@ -8,7 +8,7 @@ from mmengine.registry import MODELS
 from mmseg.models.decode_heads.decode_head import BaseDecodeHead
 from torch import Tensor
 
-from ...deploy import fold_conv_bn
+from ..folding import fold_conv_bn
 
 
 class HardSigmoidFusion(nn.Module):

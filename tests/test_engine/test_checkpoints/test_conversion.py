@@ -1,0 +1,52 @@
+"""The converters' command line (vt_mm/engine/checkpoints/conversion.py)."""
+import os
+import re
+
+import pytest
+import torch
+
+
+class _Payload:
+
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_converter_refuses_pickles_unless_trusted(tmp_path):
+    """The converters' --trust is the only switch to full unpickling (docs/bad_input.md)."""
+    from vt_mm.engine.checkpoints import convert_checkpoint_cli
+    src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}, 'args': _Payload()}, src)
+    with pytest.raises(SystemExit, match=r'^\[test\] ERROR: .*rerun with --trust'):
+        convert_checkpoint_cli([str(src), str(dst)], 'test', lambda s: s, 'test')
+    assert not dst.exists()
+    converted = convert_checkpoint_cli([str(src), str(dst), '--trust'], 'test', lambda s: s,
+                                       'test')
+    assert list(converted) == ['w']
+    assert torch.load(dst, weights_only=True)['state_dict']['w'].tolist() == [1.0, 1.0]
+
+
+def test_converter_cli_arguments_output_and_help(tmp_path, capsys):
+    from vt_mm.engine.checkpoints import convert_checkpoint_cli
+    src, dst = tmp_path / 'official.pth', tmp_path / 'out.pth'
+    torch.save({'state_dict': {'module.w': torch.zeros(2)},
+                'state_dict_ema': {'module.w': torch.ones(2)}}, src)
+    out = convert_checkpoint_cli([str(src), str(dst), '--ema'], 'desc', lambda s: dict(s),
+                                 'conv')
+    assert out['w'].tolist() == [1.0, 1.0]
+    saved = torch.load(dst, weights_only=True)
+    assert list(saved) == ['state_dict', 'meta'] and list(saved['state_dict']) == ['w']
+    assert saved['state_dict']['w'].tolist() == [1.0, 1.0]
+    assert saved['meta'] == {'converted_from': 'official.pth'}
+    assert capsys.readouterr().out == f'[conv] 1 tensors -> {dst}\n'
+    convert_checkpoint_cli([str(src), str(dst)], 'desc', lambda s: dict(s), 'conv')
+    assert torch.load(dst, weights_only=True)['state_dict']['w'].tolist() == [0.0, 0.0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        convert_checkpoint_cli(['--help'], 'Line one.\n    indented line two', None, 'conv')
+    text = capsys.readouterr().out
+    assert 'Line one.\n    indented line two' in text  # the raw formatter keeps the layout
+    for arg, help_text in (('src', 'official checkpoint'), ('dst', 'output path'),
+                           ('--ema', 'take state_dict_ema when present'),
+                           ('--trust', 'allow full unpickling of SRC')):
+        assert re.search(rf'{re.escape(arg)}\s+{re.escape(help_text)}\n', text), (arg, text)

@@ -1,0 +1,185 @@
+"""Reading and loading checkpoints (vt_mm/engine/checkpoints/loading.py): files that are not
+checkpoints, no load of NaN/Inf through any mmengine path, strict loading in tools/test.py."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import ROOT
+
+from vt_mm.engine import checkpoints
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+
+
+def _train(cfg, work, *options, resume=False, expect_ok=True, timeout=600):
+    args = [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)]
+    args += ['--resume'] if resume else []
+    args += ['--cfg-options', *options] if options else []
+    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+# the tiny config's checkpoint hook (every 2 iterations), keeping only the newest checkpoint
+KEEP_ONE = 'default_hooks[\'checkpoint\'][\'max_keep_ckpts\'] = 1\n'
+
+
+def _iters(n):
+    return [f'train_cfg.max_iters={n}', f'train_cfg.val_interval={100 + n}']
+
+
+def _save_fake_checkpoint(path, iteration):
+    torch.save({'state_dict': {'w': torch.full((4, ), float(iteration))},
+                'meta': {'iter': iteration}}, path)
+
+
+def _tiny_model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), float('-inf')])
+def test_every_mmengine_load_refuses_non_finite_weights(tmp_path, value):
+    """mmengine's load_checkpoint (init_cfg=Pretrained, the toolboxes' init_model) and the
+    Runner's and inferencers' loads all go through one function that now refuses NaN/Inf
+    before copying anything."""
+    from mmengine.runner import load_checkpoint
+    from mmengine.runner.checkpoint import _load_checkpoint_to_model
+    model = _tiny_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['1.running_var'][2] = value
+    path = tmp_path / 'bad.pth'
+    torch.save({'state_dict': state}, path)
+    target = _tiny_model()
+    nn_init = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(checkpoints.NonFiniteWeightsError,
+                       match=r'^the checkpoint being loaded holds NaN/Inf in 1 tensors '
+                             r'\(1\.running_var\); nothing was loaded'):
+        load_checkpoint(target, str(path))
+    with pytest.raises(checkpoints.NonFiniteWeightsError):
+        _load_checkpoint_to_model(target, {'state_dict': state})
+    assert all(torch.equal(v, nn_init[k]) for k, v in target.state_dict().items())
+    state['1.running_var'][2] = 1.0
+    torch.save({'state_dict': state}, path)
+    load_checkpoint(target, str(path))  # finite: loads
+    assert torch.equal(target[1].running_var, state['1.running_var'])
+
+
+def test_pretrained_init_cfg_refuses_non_finite_weights(tmp_path):
+    from vt_mm.models.backbones import VTResNet
+    model = VTResNet(18)
+    state = model.state_dict()
+    state['layer1.0.conv1.weight'].fill_(float('nan'))
+    torch.save({'state_dict': state}, tmp_path / 'nan.pth')
+    fresh = VTResNet(18, init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nan.pth')))
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='layer1.0.conv1.weight'):
+        fresh.init_weights()
+
+
+def test_non_finite_tensors_are_listed_in_order_and_only_floats():
+    state = {'a': torch.zeros(2), 'b': torch.tensor([1.0, float('nan')]),
+             'n': torch.tensor(3), 'c': torch.tensor([float('inf')]), 'd': 'not a tensor',
+             'e': torch.tensor([float('-inf')], dtype=torch.float16)}
+    assert checkpoints.non_finite_tensors(state) == ['b', 'c', 'e']
+    nine = {f'w{i}': torch.tensor([float('nan')]) for i in range(9)}
+    with pytest.raises(checkpoints.NonFiniteWeightsError) as info:
+        checkpoints.check_finite(nine, 'checkpoint x.pth')
+    assert str(info.value).startswith('checkpoint x.pth holds NaN/Inf in 9 tensors (w0, w1, w2, '
+                                      'w3, w4, w5, w6, w7 ... (+1 more)); nothing was loaded.')
+    checkpoints.check_finite({'a': torch.zeros(1)}, 'x')
+
+
+def test_files_that_are_not_checkpoints_get_one_message(tmp_path):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'page.pth').write_text('<html>404 Not Found</html>')
+    torch.save([1, 2], tmp_path / 'list.pth')
+    cases = {
+        str(tmp_path / 'missing.pth'): 'no such checkpoint file',
+        str(tmp_path): 'is a folder, not a checkpoint file',
+        str(tmp_path / 'empty.pth'): 'is empty (0 bytes)',
+        str(tmp_path / 'page.pth'): 'is not a checkpoint torch can read (',
+        str(tmp_path / 'list.pth'): 'holds a list, not a checkpoint',
+    }
+    for path, message in cases.items():
+        with pytest.raises(checkpoints.CheckpointFileError) as info:
+            checkpoints.read_checkpoint(path)
+        assert str(info.value).startswith(path) and message in str(info.value), path
+    _save_fake_checkpoint(tmp_path / 'ok.pth', 3)
+    assert checkpoints.read_checkpoint(str(tmp_path / 'ok.pth'))['meta']['iter'] == 3
+    assert set(checkpoints.state_dict_of({'state_dict': {'module.a': 1, 'b': 2}})) == {'a', 'b'}
+    assert checkpoints.state_dict_of({'w': 1}) == {'w': 1}
+
+
+@pytest.mark.parametrize('content,message', [
+    (None, 'is empty (0 bytes)'), ('text', 'is not a checkpoint torch can read'),
+    ('nan', 'holds NaN/Inf in 1 tensors (decode_head.conv_seg.weight)')])
+def test_test_tool_refuses_bad_checkpoints_before_any_work(tmp_path, content, message,
+                                                           tiny_config):
+    """tools/test.py: one line, exit 1, before the data is read or the model is built (the data
+    root here does not even exist)."""
+    import importlib
+    path = tmp_path / 'c.pth'
+    if content is None:
+        path.write_bytes(b'')
+    elif content == 'text':
+        path.write_text('not a checkpoint\n')
+    else:
+        torch.save({'state_dict': {'decode_head.conv_seg.weight': torch.full((2, ), float('nan'))}},
+                   path)
+    test_tool = importlib.import_module('tools.test')
+    with pytest.raises(SystemExit) as info:
+        test_tool.main([tiny_config(tmp_path, tmp_path / 'no_data'), str(path)])
+    assert str(info.value).startswith(f'ERROR: {path}' if content != 'nan' else
+                                      f'ERROR: checkpoint {path}')
+    assert message in str(info.value)
+
+
+def test_the_toolboxes_inferencer_refuses_non_finite_weights(tmp_path, tiny_config, lip_root):
+    """A user's own MMSegInferencer(config, weights) gets the refusal too (mmengine's loading
+    path), not a silently wrong prediction."""
+    from mmseg.apis import MMSegInferencer, init_model
+    cfg = tiny_config(tmp_path, lip_root)
+    model = init_model(cfg, device='cpu')
+    state = model.state_dict()
+    state['decode_head.conv_seg.weight'].fill_(float('inf'))
+    torch.save({'state_dict': state, 'meta': {}}, tmp_path / 'inf.pth')
+    with pytest.raises(checkpoints.NonFiniteWeightsError, match='decode_head.conv_seg.weight'):
+        MMSegInferencer(model=cfg, weights=str(tmp_path / 'inf.pth'), device='cpu')
+    with pytest.raises(checkpoints.NonFiniteWeightsError):
+        init_model(cfg, str(tmp_path / 'inf.pth'), device='cpu')
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+
+
+def _run(args, expect_ok=True, timeout=600):
+    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+def test_checkpoint_of_another_architecture_is_listed(lip_root, tmp_path, tiny_config):
+    from vt_mm.models.backbones import VTResNet
+    cfg = tiny_config(tmp_path, lip_root, deterministic=True)
+    other = tmp_path / 'vt_resnet18.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in VTResNet(18).state_dict().items()}},
+               other)
+    code, out = _run(['tools/test.py', cfg, str(other), '--work-dir', str(tmp_path / 't')],
+                     expect_ok=False)
+    assert code != 0
+    assert 'does not fit the model of this config' in out
+    assert re.search(r'\d+ missing keys: backbone\.layer4\.', out), out[-3000:]
+    assert re.search(r'\d+ unexpected keys: .*backbone\.vt_modules\.', out)

@@ -1,0 +1,96 @@
+"""Configs as the tools read them (vt_mm/engine/config.py): the toolbox, syntax errors with file
+and line, --cfg-options values that keep their spaces."""
+import os.path as osp
+
+import pytest
+from helpers import ROOT
+from mmengine.config import Config
+
+from vt_mm.engine import config
+
+
+@pytest.mark.parametrize('scope', ['mmseg', 'mmdet', 'mmpretrain'])
+def test_toolbox_of_accepts_the_three_toolboxes(scope):
+    assert config.toolbox_of(Config(dict(default_scope=scope))) == scope
+
+
+@pytest.mark.parametrize('scope', [None, 'mmcls', 'mmengine', 'MMSEG'])
+def test_toolbox_of_refuses_other_scopes(scope):
+    with pytest.raises(ValueError, match=rf"^config default_scope is {scope!r}; vt-mm's tools "
+                       r"handle 'mmseg', 'mmdet' and 'mmpretrain' configs \(inherit from one of "
+                       r'their base configs\)$'):
+        config.toolbox_of(Config(dict(default_scope=scope) if scope else dict()))
+
+
+def test_load_config_sets_the_launcher_and_refuses_an_unknown_toolbox(tmp_path):
+    cfg = config.load_config(osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py'), None, 'pytorch',
+                              None)
+    assert cfg.launcher == 'pytorch'
+    plain = tmp_path / 'plain.py'
+    plain.write_text('model = dict(type="X")\n')
+    with pytest.raises(ValueError, match='default_scope is None'):
+        config.load_config(str(plain), None, 'none', None)
+    # the toolbox check comes after the options: an option can set it
+    cfg = config.load_config(str(plain), {'default_scope': 'mmseg'}, 'none', 'w')
+    assert cfg.default_scope == 'mmseg' and cfg.work_dir == 'w'
+
+
+def test_walk_yields_every_path():
+    tree = {'a': {'b': [1, {'c': 2}]}, 'd': (3, )}
+    assert [p for p, _, _ in config.walk_config(tree)] == ['a', 'a.b', 'a.b[0]', 'a.b[1]',
+                                                      'a.b[1].c', 'd', 'd[0]']
+    assert all(parent[key] is not None for _, parent, key in config.walk_config(tree))
+
+
+def test_config_syntax_errors_name_the_file_and_line(tmp_path):
+    bad = tmp_path / 'bad.py'
+    bad.write_text("model = dict(\n    type='EncoderDecoder',\n    backbone=dict(type='X'\n")
+    with pytest.raises(config.ConfigSyntaxError) as info:
+        config.read_config(str(bad))
+    assert str(info.value) == (f"config {bad}, line 3: '(' was never closed:\n"
+                               "        backbone=dict(type='X'")
+    base = tmp_path / 'base.py'
+    base.write_text('x = 1\ny = = 2\n')
+    child = tmp_path / 'child.py'
+    child.write_text("_base_ = ['./base.py']\nz = 3\n")
+    with pytest.raises(config.ConfigSyntaxError, match=rf'^config {base}, line 2: invalid '
+                       r'syntax:\n    y = = 2$'):
+        config.read_config(str(child))
+    with pytest.raises(config.ConfigSyntaxError, match=r'no_such\.py: no such file'):
+        config.read_config(str(tmp_path / 'no_such.py'))
+
+
+@pytest.mark.parametrize('tool', ['train', 'test'])
+def test_tools_print_config_errors_as_one_line(tool, tmp_path):
+    import importlib
+    bad = tmp_path / 'bad.py'
+    bad.write_text('a = [1,\n')
+    module = importlib.import_module(f'tools.{tool}')
+    with pytest.raises(SystemExit, match=rf"^ERROR: config {bad}, line 1: '\[' was never "
+                       'closed'):
+        module.main([str(bad)] + (['ckpt.pth'] if tool == 'test' else []))
+
+
+@pytest.mark.parametrize('text,value', [
+    ('/data/my dataset', '/data/my dataset'), ('  spaced  ', 'spaced'), ("'quoted x'", 'quoted x'),
+    ('1', 1), ('-2.5', -2.5), ('True', True), ('None', None), ('a,b', ['a', 'b']),
+    ('[a b, c]', ['a b', 'c']), ('(1, 2)', (1, 2)), ('(1,)', (1, )), ('[]', []),
+    ('[[1, 2], (3, x y)]', [[1, 2], (3, 'x y')]), ('1,', [1])])
+def test_option_values_keep_their_spaces(text, value):
+    assert config.parse_option_value(text) == value
+
+
+def test_option_values_with_unbalanced_brackets_are_refused():
+    with pytest.raises(ValueError, match=r"value '\[1, 2' has unbalanced brackets"):
+        config.parse_option_value('[1, 2')
+
+
+def test_cfg_options_with_spaces_reach_the_config(tmp_path):
+    import importlib
+    train = importlib.import_module('tools.train')
+    args = train.parse_args([osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py'), '--cfg-options',
+                             'train_dataloader.dataset.data_root=/data/my lip',
+                             'model.neck.num_tokens=4'])
+    cfg = train.build_config(args)
+    assert cfg.train_dataloader.dataset.data_root == '/data/my lip'
+    assert cfg.model.neck.num_tokens == 4

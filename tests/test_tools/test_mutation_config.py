@@ -1,0 +1,53 @@
+"""The mutation check (`make mutation`, tools/analysis_tools/mutation.py) covers every module:
+each file of vt_mm/ is in exactly one group (or has nothing to mutate), and every test a group
+names exists."""
+import fnmatch
+import glob
+import importlib.util
+import os.path as osp
+
+from helpers import ROOT
+
+
+def _mutation():
+    spec = importlib.util.spec_from_file_location(
+        'mutation_tool', osp.join(ROOT, 'tools', 'analysis_tools', 'mutation.py'))
+    module = importlib.util.module_from_spec(spec)
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(osp.join(ROOT, 'tools', 'analysis_tools'))
+    return module
+
+
+def test_every_module_is_in_one_group():
+    mutation = _mutation()
+    files = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'vt_mm', '**', '*.py'),
+                                                           recursive=True))
+    skipped = mutation.NOTHING_TO_MUTATE + mutation.NOT_MUTATED
+    left_out = []
+    for path in files:
+        groups = [name for name, (patterns, _, _) in mutation.GROUPS.items()
+                  if any(fnmatch.fnmatch(path, p) for p in patterns)]
+        if not groups and not any(fnmatch.fnmatch(path, p) for p in skipped):
+            left_out.append(path)
+        # the backbones' converters are a group of their own, the rest of the file another
+        assert len(groups) <= 1 or set(groups) in ({'converters', 'pyramid_tnt'},
+                                                    {'converters', 'seaformer'}), (path, groups)
+    assert left_out == []
+    for tool in ('tools/train.py', 'tools/test.py', 'tools/deployment/export.py'):
+        assert mutation.group_of(tool) == 'tools'
+
+
+def test_groups_name_existing_tests_and_strict_groups():
+    mutation = _mutation()
+    for name, (patterns, _, tests) in mutation.GROUPS.items():
+        assert patterns and all(glob.glob(osp.join(ROOT, p)) for p in patterns), name
+        for test in tests:
+            if test.startswith('tests/'):
+                assert osp.exists(osp.join(ROOT, test.split('::')[0])), (name, test)
+    assert set(mutation.STRICT) <= set(mutation.GROUPS)
+    assert set(mutation.STRICT) == {'checkpoint', 'offline', 'engine_checkpoints', 'engine_data',
+                                    'converters'}

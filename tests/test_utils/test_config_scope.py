@@ -1,0 +1,111 @@
+"""vt_mm/utils/config_scope.py: ``_base_ = ['vt_mm::DIR/NAME.py']`` from a clone, read as a local
+file (no ``_scope_`` tags), and other scopes untouched."""
+import os.path as osp
+
+import pytest
+from helpers import ROOT
+from mmengine.config import Config
+
+from vt_mm.utils import config_scope
+
+
+def test_configs_root_of_a_clone_is_the_repositorys_configs():
+    assert not osp.isdir(osp.join(ROOT, 'vt_mm', '.mim', 'configs'))  # a clone, not installed
+    assert config_scope.configs_root() == osp.join(ROOT, 'configs')
+    assert config_scope._clone_config('vtfpn/a.py') == osp.join(ROOT, 'configs', 'vtfpn', 'a.py')
+
+
+def test_installed_configs_are_left_to_mmengine(tmp_path, monkeypatch):
+    """With vt_mm/.mim/configs present (an installed wheel), mmengine resolves the path."""
+    package = tmp_path / 'vt_mm'
+    (package / '.mim' / 'configs').mkdir(parents=True)
+    (package / 'utils').mkdir()
+    monkeypatch.setattr(config_scope, '__file__', str(package / 'utils' / 'config_scope.py'))
+    assert config_scope.configs_root() == str(package / '.mim' / 'configs')
+    assert config_scope._clone_config('x.py') is None
+    (package / '.mim' / 'configs').rmdir()
+    assert config_scope.configs_root() == str(tmp_path / 'configs')
+    assert config_scope._clone_config('x.py') is None  # no configs/ there either
+    (tmp_path / 'configs').mkdir()
+    assert config_scope._clone_config('x.py') == str(tmp_path / 'configs' / 'x.py')
+
+
+def test_vt_mm_scope_reads_the_clones_config_without_scope_tags(tmp_path):
+    user = tmp_path / 'user.py'
+    user.write_text("_base_ = ['vt_mm::vtfpn/retinanet_r50_vtfpn_1x_coco.py']\n"
+                    "model = dict(neck=dict(num_tokens=4))\n")
+    cfg = Config.fromfile(str(user))
+    assert cfg.model.neck.type == 'VTFPN' and cfg.model.neck.num_tokens == 4
+    assert cfg.default_scope == 'mmdet'
+    # read as a local file: the vt_mm base adds no _scope_ tag of its own ...
+    assert '_scope_' not in cfg.model.neck
+    # ... and the toolbox's own base, inherited through it, keeps mmengine's behaviour
+    assert cfg.model.backbone.type == 'ResNet'
+
+
+def test_other_scopes_are_untouched(tmp_path):
+    user = tmp_path / 'user.py'
+    user.write_text("_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py']\n")
+    cfg = Config.fromfile(str(user))
+    assert cfg.model.get('_scope_') == 'mmdet'
+
+
+def test_registering_twice_wraps_once():
+    from mmengine.config import utils
+    before = Config._get_cfg_path
+    config_scope.register_config_scope()
+    assert Config._get_cfg_path is before and before._vt_mm_scope is True
+    assert utils.MODULE2PACKAGE['vt_mm'] == 'vt_mm'
+
+
+def test_unknown_vt_mm_config_is_named(tmp_path):
+    user = tmp_path / 'user.py'
+    user.write_text("_base_ = ['vt_mm::no_such_dir/none.py']\n")
+    with pytest.raises(FileNotFoundError, match='none.py'):
+        Config.fromfile(str(user))
+
+
+@pytest.fixture
+def registered_again(monkeypatch):
+    """mmengine as it was before ``import vt_mm`` registered the scope, then registered again
+    in the test (import-time code is out of reach of mutation testing otherwise)."""
+    from mmengine.config import utils
+    wrapped = Config._get_cfg_path
+    monkeypatch.setattr(Config, '_get_cfg_path', staticmethod(wrapped.__wrapped__))
+    monkeypatch.delitem(utils.MODULE2PACKAGE, 'vt_mm')
+    config_scope.register_config_scope()
+    yield
+    assert Config._get_cfg_path.__wrapped__ is wrapped.__wrapped__
+
+
+def test_registration_adds_the_scope_and_wraps_the_path_lookup(registered_again, tmp_path):
+    from mmengine.config import utils
+    assert utils.MODULE2PACKAGE['vt_mm'] == 'vt_mm'
+    user = str(tmp_path / 'user.py')
+    assert Config._get_cfg_path('vt_mm::vtfpn/retinanet_r50_vtfpn_1x_coco.py', user) == (
+        osp.join(ROOT, 'configs', 'vtfpn', 'retinanet_r50_vtfpn_1x_coco.py'), None)
+    path, scope = Config._get_cfg_path('mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', user)
+    assert scope == 'mmdet' and path.endswith('retinanet/retinanet_r50_fpn_1x_coco.py')
+    assert Config._get_cfg_path('./local.py', user) == (osp.join(str(tmp_path), './local.py'),
+                                                        None)
+    test_vt_mm_scope_reads_the_clones_config_without_scope_tags(tmp_path)
+    test_other_scopes_are_untouched(tmp_path)
+
+
+def test_an_installed_package_scope_is_read_without_scope_tags(monkeypatch):
+    """Where mmengine resolves the path (an installed wheel: no clone configs), the ``vt_mm``
+    scope it returns is dropped; other scopes pass through."""
+    from mmengine.config import utils
+    calls = []
+
+    def mmengine_lookup(cfg_path, filename):
+        calls.append((cfg_path, filename))
+        return '/site/.mim/configs/x.py', cfg_path.partition('::')[0] or None
+
+    monkeypatch.setattr(config_scope, '_clone_config', lambda relative: None)
+    monkeypatch.setattr(Config, '_get_cfg_path', staticmethod(mmengine_lookup))
+    monkeypatch.delitem(utils.MODULE2PACKAGE, 'vt_mm')
+    config_scope.register_config_scope()
+    assert Config._get_cfg_path('vt_mm::x.py', 'u.py') == ('/site/.mim/configs/x.py', None)
+    assert Config._get_cfg_path('mmseg::x.py', 'u.py') == ('/site/.mim/configs/x.py', 'mmseg')
+    assert calls == [('vt_mm::x.py', 'u.py'), ('mmseg::x.py', 'u.py')]
