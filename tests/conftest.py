@@ -3,6 +3,8 @@ import os.path as osp
 
 import pytest
 
+import vt_mm  # noqa: F401  (every test needs vt-mm's modules registered in the toolboxes)
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CFG = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
 

@@ -20,6 +20,7 @@ mmdet and mmpretrain datasets the readable-file and non-empty checks apply.
 """
 import copy
 import os.path as osp
+import sys
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -360,7 +361,8 @@ def check_splits(cfg: Config, dataloaders: Sequence[str], max_samples: Optional[
             indices = sorted({int(round(i)) for i in np.linspace(0, n - 1, max_samples)})
         steps = _loading_steps(dataset)
         seg_check = _seg_check_for(dataset, ignore_index)
-        bar = ProgressBar(len(indices)) if progress else None
+        # the stdout of now: mmengine's default is the one of import time
+        bar = ProgressBar(len(indices), file=sys.stdout) if progress else None
         if progress:
             print(f'{name}: {type(dataset).__name__}, {len(indices)} of {n} samples')
         for idx in indices:

@@ -50,3 +50,25 @@ def test_converter_cli_arguments_output_and_help(tmp_path, capsys):
                            ('--ema', 'take state_dict_ema when present'),
                            ('--trust', 'allow full unpickling of SRC')):
         assert re.search(rf'{re.escape(arg)}\s+{re.escape(help_text)}\n', text), (arg, text)
+
+
+def test_the_family_check_sees_the_state_and_a_folder_is_no_output(tmp_path):
+    from vt_mm.engine.checkpoints import convert_checkpoint_cli
+    src = tmp_path / 'official.pth'
+    torch.save({'state_dict': {'w': torch.ones(2)}}, src)
+    seen = []
+    convert_checkpoint_cli([str(src), str(tmp_path / 'out.pth')], 'test', lambda s: s, 'test',
+                           check=lambda state: seen.append(sorted(state)))
+    assert seen == [['w']]
+    with pytest.raises(SystemExit) as info:
+        convert_checkpoint_cli([str(src), str(tmp_path)], 'test', lambda s: s, 'test')
+    assert str(info.value) == (f"[test] ERROR: {tmp_path} is a folder; give the output file's "
+                               f"path (e.g. {tmp_path / 'official.pth'})")
+
+    def refuse(state):
+        raise ValueError('not this family')
+
+    with pytest.raises(SystemExit, match=r'^\[test\] ERROR: not this family$'):
+        convert_checkpoint_cli([str(src), str(tmp_path / 'x.pth')], 'test', lambda s: s, 'test',
+                               check=refuse)
+    assert not (tmp_path / 'x.pth').exists()

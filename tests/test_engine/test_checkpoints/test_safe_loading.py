@@ -11,6 +11,8 @@ import torch
 from helpers import ROOT
 from mmengine.logging import HistoryBuffer
 
+import vt_mm  # noqa: F401  (the allow-list is registered here, at import)
+
 
 class _Payload:
 
@@ -257,3 +259,67 @@ def test_getattr_stand_in_works_before_any_history_buffer_exists(monkeypatch):
         assert history_buffer_getattr(HistoryBuffer, name) is getattr(HistoryBuffer, name)
     with pytest.raises(pickle.UnpicklingError):
         history_buffer_getattr(HistoryBuffer, 'statistics')
+
+
+def test_files_that_are_not_checkpoints_are_named_by_what_they_are(tmp_path):
+    from vt_mm.engine.checkpoints.safe_loading import load_checkpoint_file
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    (tmp_path / 'one.pth').write_bytes(b'x')
+    (tmp_path / 'page.pth').write_text('<!DOCTYPE html><html>Not Found</html>')
+    cases = {
+        'missing.pth': f'{tmp_path / "missing.pth"}: no such file',
+        '': f'{tmp_path}/ is a folder, not a checkpoint file',
+        'empty.pth': f'{tmp_path / "empty.pth"} is empty (0 bytes): a download or save that did '
+                     'not finish',
+        'one.pth': f"{tmp_path / 'one.pth'} is not a PyTorch checkpoint (it starts with b'x': a "
+                   'text or HTML file saved under its name?)',
+        'page.pth': f"{tmp_path / 'page.pth'} is not a PyTorch checkpoint (it starts with "
+                    "b'<!DOCTYPE html><': a text or HTML file saved under its name?)",
+    }
+    for name, message in cases.items():
+        path = str(tmp_path / name) if name else str(tmp_path) + '/'
+        with pytest.raises(RuntimeError) as info:
+            load_checkpoint_file(path)
+        assert str(info.value) == message, name
+
+
+def test_legacy_and_truncated_checkpoints(tmp_path):
+    from vt_mm.engine.checkpoints.safe_loading import load_checkpoint_file
+    legacy = tmp_path / 'legacy.pth'
+    torch.save({'w': torch.ones(2)}, legacy, _use_new_zipfile_serialization=False)
+    assert legacy.read_bytes()[:1] == b'\x80'  # a plain pickle: accepted by the head check
+    assert load_checkpoint_file(str(legacy))['w'].tolist() == [1.0, 1.0]
+    whole = tmp_path / 'whole.pth'
+    torch.save({'w': torch.ones(1000)}, whole)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(whole.read_bytes()[:300])
+    with pytest.raises(RuntimeError) as info:
+        load_checkpoint_file(str(cut))
+    message = str(info.value)
+    assert message.startswith(f'{cut} is not a checkpoint torch can read (RuntimeError: ')
+    assert message.endswith('); it may be truncated or not a PyTorch file')
+    assert '\n' not in message  # the first line of torch's message only
+
+
+def test_reading_errors_without_a_message(tmp_path, monkeypatch):
+    import pickle
+
+    from vt_mm.engine.checkpoints import safe_loading
+    path = tmp_path / 'c.pth'
+    torch.save({'w': torch.ones(1)}, path)
+
+    def fail(error):
+        def load(*args, **kwargs):
+            raise error
+        return load
+
+    monkeypatch.setattr(safe_loading.torch, 'load', fail(EOFError()))
+    with pytest.raises(RuntimeError, match=r'can read \(EOFError: no message\); it may be'):
+        safe_loading.load_checkpoint_file(str(path))
+    monkeypatch.setattr(safe_loading.torch, 'load', fail(pickle.UnpicklingError()))
+    with pytest.raises(RuntimeError, match=r'with full unpickling\. \(\)$'):
+        safe_loading.load_checkpoint_file(str(path))
+    monkeypatch.setattr(safe_loading.torch, 'load',
+                        fail(pickle.UnpicklingError('first\nsecond')))
+    with pytest.raises(RuntimeError, match=r'with full unpickling\. \(first\)$'):
+        safe_loading.load_checkpoint_file(str(path))
