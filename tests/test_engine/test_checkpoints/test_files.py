@@ -200,3 +200,52 @@ def test_kill_during_a_save_loses_nothing(lip_root, tmp_path, tiny_config):
         for name, value in state.items():
             assert torch.equal(torch.as_tensor(value),
                                torch.as_tensor(res['optimizer']['state'][k][name])), (k, name)
+
+
+def test_disk_full_message_uses_the_free_space_measured_before_writing(tmp_path, monkeypatch):
+    """The free space of the check that refused the write is the one reported (the disk can
+    change in between); the message says every way out."""
+    import collections
+    usage = collections.namedtuple('usage', 'total used free')
+    readings = iter([100, 5000, 5000])
+    monkeypatch.setattr(files.shutil, 'disk_usage',
+                        lambda d: usage(10**6, 0, next(readings)))
+    with pytest.raises(CheckpointDiskFullError) as info:
+        atomic_write(b'y' * 1000, str(tmp_path / 'iter_4.pth'))
+    assert info.value.strerror == (
+        f'no space left in {tmp_path} to save iter_4.pth: 100 B free, the file needs 1000 B; '
+        'nothing partial was left, and the previous checkpoint is intact. Free space there, '
+        'lower default_hooks.checkpoint.max_keep_ckpts, or set --work-dir (or '
+        'default_hooks.checkpoint.out_dir) to a disk with room, then resume with --resume')
+    assert files._disk_full(str(tmp_path), 'x', 10, free=7).strerror.startswith(
+        f'no space left in {tmp_path} to save x: 7 B free, the file needs 10 B;')
+
+
+def test_atomic_write_at_the_free_space_boundary_and_in_the_current_folder(tmp_path,
+                                                                            monkeypatch):
+    import collections
+    usage = collections.namedtuple('usage', 'total used free')
+    monkeypatch.setattr(files.shutil, 'disk_usage', lambda d: usage(10**6, 0, 1000))
+    atomic_write(b'z' * 1000, str(tmp_path / 'exact.bin'))  # exactly what is free: written
+    assert (tmp_path / 'exact.bin').stat().st_size == 1000
+    with pytest.raises(CheckpointDiskFullError):
+        atomic_write(b'z' * 1001, str(tmp_path / 'over.bin'))
+    monkeypatch.chdir(tmp_path)
+    atomic_write(b'here', 'bare_name')  # no folder in the name: the current one
+    assert (tmp_path / 'bare_name').read_bytes() == b'here'
+
+
+def test_liveness_of_writers_and_that_asking_harms_no_process():
+    """A live process's temporaries are kept; asking whether it lives must not signal it (the
+    check sends signal 0)."""
+    import time
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])
+    try:
+        assert files._alive(child.pid) is True
+        time.sleep(0.2)
+        assert child.poll() is None  # still running: nothing was sent
+        assert files._alive(os.getpid()) is True
+    finally:
+        child.kill()
+        child.wait()
+    assert files._alive(child.pid) is False

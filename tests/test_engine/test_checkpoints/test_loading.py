@@ -183,3 +183,129 @@ def test_checkpoint_of_another_architecture_is_listed(lip_root, tmp_path, tiny_c
     assert 'does not fit the model of this config' in out
     assert re.search(r'\d+ missing keys: backbone\.layer4\.', out), out[-3000:]
     assert re.search(r'\d+ unexpected keys: .*backbone\.vt_modules\.', out)
+
+
+def test_remote_paths_skip_the_local_checks():
+    with pytest.raises(checkpoints.CheckpointFileError) as info:
+        checkpoints.read_checkpoint('s3://bucket/none.pth')
+    assert str(info.value).startswith('s3://bucket/none.pth is not a checkpoint torch can read (')
+    assert str(info.value).endswith('; it may be truncated, a text or HTML file saved under a '
+                                    '.pth name, or not a PyTorch file')
+
+
+def test_file_errors_in_full(tmp_path, monkeypatch):
+    (tmp_path / 'empty.pth').write_bytes(b'')
+    with pytest.raises(checkpoints.CheckpointFileError) as info:
+        checkpoints.read_checkpoint(str(tmp_path / 'empty.pth'))
+    assert str(info.value) == (f'{tmp_path / "empty.pth"} is empty (0 bytes): a save or '
+                               'download that did not finish. Use another checkpoint (--resume '
+                               'takes the newest one that loads)')
+    torch.save((1, 2), tmp_path / 'tuple.pth')
+    with pytest.raises(checkpoints.CheckpointFileError) as info:
+        checkpoints.read_checkpoint(str(tmp_path / 'tuple.pth'))
+    assert str(info.value) == (f'{tmp_path / "tuple.pth"} holds a tuple, not a checkpoint (a dict '
+                               'of weights, or one with a state_dict)')
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    calls = []
+
+    def loader(path, map_location=None, logger=None):
+        calls.append(map_location)
+        raise OSError()
+
+    monkeypatch.setattr(mmengine_checkpoint, '_load_checkpoint', loader)
+    torch.save({'w': 1}, tmp_path / 'ok.pth')
+    with pytest.raises(checkpoints.CheckpointFileError, match=r'can read \(OSError: no message\)'):
+        checkpoints.read_checkpoint(str(tmp_path / 'ok.pth'))
+    assert calls == ['cpu']  # read onto the CPU whatever device it was saved from
+
+    def two_lines(path, map_location=None, logger=None):
+        raise ValueError('first\nsecond')
+
+    monkeypatch.setattr(mmengine_checkpoint, '_load_checkpoint', two_lines)
+    with pytest.raises(checkpoints.CheckpointFileError, match=r'\(ValueError: first\); it may'):
+        checkpoints.read_checkpoint(str(tmp_path / 'ok.pth'))
+
+
+def test_non_finite_message_in_full_and_listing_boundary():
+    eight = {f'w{i}': torch.tensor([float('nan')]) for i in range(8)}
+    with pytest.raises(checkpoints.NonFiniteWeightsError) as info:
+        checkpoints.check_finite(eight, 'checkpoint x')
+    assert str(info.value) == (
+        'checkpoint x holds NaN/Inf in 8 tensors (w0, w1, w2, w3, w4, w5, w6, w7); nothing was '
+        'loaded. These are the weights of a run that diverged: use an earlier checkpoint (the '
+        'checkpoint hook refuses to write such weights)')
+
+
+@pytest.fixture
+def loads_wrapped_again(monkeypatch):
+    """mmengine's loader as before ``import vt_mm``, then wrapped again in the test
+    (import-time code is out of mutation testing's reach otherwise)."""
+    from mmengine.runner import checkpoint as mmengine_checkpoint
+    wrapped = mmengine_checkpoint.load_state_dict
+    monkeypatch.setattr(mmengine_checkpoint, 'load_state_dict', wrapped.__wrapped__)
+    checkpoints.refuse_non_finite_loads()
+    yield mmengine_checkpoint
+    assert mmengine_checkpoint.load_state_dict.__wrapped__ is wrapped.__wrapped__
+
+
+def test_the_wrapped_loader_passes_everything_through(loads_wrapped_again):
+    mmengine_checkpoint = loads_wrapped_again
+    wrapper = mmengine_checkpoint.load_state_dict
+    assert wrapper._vt_mm_finite is True
+    checkpoints.refuse_non_finite_loads()  # again: no second wrapper
+    assert mmengine_checkpoint.load_state_dict is wrapper
+    model = _tiny_model()
+    state = {k: v.clone() + 1 for k, v in model.state_dict().items()
+             if k != '1.num_batches_tracked'}
+    state['unexpected'] = torch.zeros(1)
+    import logging
+    logs = []
+
+    class Collect(logging.Handler):
+
+        def emit(self, record):
+            logs.append(record.getMessage())
+
+    logger = logging.getLogger('vt_mm_test_loader')
+    logger.addHandler(Collect())
+    wrapper(model, dict(state), strict=False, logger=logger)  # loads what fits, warns
+    assert torch.equal(model[0].weight, state['0.weight'])
+    assert logs and 'unexpected' in logs[0]
+    with pytest.raises(RuntimeError, match='unexpected'):
+        wrapper(_tiny_model(), dict(state), strict=True)
+    bad = dict(state)
+    bad['0.bias'] = torch.full_like(bad['0.bias'], float('nan'))
+    with pytest.raises(checkpoints.NonFiniteWeightsError,
+                       match='^the checkpoint being loaded holds NaN/Inf in 1 tensors'):
+        wrapper(_tiny_model(), bad)
+
+
+def test_weight_mismatch_lines(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    state = {'0.weight': torch.zeros(4, 2), '0.bias': torch.zeros(3), 'x.a': torch.zeros(1),
+             'x.b': torch.zeros(1), 'x.c': torch.zeros(1)}
+    assert checkpoints.weight_mismatch(state, model, max_listed=2) == [
+        '  2 missing keys: 1.bias, 1.weight',
+        '  3 unexpected keys: x.a, x.b ... (+1 more)',
+        '  1 keys with other shapes: 0.weight (4, 2) vs (3, 2)']
+    assert checkpoints.weight_mismatch(dict(model.state_dict()), model) == []
+
+
+def test_strict_loading_compares_with_the_model_inside_a_tta_wrapper(tmp_path):
+    from types import SimpleNamespace
+
+    from mmengine.model import BaseTTAModel
+
+    class TTA(BaseTTAModel):
+
+        def merge_preds(self, data_samples_list):
+            return data_samples_list
+
+    inner = _tiny_model()
+    inner.test_step = lambda data: data  # what a TTA wrapper requires of its model
+    torch.save({'state_dict': inner.state_dict()}, tmp_path / 'c.pth')
+    loaded = []
+    runner = SimpleNamespace(model=TTA(module=inner),
+                             load_checkpoint=lambda *a, **k: loaded.append((a, k)))
+    checkpoints.load_checkpoint_strictly(runner, str(tmp_path / 'c.pth'))
+    assert loaded == [((str(tmp_path / 'c.pth'), ), dict(map_location='cpu', strict=True))]

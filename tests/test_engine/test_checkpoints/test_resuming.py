@@ -404,3 +404,111 @@ def test_interrupted_run_logs_how_to_continue(lip_root, tmp_path, tiny_config, s
     # the next start resumes
     _, out = _train(cfg, work, *_iters(4), resume=True)
     assert 'resuming from' in out
+
+
+def test_a_checkpoint_with_foreign_pickled_objects_is_not_resumed(tmp_path):
+    """Candidates are read with weights_only: a checkpoint that needs full unpickling is
+    skipped, with torch's first line as the reason."""
+    import io
+    _save_fake_checkpoint(tmp_path / 'iter_2.pth', 2)
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': io.StringIO('x')},
+               tmp_path / 'iter_4.pth')
+    path, notes = checkpoints.find_resumable_checkpoint(str(tmp_path))
+    assert path == str(tmp_path / 'iter_2.pth')
+    note = next(n for n in notes if 'iter_4.pth' in n)
+    assert note.startswith(f'{tmp_path / "iter_4.pth"} does not load (UnpicklingError: ')
+    assert '\n' not in note
+
+
+def test_the_reason_of_an_unreadable_candidate_without_a_message(tmp_path, monkeypatch):
+    _save_fake_checkpoint(tmp_path / 'iter_2.pth', 2)
+
+    def fail(*args, **kwargs):
+        raise EOFError()
+
+    monkeypatch.setattr(resuming.torch, 'load', fail)
+    path, notes = checkpoints.find_resumable_checkpoint(str(tmp_path))
+    assert path is None and notes[-1] == f'{tmp_path / "iter_2.pth"} does not load (EOFError: ' \
+        'no message)'
+
+
+def test_optimizer_mismatch_only_where_both_sides_have_groups(tmp_path):
+    from types import SimpleNamespace
+    model = torch.nn.Linear(2, 2)
+    state = {'state_dict': model.state_dict()}
+    torch.save(dict(state, optimizer={'param_groups': [{'params': [0, 1]}]}), tmp_path / 'a.pth')
+    torch.save(state, tmp_path / 'b.pth')
+    path_a, path_b = str(tmp_path / 'a.pth'), str(tmp_path / 'b.pth')
+    # no optimizer on the runner, or none in the checkpoint, or one without groups: nothing
+    checkpoints.check_resume_fits(SimpleNamespace(model=model), path_a)
+    checkpoints.check_resume_fits(SimpleNamespace(model=model, optim_wrapper=None), path_a)
+    checkpoints.check_resume_fits(SimpleNamespace(
+        model=model, optim_wrapper=SimpleNamespace(optimizer=object())), path_a)
+    two = torch.optim.SGD([{'params': [model.weight]}, {'params': [model.bias]}], lr=0.1)
+    checkpoints.check_resume_fits(SimpleNamespace(
+        model=model, optim_wrapper=SimpleNamespace(optimizer=two)), path_b)
+    with pytest.raises(checkpoints.CheckpointMismatchError) as info:
+        checkpoints.check_resume_fits(SimpleNamespace(
+            model=model, optim_wrapper=SimpleNamespace(optimizer=two)), path_a)
+    assert str(info.value) == (
+        f'--resume: {path_a} was saved by a run of another config:\n'
+        '  optimizer: 1 parameter groups of [2] parameters saved, this config makes 2 of [1, 1] '
+        '(optim_wrapper.paramwise_cfg or the model changed)\n'
+        'Resume with the config that run used, train this config in another --work-dir, or '
+        f'start from those weights without --resume (load_from={path_a} loads what fits).')
+
+
+def test_resume_notes_go_to_the_runs_log(tmp_path):
+    """Which checkpoint a resume takes is written to the run's log file, not only printed."""
+    first = _toy_runner(tmp_path / 'w', max_iters=2)
+    first.train()
+    (tmp_path / 'w' / 'last_checkpoint').write_text('')
+    runner = _toy_runner(tmp_path / 'w', max_iters=3)
+    runner._resume = True
+    runner.train()
+    log = open(runner.logger.handlers[-1].baseFilename).read()
+    assert f'--resume: resuming from {tmp_path / "w" / "iter_2.pth"}, the newest checkpoint that ' \
+        'loads (' in log
+    assert 'WARNING' in log.split('--resume: resuming from')[0].splitlines()[-1]
+    clean = _toy_runner(tmp_path / 'v', max_iters=2)
+    clean.train()
+    again = _toy_runner(tmp_path / 'v', max_iters=3)
+    again._resume = True
+    again.train()
+    log = open(again.logger.handlers[-1].baseFilename).read()
+    assert f'--resume: resuming from {tmp_path / "v" / "iter_2.pth"}\n' in log
+
+
+def test_interrupt_handler_details(tmp_path, monkeypatch):
+    """The config placeholder when the runner has no file name; the previous handler gets the
+    frame; SIGTERM is sent to this process itself; handlers are restored after training."""
+    import signal as signal_module
+    from types import SimpleNamespace
+    restored, killed, frames = [], [], []
+    monkeypatch.setattr(resuming.os, 'kill', lambda pid, signum: killed.append((pid, signum)))
+    installed = {}
+
+    def fake_signal(signum, handler):
+        previous = installed.get(signum, signal_module.SIG_DFL)
+        installed[signum] = handler
+        restored.append((signum, handler))
+        return previous
+
+    monkeypatch.setattr(resuming.signal, 'signal', fake_signal)
+    runner = SimpleNamespace(iter=0, epoch=0, work_dir=str(tmp_path), cfg=SimpleNamespace(),
+                             logger=SimpleNamespace(warning=lambda m: frames.append(m),
+                                                    handlers=[]))
+    hook = checkpoints.CheckpointSafetyHook()
+    installed[signal_module.SIGINT] = lambda signum, frame: frames.append(('prev', frame))
+    hook.before_train(runner)
+    hook._interrupted(runner, signal_module.SIGINT, 'the frame')
+    assert frames[0].endswith('continue with: python tools/train.py CONFIG --work-dir '
+                              f'{tmp_path} --resume')
+    assert 'last good checkpoint: none yet;' in frames[0]
+    assert frames[1] == ('prev', 'the frame')
+    assert restored[-1][0] == signal_module.SIGINT and callable(restored[-1][1])
+    hook._interrupted(runner, signal_module.SIGTERM, None)
+    assert killed == [(os.getpid(), signal_module.SIGTERM)]
+    assert restored[-1] == (signal_module.SIGTERM, signal_module.SIG_DFL)
+    hook.after_train(runner)
+    assert hook._previous_handlers == {}

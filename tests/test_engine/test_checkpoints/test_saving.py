@@ -50,7 +50,7 @@ class _ToyModel(torch.nn.Module):
         self.bn = torch.nn.BatchNorm1d(1)
 
 
-def _toy_runner(work_dir, max_iters=5, checkpoint=None, extra_hooks=()):
+def _toy_runner(work_dir, max_iters=5, checkpoint=None, extra_hooks=(), max_epochs=None):
     from mmengine.model import BaseModel
     from mmengine.runner import Runner
 
@@ -69,11 +69,14 @@ def _toy_runner(work_dir, max_iters=5, checkpoint=None, extra_hooks=()):
     data = [torch.randn(2) for _ in range(8)]
     loader = torch.utils.data.DataLoader(data, batch_size=2, collate_fn=lambda b: dict(
         inputs=b))
-    hook = dict(type='CheckpointHook', interval=1, by_epoch=False, max_keep_ckpts=2)
+    hook = dict(type='CheckpointHook', interval=1, by_epoch=max_epochs is not None,
+                max_keep_ckpts=2)
     hook.update(checkpoint or {})
+    train_cfg = (dict(by_epoch=False, max_iters=max_iters) if max_epochs is None else
+                 dict(by_epoch=True, max_epochs=max_epochs))
     return Runner(model=Toy(), work_dir=str(work_dir), train_dataloader=loader,
                   optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
-                  train_cfg=dict(by_epoch=False, max_iters=max_iters),
+                  train_cfg=train_cfg,
                   default_hooks=dict(checkpoint=hook, logger=dict(type='LoggerHook',
                                                                   interval=100)),
                   custom_hooks=[dict(type='CheckpointSafetyHook'), *extra_hooks],
@@ -280,3 +283,28 @@ def test_overflowing_weights_are_never_saved(lip_root, tmp_path, tiny_config):
         if name.endswith('.pth'):
             state = torch.load(work / name, weights_only=True)['state_dict']
             assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def test_epoch_checkpoints_carry_the_epoch_and_the_hook_remembers_the_last(tmp_path):
+    runner = _toy_runner(tmp_path / 'w', max_epochs=2)
+    runner.train()
+    work = tmp_path / 'w'
+    assert sorted(p.name for p in work.glob('*.pth')) == ['epoch_1.pth', 'epoch_2.pth']
+    meta = torch.load(work / 'epoch_2.pth', weights_only=True)['meta']
+    assert (meta['epoch'], meta['iter']) == (2, 8)
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    assert hook.last_ckpt == str(work / 'epoch_2.pth')
+
+
+def test_optimizer_state_of_a_tensor_outside_the_model_is_named_generically():
+    from types import SimpleNamespace
+
+    from mmengine.optim import OptimWrapper
+    model = torch.nn.Linear(1, 1)
+    outside = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([outside])
+    outside.grad = torch.ones(1)
+    optimizer.step()
+    optimizer.state[outside]['exp_avg'].fill_(float('nan'))
+    runner = SimpleNamespace(model=model, optim_wrapper=OptimWrapper(optimizer))
+    assert checkpoints.non_finite_state(runner) == ['optimizer exp_avg of a parameter']

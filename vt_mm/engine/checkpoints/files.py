@@ -22,11 +22,13 @@ class CheckpointDiskFullError(OSError):
     """No space left for a checkpoint; the partial file was removed."""
 
 def _human(num_bytes: float) -> str:
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if abs(num_bytes) < 1024 or unit == 'TiB':
-            return f'{num_bytes:.0f} {unit}' if unit == 'B' else f'{num_bytes:.1f} {unit}'
+    if abs(num_bytes) < 1024:
+        return f'{num_bytes:.0f} B'
+    for unit in ('KiB', 'MiB', 'GiB'):
         num_bytes /= 1024
-    return ''  # unreachable
+        if abs(num_bytes) < 1024:
+            return f'{num_bytes:.1f} {unit}'
+    return f'{num_bytes / 1024:.1f} TiB'
 
 def temporary_path(path: str) -> str:
     """Where :func:`atomic_write` writes ``path`` before renaming it: ``.NAME.PID.tmp`` beside it

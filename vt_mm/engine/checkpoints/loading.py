@@ -87,6 +87,7 @@ def refuse_non_finite_loads() -> None:
         return original(module, state_dict, strict, logger)
 
     load_state_dict._vt_mm_finite = True
+    load_state_dict.__wrapped__ = original  # mmengine's own, for tests that wrap it again
     mmengine_checkpoint.load_state_dict = load_state_dict
 
 def _model_of(runner):

@@ -141,9 +141,9 @@ class CheckpointSafetyHook(Hook):
             if removed:
                 print_log(f'removed {len(removed)} partial files of an interrupted save in '
                           f'{directory}: {", ".join(removed)}', logger='current')
-        if not getattr(runner, '_resume', False):
+        if not runner._resume:
             return
-        if getattr(runner, '_load_from', None) is None:
+        if runner._load_from is None:
             path, notes = find_resumable_checkpoint(runner.work_dir)
             if path is None:
                 print_log(
