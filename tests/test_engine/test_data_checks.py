@@ -15,11 +15,22 @@ from PIL import Image
 LABELS = osp.join('TrainVal_parsing_annotations', 'train_segmentations')
 
 
-def _run(args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=env, capture_output=True,
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+
+
+def _run(args, cwd=ROOT, expect_ok=False, timeout=600):
+    """(exit code, stdout + stderr) of ``python ARGS``, asserting success with ``expect_ok``."""
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
-    return proc.returncode, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+def _iters(n, val=None):
+    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
 
 
 @pytest.fixture
@@ -732,23 +743,6 @@ def test_datasets_without_a_file_list_are_returned_as_built(monkeypatch):
     monkeypatch.setattr(DATASETS, 'build', lambda cfg: built)
     cfg = Config(dict(default_scope='mmseg'))
     assert data_checks.build_dataset(cfg, dict(type='Plain')) is built
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
-def _run(args, expect_ok=True, timeout=600):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
-def _iters(n, val=None):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
 
 
 @pytest.mark.slow

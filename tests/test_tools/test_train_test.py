@@ -13,8 +13,22 @@ import torch
 from helpers import ROOT
 
 
-def _iters(n):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={n}']
+def _env():
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+
+
+def _run(args, cwd=ROOT, expect_ok=True, timeout=600):
+    """(exit code, stdout + stderr) of ``python ARGS``, asserting success with ``expect_ok``."""
+    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out[-6000:]
+    return proc.returncode, out
+
+
+def _iters(n, val=None):
+    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
 
 
 @pytest.mark.slow
@@ -115,14 +129,6 @@ test_cfg = dict()
 """
 
 
-def _run(args):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          capture_output=True, text=True, timeout=600)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[-6000:]
-    return out
-
-
 @pytest.mark.slow
 def test_mmdet_retinanet_with_vtfpn_train_and_test(tmp_path):
     from vt_mm.datasets.demo_shapes import coco_data_config, make_demo_coco
@@ -133,13 +139,13 @@ def test_mmdet_retinanet_with_vtfpn_train_and_test(tmp_path):
     cfg.write_text(RETINANET_VTFPN.format(runtime=RUNTIME_CFG, data=coco_data_config(
         str(data), scale=(128, 96), batch_size=2, val_batch_size=1)))
     work = tmp_path / 'work'
-    out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
+    _, out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'Epoch(train) [1][2/2]' in out
     # 2 iterations from scratch rarely clear the score threshold: mmdet then reports empty results
     evaluated = ('coco/bbox_mAP', 'testing results of the whole dataset is empty')
     assert any(e in out for e in evaluated), out[-3000:]
     ckpt = str(work / 'epoch_1.pth')
-    out = _run(['tools/test.py', str(cfg), ckpt, '--work-dir', str(work / 'test'),
+    _, out = _run(['tools/test.py', str(cfg), ckpt, '--work-dir', str(work / 'test'),
                 '--show-dir', 'vis', '--out', str(tmp_path / 'dets.pkl')])
     assert any(e in out for e in evaluated), out[-3000:]
     assert len(glob.glob(str(work / 'test' / '*' / 'vis' / '*.jpg'))) == 2
@@ -157,9 +163,9 @@ def test_mmpretrain_classifier_train_and_test(tmp_path):
     cfg = tmp_path / 'resnet18_shapes.py'
     cfg.write_text(RESNET_CLS.format(root=str(data), runtime=RUNTIME_CFG))
     work = tmp_path / 'work'
-    out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
+    _, out = _run(['tools/train.py', str(cfg), '--work-dir', str(work)])
     assert 'accuracy/top1' in out
-    out = _run(['tools/test.py', str(cfg), str(work / 'epoch_1.pth'), '--work-dir',
+    _, out = _run(['tools/test.py', str(cfg), str(work / 'epoch_1.pth'), '--work-dir',
                 str(work / 'test'), '--out', str(tmp_path / 'preds.pkl')])
     assert 'accuracy/top1' in out
     with open(tmp_path / 'preds.pkl', 'rb') as f:
@@ -177,7 +183,7 @@ def test_mmseg_own_tools_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_pa
     mmseg_tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
     cfg = tiny_config(tmp_path, lip_root)  # _base_ = ['<repository>/configs/vtfpn_lip_demo.py']
     work = tmp_path / 'work'
-    out = _run([osp.join(mmseg_tools, 'train.py'), cfg, '--work-dir', str(work),
+    _, out = _run([osp.join(mmseg_tools, 'train.py'), cfg, '--work-dir', str(work),
                 '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'])
     assert 'Iter(train) [2/2]' in out and 'mIoU' in out, out[-3000:]
     for hook in ('ResumeRNGHook', 'CheckpointSafetyHook', 'NetworkCompileHook'):
@@ -186,32 +192,15 @@ def test_mmseg_own_tools_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_pa
 
     (log, ) = glob.glob(str(work / '*' / 'vis_data' / '[0-9]*.json'))  # mmengine's json log
     plot = tmp_path / 'loss.png'
-    out = _run([osp.join(mmseg_tools, 'analysis_tools', 'analyze_logs.py'), log, '--keys',
+    _, out = _run([osp.join(mmseg_tools, 'analysis_tools', 'analyze_logs.py'), log, '--keys',
                 'loss', '--out', str(plot)])
     assert plot.stat().st_size > 1000, out[-2000:]
 
     drawn = tmp_path / 'browse'
-    out = _run(['tools/analysis_tools/browse_dataset.py', cfg, '--not-show', '--output-dir',
+    _, out = _run(['tools/analysis_tools/browse_dataset.py', cfg, '--not-show', '--output-dir',
                 str(drawn)])
     assert '8 samples drawn' in out, out[-2000:]
     assert len(list(drawn.glob('*.jpg'))) == 8
-
-
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
-def _run(args, expect_ok=True, timeout=600):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
-def _iters(n, val=None):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
 
 
 @pytest.mark.parametrize('name,size,ok', [

@@ -157,10 +157,6 @@ def test_the_toolboxes_inferencer_refuses_non_finite_weights(tmp_path, tiny_conf
         init_model(cfg, str(tmp_path / 'inf.pth'), device='cpu')
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
 def _run(args, expect_ok=True, timeout=600):
     proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
                           text=True, timeout=timeout)
