@@ -13,11 +13,11 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), r
 
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
 def test_every_config_inherits_the_runtime(path):
-    from vt_mm.engine.hooks import RELIABILITY_HOOKS
+    from vt_mm.engine.hooks import reliability_hooks
     cfg = Config.fromfile(path)
     assert 'vt_mm' in cfg.custom_imports['imports']
     hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
-    for hook in RELIABILITY_HOOKS:
+    for hook in reliability_hooks():
         assert hook['type'] in hooks, f'{osp.relpath(path, ROOT)} lacks {hook["type"]}'
 
 

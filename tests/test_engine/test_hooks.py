@@ -17,7 +17,7 @@ from vt_mm.engine import hooks
 
 
 def test_reliability_hook_list_is_pinned():
-    assert [h['type'] for h in hooks.RELIABILITY_HOOKS] == [
+    assert [h['type'] for h in hooks.reliability_hooks()] == [
         'ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'CheckpointSafetyHook',
         'NetworkCompileHook']
     assert (hooks.ResumeRNGHook.priority, hooks.NonFiniteLossHook.priority,
@@ -306,9 +306,10 @@ RUNTIME_CFG = osp.join(ROOT, 'configs', '_base_', 'vt_mm_runtime.py')
 
 
 def test_runtime_base_declares_the_reliability_hooks():
-    from vt_mm.engine.hooks import RELIABILITY_HOOKS
     runtime = Config.fromfile(RUNTIME_CFG)
-    assert runtime.custom_hooks == RELIABILITY_HOOKS
+    assert runtime.custom_hooks == [dict(type=t) for t in (
+        'ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'CheckpointSafetyHook',
+        'NetworkCompileHook')]
     assert runtime.custom_imports == dict(imports=['vt_mm'], allow_failed_imports=False)
 
 

@@ -46,7 +46,7 @@ def test_amp_check(monkeypatch):
 def test_reliability_hook_audit(monkeypatch):
     logged = []
     monkeypatch.setattr(preflight, 'print_log', lambda msg, **kw: logged.append((msg, kw)))
-    full = Config(dict(custom_hooks=[dict(h) for h in hooks.RELIABILITY_HOOKS]))
+    full = Config(dict(custom_hooks=[dict(h) for h in hooks.reliability_hooks()]))
     assert preflight.check_reliability_hooks(full) == [] and logged == []
     partial = Config(dict(custom_hooks=[dict(type='ResumeRNGHook'), dict(type='Other')]))
     assert preflight.check_reliability_hooks(partial) == [

@@ -25,7 +25,7 @@ from mmengine.registry import HOOKS
 from .checkpoints import last_good_checkpoint
 
 __all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFiniteLossError',
-           'NetworkCompileHook', 'RELIABILITY_HOOKS']
+           'NetworkCompileHook', 'reliability_hooks']
 
 
 def _get_rng_state() -> Dict[str, object]:
@@ -239,11 +239,14 @@ class NetworkCompileHook(Hook):
                            f'with {options or "default options"}; the train step runs eagerly')
 
 
-# what configs/_base_/vt_mm_runtime.py declares (tools/train.py warns about any a config lacks)
-RELIABILITY_HOOKS = [
-    dict(type='ResumeRNGHook'),
-    dict(type='NonFiniteLossHook'),
-    dict(type='RankConsistencyHook'),
-    dict(type='CheckpointSafetyHook'),
-    dict(type='NetworkCompileHook'),
-]
+def reliability_hooks() -> list:
+    """The hooks every vt-mm config declares, read from where they are written (once):
+    ``configs/_base_/vt_mm_runtime.py``'s ``custom_hooks`` (tools/train.py warns about any a
+    config lacks)."""
+    import os.path as osp
+
+    from mmengine.config import Config
+
+    from ..utils.config_scope import configs_root
+    base = osp.join(configs_root(), '_base_', 'vt_mm_runtime.py')
+    return list(Config.fromfile(base).custom_hooks)

@@ -73,9 +73,9 @@ def check_reliability_hooks(cfg) -> List[str]:
     inherits, so that the toolboxes' own train tools run them too. This only reports; it
     changes nothing (a config may leave a hook out on purpose).
     """
-    from .hooks import RELIABILITY_HOOKS
+    from .hooks import reliability_hooks
     present = {h.get('type') for h in (cfg.get('custom_hooks', None) or [])}
-    missing = [h['type'] for h in RELIABILITY_HOOKS if h['type'] not in present]
+    missing = [h['type'] for h in reliability_hooks() if h['type'] not in present]
     if missing:
         print_log(f'custom_hooks has no {", ".join(missing)}: exact resume / NaN stop / rank '
                   'check / safe checkpoints are off for this run; inherit '
