@@ -416,7 +416,7 @@ def test_onnxruntime_int8_uses_7_bit_weights_only_on_x86_without_vnni(tmp_path):
     """Guards the u8s8 saturation fix: an AVX2 CPU (no VNNI) gets reduce_range (on such a
     machine full 8-bit weights put SeaFormer-T's INT8 logits 80% of the peak off); a VNNI CPU,
     an ARM CPU and an unreadable cpuinfo keep full 8-bit weights."""
-    from vt_mm.deploy.backends.onnxruntime import x86_without_vnni
+    from vt_mm.deploy.quantization import x86_without_vnni
 
     def cpu(name, line):
         path = tmp_path / name
@@ -440,7 +440,7 @@ def test_openvino_int8_compiles_vt_resnet18(tmp_path):
     per column, per tensor as the function says."""
     _require(['onnxruntime', 'openvino'])
     from vt_mm.analysis import trained_like_bn as benchmark_weights  # as deploy_benchmark.py
-    from vt_mm.deploy.backends.onnxruntime import matmul_output_channel_axes
+    from vt_mm.deploy.quantization import matmul_output_channel_axes
     torch.manual_seed(1)
     model, _, toolbox = build_model(osp.join(ROOT, 'configs/vt_resnet/vt-resnet18_8xb32_in1k.py'))
     benchmark_weights(model).eval()
@@ -479,7 +479,7 @@ def test_matmul_constants_are_scaled_along_the_output_channels(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from vt_mm.deploy.backends.onnxruntime import matmul_output_channel_axes
+    from vt_mm.deploy.quantization import matmul_output_channel_axes
 
     def constant(name, *shape):
         return helper.make_tensor(name, TensorProto.FLOAT, shape, np.ones(shape).ravel())

@@ -51,3 +51,20 @@ def test_groups_name_existing_tests_and_strict_groups():
     assert set(mutation.STRICT) <= set(mutation.GROUPS)
     assert set(mutation.STRICT) == {'checkpoint', 'offline', 'engine_checkpoints', 'engine_data',
                                     'converters'}
+
+
+def test_known_mutants_still_apply():
+    """tools/analysis_tools/known_mutants.py replaces exact text; a row whose code moved would
+    silently stop checking anything. (Running the mutants takes minutes: `make mutation`.)"""
+    import sys
+    root = ROOT
+    sys.path.insert(0, osp.join(root, 'tools', 'analysis_tools'))
+    try:
+        import known_mutants
+    finally:
+        sys.path.pop(0)
+    assert len(known_mutants.MUTANTS) >= 12
+    for name, rel, original, mutated, tests in known_mutants.MUTANTS:
+        with open(osp.join(root, rel)) as f:
+            assert f.read().count(original) == 1, name
+        assert original != mutated and osp.isfile(osp.join(root, tests[0])), name

@@ -117,7 +117,7 @@ GROUPS = OrderedDict([
                          ['tests/test_deploy/test_pipeline.py',
                           'tests/test_deploy/test_backends_base.py',
                           'tests/test_deploy/test_int8.py'] + NOT_SLOW)),
-    ('deploy_runtimes', (['vt_mm/deploy/backends/onnxruntime.py',
+    ('deploy_runtimes', (['vt_mm/deploy/backends/onnxruntime.py', 'vt_mm/deploy/quantization.py',
                           'vt_mm/deploy/backends/openvino.py', 'vt_mm/deploy/backends/mnn.py',
                           'vt_mm/deploy/backends/ncnn.py', 'vt_mm/deploy/backends/tflite.py'],
                          None,

@@ -9,7 +9,7 @@ bf16 (``precision='bf16'``, ``export.py --precision bf16``): the same fp32 IR co
 Elsewhere the plugin silently stays in f32 or takes f16 for a bf16 hint, so ``check_precision``
 raises there instead.
 
-INT8: the QDQ graph of :func:`~.onnxruntime.quantize_qdq` (the same calibration and the same
+INT8: the QDQ graph of :func:`vt_mm.deploy.quantization.quantize_qdq` (the same calibration and the same
 7-bit rule on x86 without VNNI, whose u8s8 products saturate in OpenVINO's kernels too). The
 frontend turns each QuantizeLinear / DequantizeLinear pair into a FakeQuantize, and the CPU
 plugin's low-precision transformations run the quantized convolutions and products in int8
@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from .base import Backend
-from .onnxruntime import quantize_qdq
+from ..quantization import quantize_qdq
 
 # vt-mm's precision -> OpenVINO's INFERENCE_PRECISION_HINT
 INFERENCE_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
