@@ -103,16 +103,16 @@ def test_family_on_every_backend(config, shape, tmp_path):
     _trained_like_bn(model).eval()
     report = deploy(model, ALL, shape, str(tmp_path / 'out'), 'model', toolbox=toolbox,
                     repeats=1)
-    failures = [r.line() for r in report['results'] if not r.ok]
+    failures = [r.line() for r in report.results if not r.ok]
     assert not failures, failures
-    for r in report['results']:
+    for r in report.results:
         assert r.max_abs_output > 1e-2, r  # not a comparison between zeros
         assert r.max_abs_diff <= TOLERANCE * max(1.0, r.max_abs_output), r
         assert all(osp.isfile(f) for f in r.files), r.files
     # the static graph is folded: no Identity chains, no constant resizes of embeddings and no
     # shape arithmetic left (PyramidTNT's attention scale and flatten sizes were)
     for op in ('Identity', 'Shape', 'Gather', 'Sqrt'):
-        assert op not in report['op_counts'], report['op_counts']
+        assert op not in report.op_counts, report.op_counts
 
 
 @pytest.fixture(scope='module')
@@ -130,12 +130,12 @@ def test_labels_output_on_every_backend(labels_report):
     """--output labels: argmax at the logits' resolution + nearest upsample to the input, int32,
     in every backend (ncnn through the argmax-by-reduction graph), the same labels as PyTorch."""
     report = labels_report
-    assert report['outputs'] == ['labels']
-    assert 'ArgMax' in report['op_counts']
-    for r in report['results']:
+    assert report.outputs == ['labels']
+    assert 'ArgMax' in report.op_counts
+    for r in report.results:
         assert r.error is None, r.line()
         assert r.agreement >= 0.999, r.line()  # near-ties of random logits may flip a pixel
-    ncnn = next(r for r in report['results'] if r.backend == 'ncnn')
+    ncnn = next(r for r in report.results if r.backend == 'ncnn')
     assert ncnn.files[0].endswith('.labels.argmax-by-reduction.ncnn.param')
 
 
@@ -143,10 +143,10 @@ def test_runtimes_print_nothing_on_stdout(labels_report, capfd):
     """Loading and running a converted graph writes nothing to stdout (fd 1), where export.py
     and deploy_benchmark.py print their result lines and tables: MNN's C++ runtime printed
     its CPU features and 'MNN use high precision' on every load, into the latency table."""
-    example = labels_report['example']
+    example = labels_report.example
     capfd.readouterr()
-    for r in labels_report['results']:
-        run = BACKENDS[r.backend]().load(r.files, labels_report['jobs'][r.backend])
+    for r in labels_report.results:
+        run = BACKENDS[r.backend]().load(r.files, labels_report.jobs[r.backend])
         run(example)
         assert capfd.readouterr().out == '', r.backend
 
@@ -156,7 +156,7 @@ def test_tflite_labels_argmax_reads_the_class_map_without_a_transpose(labels_rep
     NHWC output: an argmax over NCHW channels made litert-torch transpose the whole class map
     first (a 150 x 64 x 64 TRANSPOSE before ARG_MAX, 13% of SeaFormer-T's time at 512x512)."""
     from ai_edge_litert.interpreter import Interpreter
-    result = next(r for r in labels_report['results'] if r.backend == 'tflite')
+    result = next(r for r in labels_report.results if r.backend == 'tflite')
     assert result.error is None and result.agreement >= 0.999, result.line()
     ops = Interpreter(model_path=result.files[0])._get_ops_details()
     producer = {out: op['op_name'] for op in ops for out in op['outputs']}
@@ -180,7 +180,7 @@ def test_onnxruntime_labels_argmax_reduces_contiguous_rows(labels_report, tmp_pa
     labels graph 1.15x its logits graph instead of 1.03x). OpenVINO, slower with the rows
     (1.17x), converts its own NHWC-view graph."""
     import onnxruntime as ort
-    results = {r.backend: r for r in labels_report['results']}
+    results = {r.backend: r for r in labels_report.results}
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / 'optimized.onnx')
     ort.InferenceSession(results['onnxruntime'].files[0], options,
@@ -236,7 +236,7 @@ def test_fp16_weights_would_fail_the_comparison(tmp_path, monkeypatch):
     model, _, toolbox = build_model(_config('vtfpn_small', tmp_path))
     _trained_like_bn(model).eval()
     good = deploy(model, ['openvino', 'ncnn'], (64, 64), str(tmp_path / 'fp32'), 'm',
-                  toolbox=toolbox, repeats=1)['results']
+                  toolbox=toolbox, repeats=1).results
     assert all(r.ok and r.max_abs_diff < 1e-5 for r in good), [r.line() for r in good]
     save_model = ov.save_model
     monkeypatch.setattr(ov, 'save_model', lambda m, p, compress_to_fp16=True: save_model(
@@ -245,7 +245,7 @@ def test_fp16_weights_would_fail_the_comparison(tmp_path, monkeypatch):
     monkeypatch.setattr(ncnn_backend.subprocess, 'run', lambda args, **kw: run(
         [a if a != 'fp16=0' else 'fp16=1' for a in args], **kw))
     bad = deploy(model, ['openvino', 'ncnn'], (64, 64), str(tmp_path / 'fp16'), 'm',
-                 toolbox=toolbox, repeats=1)['results']
+                 toolbox=toolbox, repeats=1).results
     for r, fp32 in zip(bad, good):
         assert r.error is None, r.line()
         assert r.max_abs_diff > max(1e-5, 20 * fp32.max_abs_diff), (r.line(), fp32.line())
@@ -282,9 +282,9 @@ def test_cli_fails_for_a_backend_that_is_not_installed(tmp_path, monkeypatch):
     model, _, toolbox = build_model(_config('vtfpn_small', tmp_path))
     report = pipeline.deploy(model, ['onnxruntime', 'openvino'], (64, 64), str(tmp_path), 'm',
                              toolbox=toolbox, repeats=1)
-    bad = report['results'][1]
+    bad = report.results[1]
     assert not bad.ok and 'no_such_runtime_pkg' in bad.error and '--deploy' in bad.error
-    assert report['results'][0].ok
+    assert report.results[0].ok
     assert issubclass(BACKENDS['openvino'], Backend)
 
 
@@ -406,7 +406,7 @@ def test_benchmark_weights_keep_every_convolution_in_tflite(tmp_path):
     convs = [n for n, m in model.named_modules()
              if isinstance(m, torch.nn.Conv2d) and 'vt_modules' not in n]  # VT's 1x1: matmuls
     (result, ) = deploy(model, ['tflite'], (64, 64), str(tmp_path), 'vtr', toolbox=toolbox,
-                        repeats=1)['results']
+                        repeats=1).results
     assert result.ok, result.line()
     interpreter = Interpreter(
         model_path=result.files[0],

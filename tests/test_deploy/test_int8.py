@@ -166,10 +166,10 @@ def test_labels_from_upsampled_logits(model_and_cfg, tmp_path):
         exportable(model, 'mmseg', 'labels', logits_upsample=0)
     report = deploy(model, ['onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
                     toolbox='mmseg', output='labels', repeats=1, labels_upsample=2)
-    (result, ) = report['results']
+    (result, ) = report.results
     assert result.files[0].endswith('sea.labels.up2.onnx')
     assert result.agreement == 1.0, result.line()
-    assert 'Resize' in report['op_counts']
+    assert 'Resize' in report.op_counts
 
 
 def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp32(
@@ -185,10 +185,10 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
     calibration = calibration_images(cfg, model, (SIZE, SIZE), 4)
     with caplog.at_level(logging.WARNING):
         report = deploy(model, ['onnxruntime', 'openvino', 'mnn', 'tflite'], (SIZE, SIZE),
-                        str(tmp_path), 'sea', toolbox='mmseg', calibration=calibration,
-                        repeats=1, keep_going=False)
+                        str(tmp_path), 'sea', toolbox='mmseg', precision='int8',
+                        calibration=calibration, repeats=1, keep_going=False)
     assert 'training mode' not in caplog.text
-    ort, ov, mnn, tfl = report['results']
+    ort, ov, mnn, tfl = report.results
     assert ort.files[0].endswith('.int8.onnx') and tfl.files[0].endswith('.int8.tflite')
     assert mnn.files == [str(tmp_path / 'sea.int8.mnn')]
     # int8 weights: about a quarter of the fp32 model's bytes (measured 0.28 on SeaFormer-T)
@@ -206,11 +206,11 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
     # on a calibration-like image (the random one of deploy() is out of distribution)
     x = calibration[1]
     with torch.no_grad():
-        expected = report['jobs']['onnxruntime'].net(torch.from_numpy(x)).numpy()
+        expected = report.jobs['onnxruntime'].net(torch.from_numpy(x)).numpy()
     for result in (ort, ov, mnn, tfl):
-        assert result.reduced_precision and result.ok
+        assert result.precision == 'int8' and result.ok
         assert 0.9 < result.calibration_cosine <= 1 + 1e-9, result.line()
-        run = BACKENDS[result.backend]().load(result.files, report['jobs'][result.backend])
+        run = BACKENDS[result.backend]().load(result.files, report.jobs[result.backend])
         got = run(x)[0].reshape(expected.shape)
         err = np.abs(got - expected).max() / np.abs(expected).max()
         cosine = float((got * expected).sum() /
@@ -226,11 +226,11 @@ def test_int8_graph_that_departs_from_fp32_on_calibration_data_is_flagged():
     that export.py prints; fp32 results and close INT8 graphs give none."""
     from vt_mm.deploy.pipeline import DeployResult
     bad = DeployResult('mnn', files=['x.int8.mnn'], max_abs_diff=11.5, max_abs_output=8.6,
-                       latency_ms=1.0, reduced_precision=True, calibration_cosine=0.9496)
+                       latency_ms=1.0, precision='int8', calibration_cosine=0.9496)
     assert bad.ok and 'cosine 0.9496 < 0.99' in bad.warning() and 'deploy_accuracy' in bad.warning()
     assert 'cosine to fp32 on a calibration image 0.9496' in bad.line()
     good = DeployResult('onnxruntime', files=['x.int8.onnx'], max_abs_diff=1.4,
-                        max_abs_output=8.6, latency_ms=1.0, reduced_precision=True,
+                        max_abs_output=8.6, latency_ms=1.0, precision='int8',
                         calibration_cosine=0.9998)
     fp32 = DeployResult('onnxruntime', files=['x.onnx'], max_abs_diff=1e-6, max_abs_output=8.6,
                         latency_ms=1.0)
@@ -247,8 +247,8 @@ def test_mnn_quantizer_crash_is_a_reported_failure(model_and_cfg, tmp_path, monk
     model, cfg = model_and_cfg
     calibration = calibration_images(cfg, model, (SIZE, SIZE), 2)
     report = deploy(model, ['mnn', 'onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
-                    toolbox='mmseg', calibration=calibration, repeats=1)
-    crashed, ort = report['results']
+                    toolbox='mmseg', precision='int8', calibration=calibration, repeats=1)
+    crashed, ort = report.results
     assert 'MNN could not quantize' in crashed.error and 'exit status -11' in crashed.error
     assert ort.ok and ort.files[0].endswith('.int8.onnx')
 
@@ -270,10 +270,11 @@ def _openvino_int8_convolutions(xml: str) -> int:
 def test_int8_on_a_backend_without_it_names_the_ones_with_it(model_and_cfg, tmp_path):
     model, cfg = model_and_cfg
     report = deploy(model, ['ncnn'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
-                    calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], repeats=1)
-    error = report['results'][0].error
-    assert 'ncnn has no INT8 path' in error, error
-    assert "'onnxruntime', 'openvino', 'mnn', 'tflite'" in error, error
+                    precision='int8', calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)],
+                    repeats=1)
+    error = report.results[0].error
+    assert error == ("ValueError: ncnn runs only fp32 in vt-mm; --precision int8 is on "
+                     "['mnn', 'onnxruntime', 'openvino', 'tflite']"), error
 
 
 def _cpu_has_bf16() -> bool:
@@ -294,11 +295,11 @@ def test_openvino_bf16_computes_in_bf16_and_tracks_fp32(model_and_cfg, tmp_path)
     runs = {p: deploy(model, ['openvino'], (SIZE, SIZE), str(tmp_path / p), 'sea',
                       toolbox='mmseg', repeats=1, keep_going=False, precision=p)
             for p in ('fp32', 'bf16')}
-    fp32, bf16 = (runs[p]['results'][0] for p in ('fp32', 'bf16'))
-    assert not fp32.reduced_precision and fp32.max_abs_diff < 1e-5 * fp32.max_abs_output
-    assert bf16.reduced_precision and bf16.ok
+    fp32, bf16 = (runs[p].results[0] for p in ('fp32', 'bf16'))
+    assert fp32.precision == 'fp32' and fp32.max_abs_diff < 1e-5 * fp32.max_abs_output
+    assert bf16.precision == 'bf16' and bf16.ok
     assert bf16.max_abs_diff > 1e-3 * bf16.max_abs_output, bf16.line()
-    job = runs['bf16']['jobs']['openvino']
+    job = runs['bf16'].jobs['openvino']
     got = BACKENDS['openvino']().load(bf16.files, job)(job.example)[0].ravel()
     expected = job.expected[0].ravel()
     cosine = float(got @ expected / (np.linalg.norm(got) * np.linalg.norm(expected)))
@@ -312,19 +313,19 @@ def test_openvino_bf16_computes_in_bf16_and_tracks_fp32(model_and_cfg, tmp_path)
 
 def test_bf16_where_it_cannot_run_says_where_it_can(model_and_cfg, tmp_path, monkeypatch):
     """--precision bf16 on a backend without it names the ones with it; on a CPU without bf16
-    OpenVINO's plugin would silently stay f32 (or take f16): vt-mm raises instead; INT8 and
-    bf16 exclude each other."""
+    OpenVINO's plugin would silently stay f32 (or take f16): vt-mm raises instead; calibration
+    inputs come only with INT8."""
     model, _ = model_and_cfg
     report = deploy(model, ['onnxruntime'], (SIZE, SIZE), str(tmp_path), 'sea',
                     toolbox='mmseg', repeats=1, precision='bf16')
-    error = report['results'][0].error
+    error = report.results[0].error
     assert 'onnxruntime runs only fp32' in error and "['openvino']" in error, error
     from vt_mm.deploy.backends import openvino
     monkeypatch.setattr(openvino, 'cpu_capabilities', lambda: ['FP32', 'INT8'])
     with pytest.raises(ValueError, match='this CPU has no bf16 .*FP32, INT8'):
         openvino.OpenVINOBackend.check_precision('bf16')
     openvino.OpenVINOBackend.check_precision('fp32')
-    with pytest.raises(ValueError, match='exclude each other'):
+    with pytest.raises(ValueError, match="come with precision='int8' and only with it"):
         deploy(model, ['openvino'], (SIZE, SIZE), str(tmp_path), 'sea', toolbox='mmseg',
                calibration=[np.zeros((1, 3, SIZE, SIZE), np.float32)], precision='bf16')
 
@@ -447,11 +448,11 @@ def test_openvino_int8_compiles_vt_resnet18(tmp_path):
     rng = np.random.default_rng(0)
     calibration = [rng.random((1, 3, 224, 224), np.float32) for _ in range(2)]
     report = deploy(model, ['openvino'], (224, 224), str(tmp_path), 'vtr18', toolbox=toolbox,
-                    calibration=calibration, repeats=1, keep_going=False)
-    result = report['results'][0]
-    assert result.ok and result.reduced_precision, result.error
+                    precision='int8', calibration=calibration, repeats=1, keep_going=False)
+    result = report.results[0]
+    assert result.ok and result.precision == 'int8', result.error
     assert _openvino_int8_convolutions(result.files[0]) > 10
-    job = report['jobs']['openvino']
+    job = report.jobs['openvino']
     overrides = matmul_output_channel_axes(job.path('.prep.onnx'))
     import onnx
     from onnx import numpy_helper

@@ -15,16 +15,16 @@ def test_contract_constants():
     assert pipeline.INT8_COSINE_WARNING == 0.99
     assert SegmentationLabels.NOT_PEAK_SCALE == 1e30
     assert SegmentationLabels.ARGMAX_LAYOUTS == ('rows', 'nhwc')
-    assert list(BACKENDS) == ['onnxruntime', 'openvino', 'mnn', 'ncnn', 'tflite']
-    capabilities = {name: (c.supports_int8, tuple(c.precisions), c.has_argmax,
-                           c.has_integer_tensors, c.labels_argmax_layout)
+    assert list(BACKENDS) == ['mnn', 'ncnn', 'onnxruntime', 'openvino', 'tflite']
+    capabilities = {name: (tuple(c.precisions), c.has_argmax, c.has_integer_tensors,
+                           c.labels_argmax_layout)
                     for name, c in BACKENDS.items()}
     assert capabilities == {
-        'onnxruntime': (True, ('fp32', ), True, True, 'rows'),
-        'openvino': (True, ('fp32', 'bf16'), True, True, 'nhwc'),
-        'mnn': (True, ('fp32', ), True, True, 'rows'),
-        'ncnn': (False, ('fp32', ), False, False, 'rows'),
-        'tflite': (True, ('fp32', ), True, True, 'nhwc'),
+        'onnxruntime': (('fp32', 'int8'), True, True, 'rows'),
+        'openvino': (('fp32', 'int8', 'bf16'), True, True, 'nhwc'),
+        'mnn': (('fp32', 'int8'), True, True, 'rows'),
+        'ncnn': (('fp32', ), False, False, 'rows'),
+        'tflite': (('fp32', 'int8'), True, True, 'nhwc'),
     }
 
 
@@ -41,7 +41,9 @@ def test_parity_tolerance_at_its_boundary(peak, diff, ok):
 
 def test_results_that_are_judged_elsewhere_or_failed():
     assert DeployResult('x', max_abs_diff=5.0, max_abs_output=1.0, agreement=0.5).ok
-    assert DeployResult('x', max_abs_diff=5.0, max_abs_output=1.0, reduced_precision=True).ok
+    for precision in ('int8', 'bf16'):
+        assert DeployResult('x', max_abs_diff=5.0, max_abs_output=1.0, precision=precision).ok
+    assert not DeployResult('x', max_abs_diff=5.0, max_abs_output=1.0, precision='fp32').ok
     assert not DeployResult('x', max_abs_diff=0.0, max_abs_output=1.0, error='E: boom').ok
     assert DeployResult('x', error='E: boom').line() == 'x: FAILED E: boom'
 
@@ -50,7 +52,7 @@ def test_results_that_are_judged_elsewhere_or_failed():
                                        (None, False)])
 def test_int8_warning_at_its_boundary(cos, warns):
     result = DeployResult('mnn', files=['a.mnn'], max_abs_diff=0.1, max_abs_output=1.0,
-                          latency_ms=2.0, reduced_precision=True, calibration_cosine=cos)
+                          latency_ms=2.0, precision='int8', calibration_cosine=cos)
     warning = result.warning()
     assert (warning is not None) is warns
     if warns:
@@ -118,7 +120,7 @@ def test_failed_conversions_leave_no_files(tmp_path, monkeypatch):
     model = nn.Sequential(nn.Conv2d(3, 4, 1))
     report = pipeline.deploy(_Classifier(model), ['onnxruntime'], (16, 16), str(tmp_path),
                              'm', toolbox='mmpretrain', repeats=1)
-    assert report['results'][0].error == 'RuntimeError: converter crashed'
+    assert report.results[0].error == 'RuntimeError: converter crashed'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx']
     assert pipeline.remove_new_files(str(tmp_path), set()) == ['m.onnx']
     assert pipeline.files_in(str(tmp_path / 'none')) == set()
@@ -133,3 +135,52 @@ class _Classifier(nn.Module):
 
     def forward(self, x, mode='tensor'):
         return self.net(x)
+
+
+@pytest.mark.parametrize('precision,calibration,message', [
+    ('fp16', None, r"^precision 'fp16': choose from fp32, int8, bf16$"),
+    ('int8', None, r"^calibration inputs come with precision='int8' and only with it"),
+    ('fp32', [np.zeros((1, 3, 16, 16), np.float32)],
+     r"^calibration inputs come with precision='int8' and only with it"),
+    ('bf16', [np.zeros((1, 3, 16, 16), np.float32)],
+     r"^calibration inputs come with precision='int8' and only with it")])
+def test_deploy_checks_precision_before_any_work(tmp_path, precision, calibration, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.deploy(_Classifier(nn.Conv2d(3, 4, 1)), ['onnxruntime'], (16, 16),
+                        str(tmp_path / 'out'), 'm', toolbox='mmpretrain',
+                        precision=precision, calibration=calibration)
+    assert not (tmp_path / 'out').exists()
+
+
+def _report(*results, precision='fp32'):
+    job = pipeline.ConversionJob('m.onnx', None, None, [], [], '.', 'm', precision=precision,
+                                 calibration=[] if precision == 'int8' else None)
+    return pipeline.DeployReport(onnx='m.onnx', op_counts={}, outputs=['logits'], example=None,
+                                 results=list(results), jobs={r.backend: job for r in results})
+
+
+def test_deploy_report_and_load_runners(monkeypatch):
+    good = DeployResult('onnxruntime', files=['m.onnx'], max_abs_diff=0.0, max_abs_output=1.0)
+    bad = DeployResult('mnn', error='E: boom')
+    assert _report(good).ok and not _report(good, bad).ok
+    loaded = []
+
+    class Fake:
+        def load(self, files, job, num_threads=1):
+            loaded.append((files, job.precision, num_threads))
+            return 'runner'
+
+    monkeypatch.setattr(pipeline, 'get_backend', lambda name: Fake())
+    assert pipeline.load_runners(_report(good, bad), 3) == {'onnxruntime': 'runner'}
+    assert pipeline.load_runners(_report(good), precision='bf16') == {'onnxruntime': 'runner'}
+    assert pipeline.load_runners(_report(good), backends=['mnn']) == {}
+    assert loaded == [(['m.onnx'], 'fp32', 3), (['m.onnx'], 'bf16', 1)]
+    for precision, asked in (('int8', 'bf16'), ('fp32', 'int8')):
+        result = DeployResult('onnxruntime', files=['m'], max_abs_diff=0.0, max_abs_output=1.0,
+                              precision=precision)
+        with pytest.raises(ValueError, match=rf"^onnxruntime: the {precision} files cannot run "
+                           rf"in {asked}; deploy\(precision='{asked}'\) converts them$"):
+            pipeline.load_runners(_report(result, precision=precision), precision=asked)
+    int8 = DeployResult('onnxruntime', files=['m'], precision='int8')
+    assert pipeline.load_runners(_report(int8, precision='int8'), precision='int8') == {
+        'onnxruntime': 'runner'}

@@ -228,13 +228,20 @@ def test_export_defaults_are_pinned(export):
 
 
 def test_export_int8_and_bf16_exclude_each_other(export, capsys):
-    with pytest.raises(SystemExit, match=r'^\[export\] --int8 and --precision bf16 exclude each '
-                       r'other: the INT8 graph fixes its own precisions$'):
-        export.check_args(export.parse_args([DEMO, "--out-dir", "o", "--int8", "--precision",
-                                             "bf16"]))
-    # each alone is fine, and so is --int8 with the default precision named
-    for alone in (['--int8'], ['--precision', 'bf16'], ['--int8', '--precision', 'fp32']):
-        export.check_args(export.parse_args([DEMO, '--out-dir', 'o'] + alone))
+    for order in (['--int8', '--precision', 'bf16'], ['--precision', 'bf16', '--int8']):
+        with pytest.raises(SystemExit, match=r'^\[export\] --int8 and --precision bf16 exclude '
+                           r'each other: --int8 is --precision int8$'):
+            export.check_args(export.parse_args([DEMO, '--out-dir', 'o'] + order))
+    # --int8 is --precision int8, alone or with fp32 / int8 named; the rest keep their value
+    for argv, precision in ((['--int8'], 'int8'), (['--int8', '--precision', 'fp32'], 'int8'),
+                            (['--precision', 'int8', '--int8'], 'int8'),
+                            (['--precision', 'int8'], 'int8'), (['--precision', 'bf16'], 'bf16'),
+                            ([], 'fp32')):
+        args = export.parse_args([DEMO, '--out-dir', 'o'] + argv)
+        export.check_args(args)
+        assert args.precision == precision, argv
+    with pytest.raises(SystemExit):
+        export.parse_args([DEMO, '--out-dir', 'o', '--precision', 'fp16'])
     assert export.parse_args([DEMO, '--out-dir', 'o']).config == DEMO
 
 
@@ -273,16 +280,17 @@ TEST_HELP = [
 
 EXPORT_HELP = [
     '--checkpoint CHECKPOINT weights to load strictly',
-    '--backend {onnxruntime,openvino,mnn,ncnn,tflite} [{onnxruntime,openvino,mnn,ncnn,tflite} '
+    '--backend {mnn,ncnn,onnxruntime,openvino,tflite} [{mnn,ncnn,onnxruntime,openvino,tflite} '
     '...]',
     "--shape H W the graph's static input size (default: the config's test size)",
     '--output {logits,labels}',
     "--labels-upsample K --output labels: bilinear upsampling of the logits by K before the "
     "argmax (1: none; the head's stride: mmseg's prediction)",
-    '--int8 static INT8 quantization',
-    '--precision {fp32,bf16} arithmetic the runtime runs the fp32 graph in (bf16: OpenVINO on '
-    'CPUs with bf16; differences are reported, not checked against 1e-4)',
-    "--calib-images CALIB_IMAGES calibration images from the config's training split (--int8)",
+    '--precision {fp32,int8,bf16} int8: static quantization on calibration images; bf16: the '
+    'fp32 graph run in bf16 (OpenVINO on CPUs with bf16); other than fp32 the differences are '
+    'reported, not checked against 1e-4',
+    '--int8 the same as --precision int8',
+    "--calib-images CALIB_IMAGES calibration images from the config's training split (int8)",
     '--threads THREADS', '--repeats REPEATS timed runs per backend', '--out-dir OUT_DIR',
     "--verbose also print mmengine's model-initialisation log"]
 

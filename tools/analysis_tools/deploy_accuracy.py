@@ -30,7 +30,7 @@ from vt_mm.analysis import build_model, time_alternately  # noqa: E402
 from vt_mm.deploy import accuracy, exportable  # noqa: E402
 from vt_mm.deploy.backends import BACKENDS, running_in  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
-from vt_mm.deploy.pipeline import deploy, load_runners  # noqa: E402
+from vt_mm.deploy.pipeline import DeployReport, deploy, load_runners  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,27 +39,27 @@ def parse_args(argv=None):
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('--backend', nargs='+', default=list(BACKENDS), choices=list(BACKENDS))
-    parser.add_argument('--int8-backend', nargs='*',
-                        default=['onnxruntime', 'openvino', 'mnn', 'tflite'],
-                        choices=[b for b, c in BACKENDS.items() if c.supports_int8])
+    int8, bf16 = ([b for b, c in BACKENDS.items() if p in c.precisions] for p in ('int8', 'bf16'))
+    parser.add_argument('--int8-backend', nargs='*', default=int8, choices=int8,
+                        help='backends whose logits graph is also quantized to INT8 '
+                        '(default: every backend that lists int8)')
     parser.add_argument('--labels-upsample', type=int, nargs='+', default=[1, 2, 4, 8],
                         metavar='K', help='labels graphs: bilinear upsampling of the logits '
                         'by K before the argmax (one graph per K)')
     parser.add_argument('--calib-images', type=int, default=32)
-    parser.add_argument('--bf16-backend', nargs='*', default=['openvino'],
-                        choices=[b for b, c in BACKENDS.items() if 'bf16' in c.precisions],
-                        help='backends whose logits graph also runs in bf16 (skipped where the '
-                        'CPU has no bf16)')
+    parser.add_argument('--bf16-backend', nargs='*', default=bf16, choices=bf16,
+                        help='backends whose logits graph also runs in bf16 (default: every '
+                        'backend that lists bf16; skipped where the CPU has no bf16)')
     parser.add_argument('--max-images', type=int, help='validation images (default: all)')
     parser.add_argument('--runs', type=int, default=10, help='timed runs per graph')
     parser.add_argument('--out-dir', default='work_dirs/deploy_accuracy')
     return parser.parse_args(argv)
 
 
-def loaded(report: dict):
+def loaded(report: DeployReport):
     """backend -> single-thread runner of each backend that converted and matches PyTorch
     (the others are reported)."""
-    for result in report['results']:
+    for result in report.results:
         if not result.ok:
             print(f'[deploy_accuracy] {result.line()}', file=sys.stderr)
     return load_runners(report, num_threads=1)
@@ -98,10 +98,14 @@ def main(argv=None):
                                           toolbox=toolbox, output='labels', repeats=1,
                                           labels_upsample=k)).items():
             add(f'{backend} | {graph} | fp32', run, 'labels')
-    bf16, why_not = running_in('bf16', args.bf16_backend)
-    for backend, why in why_not.items():
-        print(f'[deploy_accuracy] no bf16 rows for {backend}: {why}', file=sys.stderr)
-    reduced = list(dict.fromkeys(args.int8_backend + bf16))  # their fp32 logits rows
+    reduced_precision = {}  # precision -> the backends that run it here
+    for precision, names in (('int8', args.int8_backend), ('bf16', args.bf16_backend)):
+        reduced_precision[precision], why_not = running_in(precision, names)
+        for backend, why in why_not.items():
+            print(f'[deploy_accuracy] no {precision} rows for {backend}: {why}',
+                  file=sys.stderr)
+    int8, bf16 = reduced_precision['int8'], reduced_precision['bf16']
+    reduced = list(dict.fromkeys(int8 + bf16))  # their fp32 logits rows
     if reduced:
         report = deploy(model, reduced, shape, out, stem, toolbox=toolbox, repeats=1)
         for backend, run in loaded(report).items():
@@ -109,10 +113,10 @@ def main(argv=None):
         # bf16: the same fp32 files, compiled for bf16 arithmetic
         for backend, run in load_runners(report, precision='bf16', backends=bf16).items():
             add(f'{backend} | logits | bf16', run, 'logits')
-    if args.int8_backend:
+    if int8:
         calibration = calibration_images(cfg, model, shape, args.calib_images)
-        for backend, run in loaded(deploy(model, args.int8_backend, shape, out, stem,
-                                          toolbox=toolbox, calibration=calibration,
+        for backend, run in loaded(deploy(model, int8, shape, out, stem, toolbox=toolbox,
+                                          precision='int8', calibration=calibration,
                                           repeats=1)).items():
             add(f'{backend} | logits | INT8', run, 'logits')
 

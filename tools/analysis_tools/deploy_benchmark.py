@@ -135,27 +135,27 @@ def main(argv=None):
         for variant, output, upsample in variants:
             calibration, precision = None, 'fp32'
             names = backends
-            if variant == 'int8':
-                names = [b for b in backends if BACKENDS[b].supports_int8]
-                calibration = calibration_for(args.calib_config, shape, args.calib_images)
-            elif variant == 'bf16':
-                names, why_not = running_in('bf16', backends)
-                precision = 'bf16'
+            if variant in REDUCED:
+                names, why_not = running_in(variant, backends)
+                precision = variant
                 for b, why in why_not.items():
-                    print(f'[deploy_benchmark] no bf16 cells for {b}: {why}', file=sys.stderr)
+                    print(f'[deploy_benchmark] no {variant} cells for {b}: {why}',
+                          file=sys.stderr)
                 if not names:
                     continue
+                if variant == 'int8':
+                    calibration = calibration_for(args.calib_config, shape, args.calib_images)
             report = deploy(model, names, shape, osp.join(args.out_dir, stem), stem,
                             toolbox=toolbox, output=output, calibration=calibration, repeats=1,
                             labels_upsample=upsample, precision=precision)
-            ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
+            ops = ', '.join(f'{op} {n}' for op, n in report.op_counts.items())
             print(f'[deploy_benchmark] {stem} {variant} ONNX ops: {ops}', file=sys.stderr)
-            for r in report['results']:  # the check against PyTorch, failed or not
+            for r in report.results:  # the check against PyTorch, failed or not
                 print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
             options = dict(logits_upsample=upsample) if output == 'labels' else {}
             graphs[variant] = (exportable(model, toolbox, output, **options).eval(), report)
         # every graph ran on the same input (deploy's fixed seed)
-        example = next(iter(graphs.values()))[1]['example']
+        example = next(iter(graphs.values()))[1].example
         x = torch.from_numpy(example)
         for threads in args.threads:
             torch.set_num_threads(threads)
@@ -170,7 +170,7 @@ def main(argv=None):
             times = time_alternately(fns, args.runs, args.warmup, 'cpu', label=stem)
             ms = {key: 1000 * t[0] for key, t in zip(keys, times)}
             for variant, (_, report) in graphs.items():
-                tried = [r.backend for r in report['results']]
+                tried = [r.backend for r in report.results]
                 cells = []
                 for b in backends:
                     if (variant, b) not in ms:

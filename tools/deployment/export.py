@@ -2,8 +2,8 @@
 
     python tools/deployment/export.py CONFIG [--checkpoint CKPT]
         --backend onnxruntime openvino mnn ncnn tflite [--shape H W]
-        [--output logits|labels [--labels-upsample K]] [--int8 [--calib-images N]]
-        [--precision fp32|bf16] [--threads T] --out-dir DIR
+        [--output logits|labels [--labels-upsample K]]
+        [--precision fp32|int8|bf16 [--calib-images N]] [--threads T] --out-dir DIR
 
 Writes each backend's files under DIR (``.onnx``, OpenVINO ``.xml``/``.bin``, ``.mnn``,
 ``.ncnn.param``/``.ncnn.bin``, ``.tflite``), runs each in its own runtime on the same random
@@ -15,13 +15,13 @@ The graph's input is the normalised NCHW image (float32, (pixel - mean) / std wi
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
 docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in argmax at
 the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits by
-K) and a nearest upsample to the input (int32). ``--int8`` quantizes with
-``--calib-images`` images of the config's training split through its test pipeline
-(onnxruntime and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E).
+K) and a nearest upsample to the input (int32). ``--precision int8`` (or ``--int8``)
+quantizes with ``--calib-images`` images of the config's training split through its test
+pipeline (onnxruntime and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E).
 ``--precision bf16`` runs the fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it).
-Conversions run offline
-(no downloads, installs or telemetry). Without ``--checkpoint`` the model is freshly
-initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
+A backend that does not list the precision is reported as failed, naming the ones that do.
+Conversions run offline (no downloads, installs or telemetry). Without ``--checkpoint`` the
+model is freshly initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
 """
 import argparse
 import os
@@ -34,7 +34,7 @@ warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
 
 from vt_mm import analysis  # noqa: E402
 from vt_mm.analysis import build_model, default_shape  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS  # noqa: E402
+from vt_mm.deploy.backends import BACKENDS, PRECISIONS  # noqa: E402
 from vt_mm.deploy.calibration import calibration_images  # noqa: E402
 from vt_mm.deploy.pipeline import deploy, files_in, remove_new_files  # noqa: E402
 
@@ -51,12 +51,13 @@ def parse_args(argv=None):
     parser.add_argument('--labels-upsample', type=int, default=1, metavar='K',
                         help='--output labels: bilinear upsampling of the logits by K before '
                         "the argmax (1: none; the head's stride: mmseg's prediction)")
-    parser.add_argument('--int8', action='store_true', help='static INT8 quantization')
-    parser.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32',
-                        help='arithmetic the runtime runs the fp32 graph in (bf16: OpenVINO on '
-                        'CPUs with bf16; differences are reported, not checked against 1e-4)')
+    parser.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
+                        help='int8: static quantization on calibration images; bf16: the fp32 '
+                        'graph run in bf16 (OpenVINO on CPUs with bf16); other than fp32 the '
+                        'differences are reported, not checked against 1e-4')
+    parser.add_argument('--int8', action='store_true', help='the same as --precision int8')
     parser.add_argument('--calib-images', type=int, default=32,
-                        help="calibration images from the config's training split (--int8)")
+                        help="calibration images from the config's training split (int8)")
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=10, help='timed runs per backend')
     parser.add_argument('--out-dir', required=True)
@@ -71,9 +72,11 @@ MIN_SIDE, MAX_SIDE = 16, 8192
 
 def check_args(args) -> None:
     """Refuses argument values no export can use, with what to pass instead (SystemExit)."""
-    if args.int8 and args.precision != 'fp32':
-        sys.exit('[export] --int8 and --precision bf16 exclude each other: the INT8 graph fixes '
-                 'its own precisions')
+    if args.int8:
+        if args.precision not in ('fp32', 'int8'):
+            sys.exit(f'[export] --int8 and --precision {args.precision} exclude each other: '
+                     '--int8 is --precision int8')
+        args.precision = 'int8'
     if args.shape is not None:
         bad = [side for side in args.shape if not MIN_SIDE <= side <= MAX_SIDE]
         if bad:
@@ -114,13 +117,13 @@ def check_memory(model, toolbox: str, output: str, shape) -> None:
                  f'has {available / 2**30:.1f} GiB free; export a smaller --shape')
 
 
-def _remove_failed_files(report: dict, out_dir: str, before: set) -> None:
+def _remove_failed_files(report, out_dir: str, before: set) -> None:
     """No file of a failed backend stays behind; when every backend failed, neither do the
     graphs they were converted from."""
-    if not any(r.ok for r in report['results']):
+    if not any(r.ok for r in report.results):
         remove_new_files(out_dir, before)
         return
-    for result in report['results']:
+    for result in report.results:
         if not result.ok:
             for path in result.files:
                 if osp.isfile(path):
@@ -140,7 +143,7 @@ def main(argv=None):
     shape = tuple(args.shape or default_shape(cfg, toolbox))
     check_memory(model, toolbox, args.output, shape)
     calibration = None
-    if args.int8:
+    if args.precision == 'int8':
         calibration = calibration_images(cfg, model, shape, args.calib_images)
     stem = osp.splitext(osp.basename(args.config.split('::')[-1]))[0]
     before = files_in(args.out_dir)
@@ -153,13 +156,13 @@ def main(argv=None):
         remove_new_files(args.out_dir, before)
         raise
     _remove_failed_files(report, args.out_dir, before)
-    ops = ', '.join(f'{op} {n}' for op, n in report['op_counts'].items())
+    ops = ', '.join(f'{op} {n}' for op, n in report.op_counts.items())
     print(f'[export] {args.config} at {shape[0]}x{shape[1]}, output {args.output}'
-          f'{", INT8" if args.int8 else ""}'
-          f'{", " + args.precision if args.precision != "fp32" else ""}, {args.threads} '
+          f'{", INT8" if args.precision == "int8" else ""}'
+          f'{", bf16" if args.precision == "bf16" else ""}, {args.threads} '
           f'thread(s); ONNX ops: {ops}')
     failed = False
-    for result in report['results']:
+    for result in report.results:
         print(result.line())
         failed |= not result.ok
         if result.ok and result.warning():

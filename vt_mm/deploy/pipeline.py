@@ -9,20 +9,20 @@ import os
 import os.path as osp
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from ..utils.timing import time_alternately
-from .backends import BACKENDS, ConversionJob, get_backend
+from .backends import PRECISIONS, ConversionJob, get_backend
 from .backends.onnxruntime import OnnxRuntimeBackend
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
 
-__all__ = ['DeployResult', 'deploy', 'load_runners', 'compare_outputs', 'TOLERANCE',
-           'within_tolerance']
+__all__ = ['DeployResult', 'DeployReport', 'deploy', 'load_runners', 'compare_outputs',
+           'TOLERANCE', 'within_tolerance']
 
 # max |backend - PyTorch|, absolute for outputs up to 1 and relative above (float32 rounding
 # grows with the values)
@@ -41,25 +41,38 @@ def within_tolerance(max_abs_diff: float, max_abs_output: float) -> bool:
 
 @dataclass
 class DeployResult:
+    """One backend's conversion of a :func:`deploy` call, checked against PyTorch.
+
+    Attributes:
+        backend: the backend's name.
+        files: what its conversion wrote (the model file first).
+        max_abs_diff: max |backend - PyTorch| over the outputs on the example input.
+        max_abs_output: max |PyTorch output| (the tolerance is relative above 1).
+        agreement: labels graphs: the share of pixels equal to PyTorch's.
+        latency_ms: median latency on the example input.
+        error: ``'ExceptionType: message'`` where the conversion or the run failed.
+        precision: the arithmetic it ran in; other than fp32 the differences are reported, not
+            judged against :data:`TOLERANCE` (the caller judges them on data:
+            tools/analysis_tools/deploy_accuracy.py).
+        calibration_cosine: INT8: the cosine similarity of the outputs to PyTorch's on the first
+            calibration input (the random example is out of distribution for a trained
+            model's scales).
+    """
     backend: str
     files: List[str] = field(default_factory=list)
     max_abs_diff: Optional[float] = None
     max_abs_output: Optional[float] = None
-    agreement: Optional[float] = None  # labels: share of pixels equal to PyTorch's
+    agreement: Optional[float] = None
     latency_ms: Optional[float] = None
     error: Optional[str] = None
-    # INT8 or bf16: differences are reported, not judged against TOLERANCE (the caller judges
-    # them on data: tools/analysis_tools/deploy_accuracy.py)
-    reduced_precision: bool = False
-    # INT8: cosine similarity of the outputs to PyTorch's on the first calibration input (the
-    # random input is out of distribution for a trained model's scales)
+    precision: str = 'fp32'
     calibration_cosine: Optional[float] = None
 
     @property
     def ok(self) -> bool:
         if self.error is not None:
             return False
-        if self.agreement is not None or self.reduced_precision:
+        if self.agreement is not None or self.precision != 'fp32':
             return True  # reported, judged by the caller (accuracy on data)
         return within_tolerance(self.max_abs_diff, self.max_abs_output)
 
@@ -84,6 +97,32 @@ class DeployResult:
             what += f', cosine to fp32 on a calibration image {self.calibration_cosine:.4f}'
         return (f'{self.backend}: {what} latency {self.latency_ms:.1f} ms '
                 f'({osp.basename(self.files[0])})')
+
+
+@dataclass
+class DeployReport:
+    """What :func:`deploy` returns.
+
+    Attributes:
+        onnx: the path of the ONNX graph every backend started from.
+        op_counts: that graph's operators, {op type: count}.
+        outputs: its output names.
+        example: the input every backend and PyTorch ran (numpy, 1 x 3 x H x W).
+        results: one :class:`DeployResult` per backend asked for, in that order.
+        jobs: backend -> the :class:`~vt_mm.deploy.backends.ConversionJob` it converted (to
+            load it again, e.g. with other thread counts: :func:`load_runners`).
+    """
+    onnx: str
+    op_counts: Dict[str, int]
+    outputs: List[str]
+    example: np.ndarray
+    results: List[DeployResult]
+    jobs: Dict[str, ConversionJob]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every backend converted and matches PyTorch."""
+        return all(r.ok for r in self.results)
 
 
 def compare_outputs(got: Sequence[np.ndarray], expected: Sequence[np.ndarray], labels: bool):
@@ -143,22 +182,44 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
            stem: str, toolbox: Optional[str] = None, output: str = 'logits',
            calibration: Optional[Sequence[np.ndarray]] = None, num_threads: int = 1,
            repeats: int = 10, seed: int = 0, keep_going: bool = True,
-           labels_upsample: int = 1, precision: str = 'fp32') -> dict:
+           labels_upsample: int = 1, precision: str = 'fp32') -> DeployReport:
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
-    Returns dict(onnx=path, op_counts={op: n}, outputs=names, example=the input (numpy),
-    results=[DeployResult], jobs={backend: ConversionJob} (to load a backend again, e.g. with
-    other thread counts: :func:`load_runners`)).
-    ``keep_going``: a backend that fails is reported (its ``error``) instead of raising.
-    ``labels_upsample``: the labels graph's bilinear upsampling of the logits before the argmax
-    (:class:`~vt_mm.deploy.onnx.SegmentationLabels`).
-    ``precision``: the arithmetic every backend runs the fp32 graph in (``'bf16'``: an opt-in
-    of the backends that list it in ``precisions``); not with ``calibration``.
+    Args:
+        model: the model (a toolbox model or a bare network; see
+            :func:`~vt_mm.deploy.onnx.exportable`).
+        backends: names from :data:`~vt_mm.deploy.backends.BACKENDS`.
+        shape: the static input size (H, W).
+        out_dir: where the files go (made if missing); a failed conversion leaves none.
+        stem: the files' base name.
+        toolbox: 'mmseg', 'mmdet' or 'mmpretrain' (found from the model where None).
+        output: 'logits' or 'labels' (segmentors: the argmax in the graph).
+        calibration: the INT8 calibration inputs; given exactly with ``precision='int8'``
+            (:func:`vt_mm.deploy.calibration.calibration_images`).
+        num_threads: the runtimes' threads.
+        repeats: timed runs per backend.
+        seed: of the random example input.
+        keep_going: a backend that fails is reported (its ``error``) instead of raising.
+        labels_upsample: the labels graph's bilinear upsampling of the logits before the
+            argmax (:class:`~vt_mm.deploy.onnx.SegmentationLabels`).
+        precision: one of :data:`~vt_mm.deploy.backends.PRECISIONS`; each backend must list it
+            in its ``precisions`` (``'bf16'`` runs the fp32 files in bf16 where the CPU has
+            it; ``'int8'`` converts a statically quantized graph).
+
+    Returns:
+        DeployReport: the graph, the example input and one result per backend.
+
+    Example:
+        >>> report = deploy(model, ['onnxruntime'], (512, 512), 'work_dirs/export', 'vtfpn')
+        >>> print(report.results[0].line())
     """
-    if calibration is not None and precision != 'fp32':
-        raise ValueError(f'INT8 (calibration) and precision {precision!r} exclude each other: '
-                         'the INT8 graph fixes its own precisions')
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision {precision!r}: choose from {", ".join(PRECISIONS)}')
+    if (precision == 'int8') != (calibration is not None):
+        raise ValueError("calibration inputs come with precision='int8' and only with it "
+                         '(tools/deployment/export.py --precision int8 reads them from the '
+                         "config's training split)")
     os.makedirs(out_dir, exist_ok=True)
     model.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -210,15 +271,11 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         raise
     results, used_jobs = [], {}
     for name in backends:
-        result = DeployResult(name, reduced_precision=calibration is not None or
-                              precision != 'fp32')
+        result = DeployResult(name, precision=precision)
         before_backend = files_in(out_dir)
         try:
             backend = get_backend(name)
             job = used_jobs[name] = job_for(type(backend))
-            if calibration is not None and not backend.supports_int8:
-                raise ValueError(f'{name} has no INT8 path in vt-mm; choose from '
-                                 f'{[b for b, c in BACKENDS.items() if c.supports_int8]}')
             backend.check_precision(precision)
             with offline(allowed_programs=backend.programs()):
                 result.files = backend.convert(job)
@@ -239,21 +296,25 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                 raise
             result.error = f'{type(e).__name__}: {e}'
         results.append(result)
-    return dict(onnx=main_job.onnx_path, op_counts=onnx_op_counts(main_job.onnx_path),
-                outputs=main_job.output_names, example=main_job.example, results=results,
-                jobs=used_jobs)
+    return DeployReport(onnx=main_job.onnx_path, op_counts=onnx_op_counts(main_job.onnx_path),
+                        outputs=main_job.output_names, example=main_job.example,
+                        results=results, jobs=used_jobs)
 
 
-def load_runners(report: dict, num_threads: int = 1, precision: Optional[str] = None,
+def load_runners(report: DeployReport, num_threads: int = 1, precision: Optional[str] = None,
                  backends: Optional[Sequence[str]] = None) -> dict:
     """backend -> runner (input -> outputs) of every backend of a :func:`deploy` report that
     converted and matches PyTorch (of ``backends``, if given), loaded with ``num_threads``;
-    ``precision`` runs the same files in another arithmetic (``'bf16'``) than the report's."""
+    ``precision`` runs the same fp32 files in another arithmetic (``'bf16'``)."""
     runners = {}
-    for r in report['results']:
+    for r in report.results:
         if r.ok and (backends is None or r.backend in backends):
-            job = report['jobs'][r.backend]
-            if precision is not None:
+            job = report.jobs[r.backend]
+            if precision is not None and precision != job.precision:
+                if job.int8 or precision == 'int8':
+                    raise ValueError(f'{r.backend}: the {job.precision} files cannot run in '
+                                     f'{precision}; deploy(precision={precision!r}) converts '
+                                     'them')
                 job = replace(job, precision=precision)
             runners[r.backend] = get_backend(r.backend).load(r.files, job,
                                                              num_threads=num_threads)

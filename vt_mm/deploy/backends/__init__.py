@@ -1,18 +1,21 @@
-"""Deployment backends, one module per runtime, behind :class:`~.base.Backend`."""
-from .base import Backend, BackendUnavailable, ConversionJob
-from .mnn import MNNBackend
-from .ncnn import NCNNBackend
-from .onnxruntime import OnnxRuntimeBackend
-from .openvino import OpenVINOBackend
-from .tflite import TFLiteBackend
+"""Deployment backends, one module per runtime, behind :class:`~.base.Backend`.
 
-BACKENDS = {
-    b.name: b
-    for b in (OnnxRuntimeBackend, OpenVINOBackend, MNNBackend, NCNNBackend, TFLiteBackend)
-}
+Every module of this package is imported here, so a new runtime is one new file whose
+:class:`~.base.Backend` subclass is decorated with :func:`~.base.register_backend`
+(docs/en/advanced_guides/add_a_backend.md).
+"""
+import importlib
+import pkgutil
+
+from .base import BACKENDS, PRECISIONS, Backend, BackendUnavailable, ConversionJob, register_backend
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module != 'base':
+        importlib.import_module(f'{__name__}.{_module}')
 
 __all__ = [
-    'Backend', 'BackendUnavailable', 'ConversionJob', 'BACKENDS', 'get_backend', 'running_in'
+    'Backend', 'BackendUnavailable', 'ConversionJob', 'BACKENDS', 'PRECISIONS', 'get_backend',
+    'register_backend', 'running_in'
 ]
 
 

@@ -3,8 +3,10 @@
 A backend converts the static ONNX graph that :func:`vt_mm.deploy.export_onnx` writes (or, where
 its converter starts from PyTorch, the same network) into its runtime's files, and loads those
 files into a callable that maps the normalised NCHW image (numpy float32, batch 1) to the
-graph's outputs as numpy arrays in the ONNX layout. Adding a runtime is one module with one
-:class:`Backend` subclass, registered in ``vt_mm.deploy.backends.BACKENDS``.
+graph's outputs as numpy arrays in the ONNX layout. Adding a runtime is one module in
+``vt_mm/deploy/backends/`` with one :class:`Backend` subclass decorated with
+:func:`register_backend` (the package imports every module there; a runtime kept outside vt-mm
+registers the same way when its module is imported).
 """
 import contextlib
 import importlib
@@ -18,7 +20,42 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch.nn as nn
 
-__all__ = ['Backend', 'ConversionJob', 'BackendUnavailable', 'quiet_stdout']
+__all__ = ['Backend', 'ConversionJob', 'BackendUnavailable', 'quiet_stdout', 'register_backend',
+           'BACKENDS', 'PRECISIONS']
+
+# the arithmetic a deployed graph can run in: fp32; int8 (a statically quantized graph, made
+# from calibration inputs at conversion); bf16 (the fp32 files run in bf16 by the runtime)
+PRECISIONS = ('fp32', 'int8', 'bf16')
+# name -> Backend subclass, in the order they register (module names, alphabetical)
+BACKENDS: Dict[str, type] = {}
+
+
+def register_backend(name: str):
+    """Class decorator: registers a :class:`Backend` subclass as ``--backend name``.
+
+    Example:
+        >>> @register_backend('myruntime')
+        ... class MyRuntimeBackend(Backend):
+        ...     packages = ('myruntime', )
+        ...     precisions = ('fp32', 'int8')
+    """
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Backend)):
+            raise TypeError(f'register_backend({name!r}) decorates a Backend subclass, not {cls!r}')
+        where = f'{cls.__module__}.{cls.__qualname__}'
+        if name in BACKENDS:  # a module imported again replaces its own class
+            before = BACKENDS[name]
+            if f'{before.__module__}.{before.__qualname__}' != where:
+                raise ValueError(f'backend {name!r} is registered twice: {before.__module__}.'
+                                 f'{before.__qualname__} and {where}')
+        unknown = [p for p in cls.precisions if p not in PRECISIONS]
+        if 'fp32' not in cls.precisions or unknown:
+            raise ValueError(f'backend {name!r}: precisions {tuple(cls.precisions)} must include '
+                             f"'fp32' and only name {PRECISIONS}")
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+    return register
 
 
 @contextlib.contextmanager
@@ -53,15 +90,16 @@ class ConversionJob:
         output_shapes: the outputs' shapes (runtimes that drop the batch axis are reshaped).
         out_dir: where the backend writes its files.
         stem: the files' base name.
-        calibration: INT8 calibration inputs (each like ``example``); None for fp32.
+        calibration: INT8 calibration inputs (each like ``example``): given exactly when
+            ``precision`` is ``'int8'``.
         integer_outputs: whether the outputs are labels that the caller expects as int32.
         expected: PyTorch's outputs on ``example`` (what the backend is compared with).
         shared_files: files made from ``onnx_path`` that several backends convert from, by
             kind (``'qdq'``: the INT8 graph onnxruntime and OpenVINO both run), made once per
             job.
-        precision: the arithmetic the runtime runs the fp32 files in: ``'fp32'``, or a reduced
-            one the backend lists in :attr:`Backend.precisions` (``'bf16'``), an opt-in that
-            changes only how ``load`` compiles the graph (the files keep fp32 weights).
+        precision: one of :data:`PRECISIONS` the backend lists in :attr:`Backend.precisions`:
+            ``'int8'`` makes ``convert`` write a quantized graph; ``'bf16'`` changes only how
+            ``load`` compiles the fp32 files.
     """
     onnx_path: str
     net: nn.Module
@@ -81,21 +119,29 @@ class ConversionJob:
         that run in another folder read it too)."""
         return osp.abspath(osp.join(self.out_dir, self.stem + suffix))
 
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f'precision {self.precision!r}: choose from {PRECISIONS}')
+        if (self.precision == 'int8') != (self.calibration is not None):
+            raise ValueError("calibration inputs come with precision 'int8' and only with it "
+                             f'(precision {self.precision!r}, calibration '
+                             f"{'given' if self.calibration is not None else 'None'})")
+
     @property
     def int8(self) -> bool:
-        return self.calibration is not None
+        """Whether ``convert`` writes the quantized graph."""
+        return self.precision == 'int8'
 
 
 class Backend:
     """One runtime: ``convert`` writes its files, ``load`` runs them.
 
     Class attributes:
-        name: the ``--backend`` name.
+        name: the ``--backend`` name (set by :func:`register_backend`).
         packages: the import names it needs (for a clear error when one is missing).
-        supports_int8: whether ``convert`` takes calibration data.
-        precisions: the arithmetic precisions ``load`` can run the fp32 files in
-            (:attr:`ConversionJob.precision`); ``check_precision`` says whether this machine
-            has them.
+        precisions: the :data:`PRECISIONS` it converts and runs (:attr:`ConversionJob.precision`;
+            ``'int8'``: ``convert`` quantizes on the job's calibration inputs);
+            ``check_precision`` also says whether this machine has them.
         has_argmax: whether the runtime has an ArgMax operator (else the labels graph computes
             it by reductions, :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
         has_integer_tensors: whether a graph may output int32 (else labels stay float32 and
@@ -106,7 +152,6 @@ class Backend:
     """
     name = ''
     packages: Sequence[str] = ()
-    supports_int8 = False
     precisions: Sequence[str] = ('fp32', )
     has_argmax = True
     has_integer_tensors = True
@@ -134,10 +179,12 @@ class Backend:
 
     @classmethod
     def check_precision(cls, precision: str) -> None:
-        """Raises ValueError, naming the alternatives, where ``load`` cannot run ``precision``
-        (not a precision of the backend, or not one this CPU has)."""
+        """Raises ValueError, naming the alternatives, where the backend cannot convert and
+        run ``precision`` (not one of its :attr:`precisions`, or not one this CPU has:
+        subclasses add that check)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f'--precision {precision}: choose from {", ".join(PRECISIONS)}')
         if precision not in cls.precisions:
-            from . import BACKENDS
             others = [b for b, c in BACKENDS.items() if precision in c.precisions]
             raise ValueError(f"{cls.name} runs only {'/'.join(cls.precisions)} in vt-mm; "
                              f'--precision {precision} is on {others or "no backend"}')

@@ -32,7 +32,7 @@ import tempfile
 
 import numpy as np
 
-from .base import Backend, quiet_stdout
+from .base import Backend, quiet_stdout, register_backend
 
 # run by the current interpreter (``programs``): MNN's quantizer, argv as its CLI takes it
 QUANTIZE = ("import sys, _tools; "
@@ -46,10 +46,10 @@ FEATURE_QUANTIZE_METHOD = 'EMA'
 WINOGRAD_MEMORY_LEVEL, PRECISE_WINOGRAD_LEVEL = 3, 1
 
 
+@register_backend('mnn')
 class MNNBackend(Backend):
-    name = 'mnn'
     packages = ('MNN', '_tools')
-    supports_int8 = True
+    precisions = ('fp32', 'int8')
 
     def programs(self):
         return [sys.executable]  # the quantizer's child process (QUANTIZE)

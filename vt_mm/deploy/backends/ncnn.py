@@ -16,7 +16,7 @@ import subprocess
 
 import numpy as np
 
-from .base import Backend
+from .base import Backend, register_backend
 
 
 def pnnx_binary() -> str:
@@ -24,8 +24,8 @@ def pnnx_binary() -> str:
     return pnnx.EXEC_PATH
 
 
+@register_backend('ncnn')
 class NCNNBackend(Backend):
-    name = 'ncnn'
     packages = ('ncnn', 'pnnx')
     has_argmax = False  # the ncnn wheel is built without its ArgMax layer
     has_integer_tensors = False  # ncnn's Mat holds floats

@@ -4,13 +4,13 @@ images)."""
 import numpy as np
 
 from ..quantization import quantize_qdq
-from .base import Backend
+from .base import Backend, register_backend
 
 
+@register_backend('onnxruntime')
 class OnnxRuntimeBackend(Backend):
-    name = 'onnxruntime'
     packages = ('onnxruntime', )
-    supports_int8 = True
+    precisions = ('fp32', 'int8')
 
     def convert(self, job):
         return [quantize_qdq(job) if job.int8 else job.onnx_path]

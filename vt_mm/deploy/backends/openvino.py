@@ -9,10 +9,10 @@ bf16 (``precision='bf16'``, ``export.py --precision bf16``): the same fp32 IR co
 Elsewhere the plugin silently stays in f32 or takes f16 for a bf16 hint, so ``check_precision``
 raises there instead.
 
-INT8: the QDQ graph of :func:`vt_mm.deploy.quantization.quantize_qdq` (the same calibration and the same
-7-bit rule on x86 without VNNI, whose u8s8 products saturate in OpenVINO's kernels too). The
-frontend turns each QuantizeLinear / DequantizeLinear pair into a FakeQuantize, and the CPU
-plugin's low-precision transformations run the quantized convolutions and products in int8
+INT8: the QDQ graph of :func:`vt_mm.deploy.quantization.quantize_qdq` (the same calibration
+and the same 7-bit rule on x86 without VNNI, whose u8s8 products saturate in OpenVINO's kernels
+too). The frontend turns each QuantizeLinear / DequantizeLinear pair into a FakeQuantize, and
+the CPU plugin's low-precision transformations run the quantized convolutions and products in int8
 (``NAME.int8.xml``). NNCF, OpenVINO's own quantizer, is not used: one calibration path for
 both runtimes, and no extra package.
 """
@@ -20,11 +20,12 @@ import functools
 
 import numpy as np
 
-from .base import Backend
 from ..quantization import quantize_qdq
+from .base import Backend, register_backend
 
-# vt-mm's precision -> OpenVINO's INFERENCE_PRECISION_HINT
-INFERENCE_PRECISION = {'fp32': 'f32', 'bf16': 'bf16'}
+# vt-mm's precision -> OpenVINO's INFERENCE_PRECISION_HINT (the INT8 IR's quantized operators
+# run in int8 through the low-precision transformations; the rest stays f32)
+INFERENCE_PRECISION = {'fp32': 'f32', 'int8': 'f32', 'bf16': 'bf16'}
 
 
 @functools.lru_cache(maxsize=None)
@@ -35,11 +36,10 @@ def cpu_capabilities():
     return tuple(ov.Core().get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))
 
 
+@register_backend('openvino')
 class OpenVINOBackend(Backend):
-    name = 'openvino'
-    packages = ('openvino', 'onnxruntime')  # onnxruntime quantizes for --int8
-    supports_int8 = True
-    precisions = ('fp32', 'bf16')
+    packages = ('openvino', 'onnxruntime')  # onnxruntime quantizes for int8
+    precisions = ('fp32', 'int8', 'bf16')
     labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
 
     def convert(self, job):
@@ -57,8 +57,8 @@ class OpenVINOBackend(Backend):
         capabilities = cpu_capabilities()
         if precision == 'bf16' and 'BF16' not in capabilities:
             raise ValueError(f'this CPU has no bf16 arithmetic (OpenVINO CPU capabilities: '
-                             f'{", ".join(capabilities)}); use --precision fp32, or --int8 for '
-                             'a faster graph')
+                             f'{", ".join(capabilities)}); use --precision fp32, or '
+                             '--precision int8 for a faster graph')
 
     def load(self, files, job, num_threads=1):
         import openvino as ov

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import Backend, quiet_stdout
+from .base import Backend, quiet_stdout, register_backend
 
 
 def nearest_indices(length: int, out: int) -> np.ndarray:
@@ -122,11 +122,11 @@ def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return (y.astype(np.float32) - zero_point) * np.float32(scale)
 
 
+@register_backend('tflite')
 class TFLiteBackend(Backend):
-    name = 'tflite'
     packages = ('litert_torch', 'ai_edge_litert')
     labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
-    supports_int8 = True
+    precisions = ('fp32', 'int8')
 
     def convert(self, job):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
