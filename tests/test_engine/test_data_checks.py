@@ -261,7 +261,10 @@ def test_num_classes_of_every_head_is_checked():
                  roi_head=dict(bbox_head=dict(num_classes=20), mask_head=dict(num_classes=20)),
                  bbox_head=dict(num_classes=20), head=dict(num_classes=20))
     dataset = SimpleNamespace(metainfo=dict(classes=tuple(f'c{i}' for i in range(20))))
-    check_num_classes(Config(dict(model=model)), dataset)  # the last auxiliary head counts
+    with pytest.raises(ValueError, match=r'^model\.auxiliary_head\.0\.num_classes=3 but'):
+        check_num_classes(Config(dict(model=model)), dataset)  # every head of a list counts
+    model['auxiliary_head'][0]['num_classes'] = 20
+    check_num_classes(Config(dict(model=model)), dataset)
     for path in ('decode_head', 'bbox_head', 'head'):
         bad = Config(dict(model=dict(model, **{path: dict(num_classes=21)})))
         with pytest.raises(ValueError, match=rf'^model\.{path}\.num_classes=21 but the training '
@@ -315,6 +318,9 @@ def test_preflight_lists_every_problem_with_its_scope(lip_copy, tmp_path, tiny_c
     message = str(info.value)
     assert message.startswith('2 problems in the data (all samples of train_dataloader '
                               'checked):\n  train_dataloader: ')
+    lines = message.split('\n')
+    assert len(lines) == 4 and all(line.startswith('  train_dataloader: ') for line in lines[1:3])
+    assert [str(labels[1]) in lines[1], str(labels[6]) in lines[2]] == [True, True]
     assert message.endswith('\n(tools/analysis_tools/check_data.py CONFIG lists every bad sample '
                             'of a split)')
     with pytest.raises(data_checks.DataCheckError, match=r'^2 problems in the data \(8 sampled '
@@ -373,7 +379,7 @@ def test_loading_steps_end_at_the_last_loader():
              step('RandomFlip')]
     dataset = SimpleNamespace(pipeline=SimpleNamespace(transforms=steps))
     assert _loading_steps(dataset) == steps[:3]
-    dataset.pipeline.transforms = [step('Resize')]
+    dataset.pipeline.transforms = [step('Resize'), step('RandomFlip')]
     assert _loading_steps(dataset) == []
     assert _loading_steps(SimpleNamespace()) == []
 
@@ -502,12 +508,16 @@ def test_num_classes_of_every_kind_of_head():
     from vt_mm.engine.data_checks import _num_classes_of_model
     model = dict(decode_head=[dict(num_classes=3), dict(num_classes=5)],
                  auxiliary_head=dict(num_classes=5), head=dict(num_classes='x'),
-                 roi_head=dict(bbox_head=[dict(num_classes=2), dict(num_classes=7)],
+                 roi_head=dict(bbox_head=[dict(num_classes=2), dict(num_classes=7), 'x',
+                                          dict(num_classes=7)],
                                mask_head=dict(num_classes=7)),
                  bbox_head=[])
+    # every stage of a list, by the path --cfg-options takes (mmengine: list indices as keys)
     assert _num_classes_of_model(model) == {
-        'model.decode_head.num_classes': 5, 'model.auxiliary_head.num_classes': 5,
-        'model.roi_head.bbox_head.num_classes': 7, 'model.roi_head.mask_head.num_classes': 7}
+        'model.decode_head.0.num_classes': 3, 'model.decode_head.1.num_classes': 5,
+        'model.auxiliary_head.num_classes': 5, 'model.roi_head.bbox_head.0.num_classes': 2,
+        'model.roi_head.bbox_head.1.num_classes': 7, 'model.roi_head.bbox_head.3.num_classes': 7,
+        'model.roi_head.mask_head.num_classes': 7}
     assert _num_classes_of_model(dict(roi_head='not a dict')) == {}
 
 
@@ -591,10 +601,12 @@ def test_guard_wraps_every_leaf_dataset_once_and_names_files_and_errors():
         raise ValueError('')
 
     first = _FakeDataset([dict(img_path='a.jpg', seg_map_path='a.png', other=3)])
-    second = _FakeDataset([dict(img_path='b.jpg')], [explode])
+    second = _FakeDataset([dict(img_path='b.jpg', seg_map_path='', other=3, sample_idx=0)],
+                          [explode])
     first._vtmm_guarded = True  # already guarded: skipped, the next one still guarded
     wrapper = type('Concat', (), {})()
-    wrapper.datasets = [first, type('Repeat', (), {'dataset': second})()]
+    # the stack visits the last entry first: the guarded one comes before the other here
+    wrapper.datasets = [type('Repeat', (), {'dataset': second})(), first]
     guard_samples(wrapper)
     assert getattr(second, '_vtmm_guarded', False) is True
     with pytest.raises(DataSampleError) as info:
@@ -769,3 +781,152 @@ def test_truncated_image_error_names_the_file(lip_root, tmp_path, tiny_config):
     # the preflight reads the first samples before training starts
     assert f'{images[0]}' in out and 'cannot be read' in out, out[-3000:]
     assert 'Iter(train)' not in out
+
+
+def test_num_classes_listing_at_six_and_seven_classes():
+    from mmengine.config import Config
+
+    from vt_mm.engine.data_checks import check_num_classes
+    cfg = Config(dict(model=dict(decode_head=dict(num_classes=2))))
+    for classes, shown in (('abcdef', "('a', 'b', 'c', 'd', 'e', 'f'); "),
+                           ('abcdefg', "('a', 'b', 'c', 'd', 'e', 'f')...; ")):
+        dataset = type('Data', (), {'metainfo': dict(classes=tuple(classes))})()
+        with pytest.raises(ValueError) as info:
+            check_num_classes(cfg, dataset)
+        assert str(info.value) == (
+            f'model.decode_head.num_classes=2 but the training dataset (Data) has '
+            f'{len(classes)} classes {shown}set model.decode_head.num_classes={len(classes)} '
+            'or the dataset metainfo')
+    check_num_classes(cfg, type('Bare', (), {})())  # no metainfo: nothing to compare
+    stages = Config(dict(model=dict(roi_head=dict(bbox_head=[dict(num_classes=3),
+                                                             dict(num_classes=4)]))))
+    with pytest.raises(ValueError, match=r'^model\.roi_head\.bbox_head\.1\.num_classes=4 but '):
+        check_num_classes(stages, type('Data', (), {'metainfo': dict(classes='abc')})())
+
+
+def test_a_stage_of_a_list_is_set_by_the_path_in_the_message():
+    """The path the message names is one --cfg-options takes (mmengine's list-index keys)."""
+    from mmengine.config import Config
+    cfg = Config(dict(model=dict(roi_head=dict(bbox_head=[dict(num_classes=3),
+                                                          dict(num_classes=4)]))))
+    cfg.merge_from_dict({'model.roi_head.bbox_head.1.num_classes': 3})
+    assert [h.num_classes for h in cfg.model.roi_head.bbox_head] == [3, 3]
+
+
+def test_describe_a_dataset_config_without_ann_file_or_prefix():
+    from vt_mm.engine.data_checks import _describe
+    assert _describe(dict(type='X', data_root='r')) == (
+        "X, data_root='r', ann_file=None, data_prefix={}")
+
+
+def test_build_dataset_leaves_the_callers_config_as_it_was(lip_copy, tmp_path, tiny_config):
+    import copy
+
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    cfg = Config.fromfile(tiny_config(tmp_path, lip_copy))
+    ds_cfg = cfg.val_dataloader.dataset
+    before = copy.deepcopy(ds_cfg.to_dict())
+    data_checks.build_dataset(cfg, ds_cfg, 'val_dataloader')
+    data_checks.build_dataset(cfg, ds_cfg, 'val_dataloader')  # twice: the same result
+    assert ds_cfg.to_dict() == before and 'lazy_init' not in ds_cfg
+
+
+def test_eight_bit_pngs_are_passed_on_their_header_alone(tmp_path, monkeypatch):
+    """An 8-bit (or lower) PNG decodes to uint8 and cannot hold a value above 255: no decoding;
+    a 16-bit one is decoded, and 256 is the first value that is refused."""
+    import mmcv
+
+    from vt_mm.engine.data_checks import label_file_problem
+    decoded = []
+    original = mmcv.imfrombytes
+    monkeypatch.setattr(mmcv, 'imfrombytes', lambda *a, **k: decoded.append(1) or original(
+        *a, **k))
+    Image.fromarray(np.full((6, 5), 7, np.uint8)).save(tmp_path / 'grey.png')
+    palette = Image.fromarray(np.full((6, 5), 3, np.uint8)).convert('P')
+    palette.save(tmp_path / 'palette.png')
+    Image.fromarray(np.full((6, 5), 1, np.uint8)).convert('1').save(tmp_path / 'bits.png')
+    for name in ('grey.png', 'palette.png', 'bits.png'):
+        assert label_file_problem(str(tmp_path / name)) is None
+    assert decoded == []
+    for value, problem in ((255, False), (256, True)):
+        label = np.zeros((6, 5), np.uint16)
+        label[0, 0] = value
+        Image.fromarray(label).save(tmp_path / f'{value}.png')
+        assert (label_file_problem(str(tmp_path / f'{value}.png')) is not None) is problem
+    assert len(decoded) == 2
+    (tmp_path / 'short.png').write_bytes(b'\x89PNG\r\n\x1a\n')  # a header cut short
+    assert label_file_problem(str(tmp_path / 'short.png')) is None  # unreadable: read later
+    assert len(decoded) == 3
+
+
+def test_label_files_are_decoded_as_mmseg_decodes_them(tmp_path, monkeypatch):
+    import mmcv
+
+    from vt_mm.engine.data_checks import label_file_problem
+    seen = []
+    monkeypatch.setattr(mmcv, 'imfrombytes', lambda content, flag, backend: seen.append(
+        (flag, backend)) or np.zeros((2, 2), np.int32))
+    Image.fromarray(np.zeros((6, 5), np.int32)).save(tmp_path / 'l.tif')
+    assert label_file_problem(str(tmp_path / 'l.tif')) is None
+    assert seen == [('unchanged', 'pillow')]
+
+
+def test_label_maps_of_other_ranks_are_named_by_their_shape():
+    from vt_mm.engine.data_checks import SegLabelCheck
+    check = SegLabelCheck(3)
+    four = dict(gt_seg_map=np.zeros((2, 3, 3, 1), np.uint8), seg_map_path='l.png',
+                img=np.zeros((2, 3, 3)))
+    assert check.problem(four).startswith('l.png: the label map has shape (2, 3, 3, 1); labels '
+                                          'must be one channel')
+    one = dict(gt_seg_map=np.zeros((6, ), np.uint8), img=np.zeros((2, 3, 3)))
+    assert check.problem(one).startswith('(label): the label map has shape (6,); labels')
+
+
+def test_seg_check_for_a_dataset_without_metainfo_or_pipeline():
+    from vt_mm.engine.data_checks import _loading_steps, _seg_check_for
+    bare = type('Bare', (), {})()
+    assert _seg_check_for(bare, 255) is None and _loading_steps(bare) == []
+    with_classes = type('Classes', (), {'metainfo': dict(classes=('a', ))})()
+    assert _seg_check_for(with_classes, 255) is None
+
+
+def test_split_checks_defaults_skipped_loaders_and_names(monkeypatch, capsys, tmp_path):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    built = {}
+
+    def build(cfg, ds_cfg, split='dataset'):
+        if ds_cfg['type'] == 'Missing':
+            raise FileNotFoundError(f'{split}: data_root does not exist')
+        built[split] = _FakeDataset([dict(img_path=f'{i}.jpg') for i in range(ds_cfg['n'])])
+        return built[split]
+
+    monkeypatch.setattr(data_checks, 'build_dataset', build)
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='A', n=40)),
+                      val_dataloader=dict(dataset=dict(type='A', n=17)),
+                      test_dataloader=dict(dataset=dict(type='Missing'))))
+    # the defaults: 16 samples, no progress output
+    assert data_checks.check_splits(cfg, ['train_dataloader']) == ([], 16)
+    assert capsys.readouterr().out == ''
+    # a loader not asked for is skipped, and the next one is still checked
+    assert data_checks.check_splits(cfg, ['val_dataloader'], 17) == ([], 17)
+    assert sorted(built) == ['train_dataloader', 'val_dataloader']
+    with pytest.raises(FileNotFoundError, match='^test_dataloader: data_root does not exist$'):
+        data_checks.check_splits(cfg, ['test_dataloader'])
+    # the progress bar counts the samples of each split
+    data_checks.check_splits(cfg, ['val_dataloader'], 5, progress=True)
+    out = capsys.readouterr().out
+    assert out.startswith('val_dataloader: _FakeDataset, 5 of 17 samples\n')
+    assert ' 5/5,' in out and out.endswith('\n')
+
+
+def test_an_empty_split_without_a_file_list_has_no_samples_to_check(monkeypatch):
+    from mmengine.config import Config
+
+    from vt_mm.engine import data_checks
+    monkeypatch.setattr(data_checks, 'build_dataset', lambda cfg, ds_cfg, split: _FakeDataset([]))
+    cfg = Config(dict(train_dataloader=dict(dataset=dict(type='A'))))
+    assert data_checks.check_splits(cfg, ['train_dataloader']) == ([], 0)

@@ -18,7 +18,6 @@ the id list), what is wrong and the setting that fixes it:
 The label checks apply to mmseg datasets (a ``gt_seg_map`` after ``LoadAnnotations``); for
 mmdet and mmpretrain datasets the readable-file and non-empty checks apply.
 """
-import copy
 import os.path as osp
 import sys
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -51,16 +50,16 @@ def _leaf_dataset_cfgs(ds) -> Iterator[dict]:
 
 def _dataset_roots(cfg: Config) -> Iterator[Tuple[str, dict]]:
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg.get(name, None)
+        loader = cfg.get(name)
         if loader:
-            for ds in _leaf_dataset_cfgs(loader.get('dataset', None)):
+            for ds in _leaf_dataset_cfgs(loader.get('dataset')):
                 yield name, ds
 
 
 def _check_root(name: str, ds: dict) -> None:
-    root = ds.get('data_root', None)
+    root = ds.get('data_root')
     if root and not osp.isdir(root):
-        is_lip = 'LIP' in str(ds.get('type', '')) or 'LIP' in root
+        is_lip = 'LIP' in f"{ds.get('type')} {root}"
         hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
                 'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
                 '`make demo`)' if is_lip else 'see README, "Data"')
@@ -78,7 +77,8 @@ def check_data(cfg: Config, dataloaders=('train_dataloader', 'val_dataloader',
 
 
 def _num_classes_of_model(model_cfg) -> dict:
-    """num_classes of every head in a model config, by config path."""
+    """num_classes of every head in a model config, by its ``--cfg-options`` path (a list of
+    heads, as a cascade's stages or a cascade of decode heads: each one, ``head.0``, ...)."""
     found = {}
     for path in ('decode_head', 'auxiliary_head', 'head', 'bbox_head', 'roi_head.bbox_head',
                  'roi_head.mask_head'):
@@ -87,10 +87,11 @@ def _num_classes_of_model(model_cfg) -> dict:
             node = node.get(part) if isinstance(node, dict) else None
             if node is None:
                 break
-        if isinstance(node, (list, tuple)):
-            node = node[-1] if node else None
-        if isinstance(node, dict) and isinstance(node.get('num_classes'), int):
-            found[f'model.{path}.num_classes'] = node['num_classes']
+        heads = ({f'{path}.{i}': n for i, n in enumerate(node)}
+                 if isinstance(node, (list, tuple)) else {path: node})
+        for where, head in heads.items():
+            if isinstance(head, dict) and isinstance(head.get('num_classes'), int):
+                found[f'model.{where}.num_classes'] = head['num_classes']
     return found
 
 
@@ -114,7 +115,7 @@ def check_num_classes(cfg, dataset) -> None:
 
 def label_settings(cfg: Config) -> Dict[str, int]:
     """The ignore index a segmentation model's losses skip (mmseg's decode-head default 255)."""
-    head = (cfg.get('model', None) or {}).get('decode_head', None)
+    head = (cfg.get('model') or {}).get('decode_head')
     if isinstance(head, (list, tuple)):
         head = head[-1] if head else None
     ignore_index = head.get('ignore_index', 255) if isinstance(head, dict) else 255
@@ -122,9 +123,9 @@ def label_settings(cfg: Config) -> Dict[str, int]:
 
 
 def _describe(ds_cfg: dict) -> str:
-    prefix = ds_cfg.get('data_prefix', None)
+    prefix = ds_cfg.get('data_prefix')
     return (f'{ds_cfg.get("type")}, data_root={ds_cfg.get("data_root")!r}, '
-            f'ann_file={ds_cfg.get("ann_file", "")!r}, data_prefix={dict(prefix or {})}')
+            f'ann_file={ds_cfg.get("ann_file")!r}, data_prefix={dict(prefix or {})}')
 
 
 def build_dataset(cfg: Config, ds_cfg: dict, split: str = 'dataset'):
@@ -136,15 +137,15 @@ def build_dataset(cfg: Config, ds_cfg: dict, split: str = 'dataset'):
     from mmengine.registry import DATASETS, init_default_scope
     for ds in _leaf_dataset_cfgs(ds_cfg):
         _check_root(split, ds)
-    init_default_scope(cfg.get('default_scope', None))
-    ds_cfg = copy.deepcopy(dict(ds_cfg))
-    ds_cfg['lazy_init'] = True
+    init_default_scope(cfg.get('default_scope'))
+    # a copy with lazy_init (the registry copies what it pops; nested parts are only read)
+    ds_cfg = dict(ds_cfg, lazy_init=True)
     dataset = DATASETS.build(ds_cfg)
     if not hasattr(dataset, 'load_data_list'):
         return dataset
     data_list = dataset.load_data_list()
     if not data_list:
-        ann = ds_cfg.get('ann_file', '')
+        ann = ds_cfg.get('ann_file')
         raise DataCheckError(
             f'the dataset ({_describe(ds_cfg)}) has no samples: '
             + (f'its id list {ann!r} is empty' if ann else 'no files match its data_prefix') +
@@ -168,20 +169,19 @@ def label_file_problem(path: str) -> Optional[str]:
     ``LoadAnnotations`` casts every label map to 8 bits, so a 16- or 32-bit label holding 261
     would train as class 5. 8-bit PNGs (grey or palette) are read as they are and skipped after
     a look at their header; other files are decoded as they are stored."""
-    if '://' in str(path) or not osp.isfile(path):
+    if not osp.isfile(path):  # remote (s3://...) or missing: reported where it is read
         return None
     with open(path, 'rb') as f:
         head = f.read(26)
-    if head[:8] == _PNG_SIGNATURE and len(head) == 26 and head[24] <= 8:
+    # the IHDR's bit depth (byte 24) of a PNG: 1-8 bits decode to uint8, only 16 can exceed
+    if len(head) == 26 and head[:8] == _PNG_SIGNATURE and head[24] != 16:
         return None
     import mmcv
     with open(path, 'rb') as f:
-        try:
+        try:  # as mmseg's LoadAnnotations reads it (imdecode_backend='pillow')
             raw = mmcv.imfrombytes(f.read(), flag='unchanged', backend='pillow')
         except Exception:  # noqa: BLE001 - an unreadable file is reported where it is read
             return None
-    if raw is None or raw.dtype == np.uint8 or raw.size == 0:
-        return None
     low, high = raw.min().item(), raw.max().item()
     if low >= 0 and high <= 255:
         return None
@@ -203,20 +203,22 @@ class SegLabelCheck:
         self.ignore_index = ignore_index
 
     def problem(self, results: dict) -> Optional[str]:
-        label = results.get('gt_seg_map', None)
+        label = results.get('gt_seg_map')
         if label is None:
             return None
-        seg = results.get('seg_map_path', '(label)')
-        in_file = label_file_problem(seg) if 'seg_map_path' in results else None
+        path = results.get('seg_map_path')
+        seg = path or '(label)'
+        in_file = label_file_problem(path) if path else None
         if in_file is not None:
             return in_file
         if label.ndim != 2:
-            return (f'{seg}: the label map has {label.shape[-1] if label.ndim == 3 else "?"} '
-                    f'channels (shape {label.shape}); labels must be one channel of class ids '
+            what = (f'{label.shape[2]} channels (shape {label.shape})' if label.ndim == 3
+                    else f'shape {label.shape}')
+            return (f'{seg}: the label map has {what}; labels must be one channel of class ids '
                     '(a grey or palette PNG), not a colour image. Convert the colours to class '
                     'ids (one value per class)')
         img_shape = tuple(results.get('ori_shape') or results['img'].shape[:2])
-        if tuple(label.shape[:2]) != img_shape:
+        if label.shape != img_shape:
             return (f'{seg}: the label map is {label.shape[0]}x{label.shape[1]} but its image '
                     f'{results.get("img_path")} is {img_shape[0]}x{img_shape[1]}; every label must '
                     'have its image\'s size. Check that data_root and data_prefix.seg_map_path '
@@ -286,7 +288,7 @@ def guard_samples(dataset, ignore_index: int = 255) -> None:
     with a bare assertion). Works with dataloader workers (Linux fork).
     """
     for ds in _leaf_datasets(dataset):
-        if getattr(ds, '_vtmm_guarded', False):
+        if hasattr(ds, '_vtmm_guarded'):
             continue
         check = _seg_check_for(ds, ignore_index)
         if check is not None:
@@ -355,16 +357,15 @@ def check_splits(cfg: Config, dataloaders: Sequence[str], max_samples: Optional[
             problems.append(f'{name}: {e}')
             continue
         n = len(dataset)
-        if max_samples is None or n <= max_samples:
-            indices = list(range(n))
-        else:
-            indices = sorted({int(round(i)) for i in np.linspace(0, n - 1, max_samples)})
+        # evenly spaced; every sample where the split has at most max_samples
+        indices = (range(n) if max_samples is None else
+                   sorted({int(round(i)) for i in np.linspace(0, n - 1, min(max_samples, n))}))
         steps = _loading_steps(dataset)
         seg_check = _seg_check_for(dataset, ignore_index)
-        # the stdout of now: mmengine's default is the one of import time
-        bar = ProgressBar(len(indices), file=sys.stdout) if progress else None
         if progress:
             print(f'{name}: {type(dataset).__name__}, {len(indices)} of {n} samples')
+        # the stdout of now: mmengine's default is the one of import time
+        bar = ProgressBar(len(indices), file=sys.stdout) if progress else None
         for idx in indices:
             problem = check_sample(dataset, idx, steps, seg_check)
             if problem is not None:

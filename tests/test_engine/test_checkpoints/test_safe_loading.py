@@ -298,6 +298,9 @@ def test_reading_errors_without_a_message(tmp_path, monkeypatch):
     monkeypatch.setattr(safe_loading.torch, 'load', fail(EOFError()))
     with pytest.raises(RuntimeError, match=r'can read \(EOFError: no message\); it may be'):
         safe_loading.load_checkpoint_file(str(path))
+    monkeypatch.setattr(safe_loading.torch, 'load', fail(EOFError('first\nsecond')))
+    with pytest.raises(RuntimeError, match=r'can read \(EOFError: first\); it may be'):
+        safe_loading.load_checkpoint_file(str(path))
     monkeypatch.setattr(safe_loading.torch, 'load', fail(pickle.UnpicklingError()))
     with pytest.raises(RuntimeError, match=r'with full unpickling\. \(\)$'):
         safe_loading.load_checkpoint_file(str(path))

@@ -81,6 +81,29 @@ def test_converted_and_strange_checkpoints():
     assert identify_layout({'head.weight': 0, 'norm.weight': 0}) is None
 
 
+def test_layout_boundaries_and_messages_in_full():
+    # a vt-mm key is backbone.<vt-mm name>.<more>: two dots at least, under backbone.
+    assert identify_layout({'backbone.norm0.weight': 0}) == 'vt-mm'
+    assert identify_layout({'backbone.norm0': 0}) is None
+    assert identify_layout({'model.stem.conv.weight': 0}) is None
+    assert identify_layout({'backbone.layer1.conv.weight': 0}) is None
+    with pytest.raises(CheckpointLayoutError) as info:
+        require_layout({'backbone.stem.0.weight': 0}, 'PyramidTNT')
+    assert str(info.value) == (
+        "this is already a vt-mm checkpoint (backbone.* keys with vt-mm's names): load it as it "
+        'is (load_from, or init_cfg=dict(type="Pretrained", ...)); there is nothing to convert '
+        'with tools/model_converters/pyramid_tnt2mmpretrain.py')
+    with pytest.raises(CheckpointLayoutError) as info:
+        require_layout({}, 'SeaFormer')
+    assert str(info.value).startswith('this is not an official SeaFormer checkpoint: it holds no '
+                                      'weights. ')
+    # up to three strangers are listed in full; the fourth makes a count
+    three = {'a.weight': 0, 'b.weight': 0, 'c.weight': 0, 'smb1.conv.weight': 0}
+    with pytest.raises(CheckpointLayoutError, match=r"3 of its 4 keys are not SeaFormer's "
+                       r'\(a\.weight, b\.weight, c\.weight\)\. '):
+        require_layout(three, 'SeaFormer')
+
+
 @pytest.mark.parametrize('tool,other', [('seaformer2vtmm', 'ptnt_ti_patch16_192_in1k_cls'),
                                         ('pyramid_tnt2mmpretrain', 'SeaFormer_T_in1k_cls')])
 def test_converter_cli_refuses_the_other_family_and_writes_nothing(tool, other, tmp_path,
