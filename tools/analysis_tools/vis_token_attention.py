@@ -10,7 +10,7 @@ IMAGE): the input, then one panel per token with its attention map (softmax over
 each map sums to 1) upsampled to the image and overlaid as a heat map, the token's peak marked.
 
 ``--stats`` (VT-FPN) prints, per level and averaged over the IMAGEs, what the tokens carry
-(``VTFPN.token_statistics``): attention entropy (1 = uniform, every token the image mean),
+(:func:`level_statistics`): attention entropy (1 = uniform, every token the image mean),
 attention peak x HW, mean cosine similarity between tokens (1 = all the same), the entropy of
 the projector's attention over the tokens (1 = every pixel gets the same mix) and the norm the
 projector adds relative to the lateral. Collapsed tokens (entropy and similarity near 1) were
@@ -68,8 +68,50 @@ def attention_maps(model, x, level: int, module: int) -> torch.Tensor:
                      'tokens to show')
 
 
+def level_statistics(neck: VTFPN, inputs) -> list:
+    """What the visual tokens of ``neck`` carry on ``inputs`` (its feature maps), per level
+    (means over the batch): a diagnostic for tokens that have collapsed to the image mean.
+
+    * ``attention_entropy``: entropy of each token's spatial attention over log(HW); 1 is
+      uniform attention, i.e. every token is the average of all pixels;
+    * ``attention_peak``: the largest attention weight times HW (1 = uniform);
+    * ``token_similarity``: mean cosine similarity between the tokens of a level (1 = all
+      the same token);
+    * ``projector_entropy``: entropy of each pixel's attention over the level's tokens,
+      over log(L); 1 means every pixel receives the same token mix (global context only);
+    * ``projection_ratio``: norm of what the projector adds over the lateral's norm.
+    """
+    def normalized_entropy(p: torch.Tensor) -> float:
+        """Mean entropy of the distributions along the last axis over its maximum."""
+        if p.shape[-1] < 2:
+            return 1.0
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+        return float(entropy.mean() / math.log(p.shape[-1]))
+
+    laterals = neck.lateral_features(inputs)
+    tokens, attns = neck.tokenize(laterals)
+    stats = []
+    for x, tok, attn, out, proj in zip(laterals, tokens, attns, neck.mix_tokens(tokens),
+                                       neck.projectors):
+        num = tok.shape[2]
+        p = attn.flatten(2)  # N, L, HW
+        unit = F.normalize(tok, dim=1)
+        sim = unit.transpose(1, 2) @ unit  # N, L, L
+        off_diag = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / max(
+            num * (num - 1), 1)
+        added = proj(x, out) - x
+        stats.append(
+            dict(attention_entropy=normalized_entropy(p),
+                 attention_peak=float((p.max(-1).values * p.shape[-1]).mean()),
+                 token_similarity=float(off_diag.mean()),
+                 projector_entropy=normalized_entropy(proj.attention(x, out)),
+                 projection_ratio=float((added.flatten(1).norm(dim=1) /
+                                         x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())))
+    return stats
+
+
 def token_statistics(model, images, size):
-    """Per-level ``VTFPN.token_statistics`` averaged over the images."""
+    """Per-level :func:`level_statistics` averaged over the images."""
     neck = getattr(model, 'neck', None)
     if not isinstance(neck, VTFPN):
         raise SystemExit('--stats needs a model with a VTFPN neck')
@@ -77,7 +119,7 @@ def token_statistics(model, images, size):
     with torch.no_grad():
         for path in images:
             _, x = preprocess(model, path, size)
-            per_image.append(neck.token_statistics(model.backbone(x)))
+            per_image.append(level_statistics(neck, model.backbone(x)))
     return [{key: float(np.mean([stats[level][key] for stats in per_image]))
              for key in per_image[0][level]} for level in range(len(per_image[0]))]
 

@@ -146,7 +146,7 @@ def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk, groups
     assert attn.shape == (2, heads, 35, 3)
     torch.testing.assert_close(attn.sum(-1), torch.ones(2, heads, 35))
     out_fast = proj(x, t)
-    proj.reassociate = False
+    proj.fast_paths = False
     torch.testing.assert_close(proj.attention(x, t), attn, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(proj(x, t), out_fast, rtol=1e-5, atol=1e-5)
     assert out_fast.shape == x.shape
@@ -168,8 +168,8 @@ def test_projector_equation_multi_head_grouped(heads, groups):
     q, k = q.view(2, heads, d, -1), k.view(2, heads, d, -1)
     a = (q.transpose(2, 3) @ k / math.sqrt(d)).softmax(dim=-1)  # N, h, HW, L
     expected = x + (v.view(2, heads, c // heads, -1) @ a.transpose(2, 3)).reshape(x.shape)
-    for fold in (True, False):
-        proj.reassociate = fold
+    for fast in (True, False):  # folded (where it nests) and the reference
+        proj.fast_paths = fast
         torch.testing.assert_close(proj(x, t), expected, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(proj.attention(x, t), a, rtol=1e-5, atol=1e-6)
 
@@ -306,7 +306,7 @@ def test_layer_shapes_and_biases_with_groups():
     assert _shape(j.query) == ((8, 8, 1, 1), False)
     assert _shape(j.key) == ((8, 2, 1), False)
     assert _shape(j.value) == ((16, 4, 1), True)
-    assert j.reassociate is True and TokenProjector(16, 8).qk_channels == 16
+    assert j.fast_paths is True and TokenProjector(16, 8).qk_channels == 16
 
 
 def test_vt_module_passes_every_config_through():
@@ -523,3 +523,48 @@ def test_transformer_ffn_and_its_errors():
     with pytest.raises(ValueError) as info:
         t(torch.randn(8, 5))
     assert str(info.value) == 'TokenTransformer expects tokens (N, 8, L), got (8, 5)'
+
+
+@pytest.mark.parametrize('groups,bias', [(1, True), (4, False)])
+def test_pointwise_convs_are_the_torch_convs(groups, bias):
+    """PointwiseConv1d / PointwiseConv2d: nn.Conv1d / nn.Conv2d with the same arguments,
+    initialisation, state_dict and result, fast (a product) and reference (the conv)."""
+    from vt_mm.models.layers import PointwiseConv1d, PointwiseConv2d
+    for ours, theirs, x in ((PointwiseConv1d, torch.nn.Conv1d, torch.randn(3, 32, 9)),
+                            (PointwiseConv2d, torch.nn.Conv2d, torch.randn(2, 32, 5, 7))):
+        torch.manual_seed(0)
+        layer = ours(32, 24, groups=groups, bias=bias)
+        torch.manual_seed(0)
+        plain = theirs(32, 24, 1, groups=groups, bias=bias)
+        assert isinstance(layer, theirs) and layer.fast_paths is True
+        assert all(torch.equal(a, b) for a, b in zip(layer.state_dict().values(),
+                                                      plain.state_dict().values()))
+        assert list(layer.state_dict()) == list(plain.state_dict())
+        expected = plain(x)
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+        layer.fast_paths = False
+        assert torch.equal(layer(x), expected)
+        with pytest.raises(ValueError, match=rf'^{ours.__name__} is 1x1, got kernel_size=3$'):
+            ours(4, 4, 3)
+        with pytest.raises(ValueError, match=rf'^{ours.__name__} takes no stride, padding or '
+                           'dilation$'):
+            ours(4, 4, 1, stride=2)
+        assert ours(4, 4, kernel_size=1).kernel_size in ((1, ), (1, 1))
+
+
+def test_set_fast_paths_reaches_every_module_and_only_those():
+    from vt_mm.models.layers import set_fast_paths
+    module = VTModule(16, 8, 4)
+    switched = [m for m in module.modules() if hasattr(type(m), 'fast_paths')]
+    assert {type(m).__name__ for m in switched} == {'PointwiseConv1d', 'PointwiseConv2d',
+                                                     'TokenProjector'}
+    assert set_fast_paths(module, False) is module
+    assert not any(m.fast_paths for m in switched)
+    assert not any('fast_paths' in vars(m) for m in module.modules() if m not in switched)
+    set_fast_paths(module, 1)
+    assert all(m.fast_paths is True for m in switched)
+    x = torch.randn(2, 16, 6, 5)
+    with torch.no_grad():
+        fast = module(x)[0]
+        set_fast_paths(module, False)
+        torch.testing.assert_close(module(x)[0], fast, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,6 @@
 """VT-FPN (vt_mm/models/necks/vt_fpn.py): shapes, the paper's defaults and FLOPs, the fast paths
 against the reference computation, the FPN vocabulary, the output-conv variants, every
 argument's check and mmdet detectors with VT-FPN."""
-import functools
-import math
 import re
 
 import numpy as np
@@ -10,6 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers.det import coco_batch, loss_step
+from helpers.necks import IN_CHANNELS
+from helpers.necks import features as _features
+from helpers.necks import level_features as _level_features
+from helpers.necks import neck as _neck
+from helpers.necks import small_neck as _small_neck
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
@@ -17,31 +20,6 @@ from mmengine.structures import PixelData
 from vt_mm import analysis
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
 from vt_mm.models.necks import VTFPN
-
-IN_CHANNELS = [16, 32, 64, 128]
-
-
-def _features(h, w, channels=IN_CHANNELS, n=1, seed=None):
-    # ResNet-style strides 4..32 with ceil rounding, as a ResNet produces for odd sizes;
-    # seed: a generator of its own (None: the global one)
-    gen = None if seed is None else torch.Generator().manual_seed(seed)
-    feats = []
-    fh, fw = -(-h // 4), -(-w // 4)
-    for c in channels:
-        feats.append(torch.randn(n, c, fh, fw, generator=gen))
-        fh, fw = -(-fh // 2), -(-fw // 2)
-    return feats
-
-
-# the contract tests' inputs: the same in every run
-_level_features = functools.partial(_features, seed=0)
-
-
-def _small_neck(**kw):
-    args = dict(in_channels=IN_CHANNELS, out_channels=32, num_outs=4, num_tokens=4,
-                token_channels=64)
-    args.update(kw)
-    return VTFPN(**args)
 
 
 @pytest.mark.parametrize('hw', [(64, 64), (473, 473), (97, 131), (33, 65)])
@@ -225,13 +203,21 @@ def _reference_forward(neck, inputs):
 @pytest.mark.parametrize('hw', [(473, 473), (64, 96), (97, 65)])
 def test_fast_paths_give_the_plain_outputs(hw):
     """Laterals as products with the top-down sum accumulated in place, broadcast nearest
-    upsampling and in-place projector residuals (issue 11's speed work) change no output,
-    with or without autograd; odd sizes take F.interpolate."""
+    upsampling and in-place projector residuals change no output, with or without autograd;
+    odd sizes take F.interpolate. The reference forward (fast_paths=False) is the equations
+    written out here."""
+    import copy
+
+    from vt_mm.models.layers import set_fast_paths
     torch.manual_seed(0)
     neck = VTFPN(IN_CHANNELS, 32, 4).eval()
+    reference = set_fast_paths(copy.deepcopy(neck), False)
+    assert not any(getattr(m, 'fast_paths', False) for m in reference.modules())
     feats = _features(*hw)
     with torch.no_grad():
         expected = _reference_forward(neck, feats)
+        for e, r in zip(expected, reference(feats)):
+            torch.testing.assert_close(r, e, atol=1e-5, rtol=1e-5)
         fast = neck(feats)
         inputs_before = [f.clone() for f in feats]
         neck(feats)
@@ -265,27 +251,67 @@ def test_fast_paths_keep_biases_and_gradients(hw):
     at the paper's size and an odd one. In float64, so that summation order (the fused and the
     plain paths add in different orders over 10^4-pixel maps) cannot hide or fake a
     difference."""
+    import copy
+
+    from vt_mm.models.layers import set_fast_paths
     torch.manual_seed(0)
     neck = _randomize(VTFPN(IN_CHANNELS, 32, 4)).eval().double()
     assert neck._fused_laterals
     assert all(conv.conv.bias.abs().min() > 0 for conv in neck.lateral_convs)
     feats = [f.double().requires_grad_() for f in _features(*hw)]
+    reference = set_fast_paths(copy.deepcopy(neck), False)
     results = []
-    for forward in (_reference_forward, lambda n, x: n(x)):
-        outs = forward(neck, feats)
+    for forward, module in ((_reference_forward, neck), (lambda n, x: n(x), neck),
+                            (lambda n, x: n(x), reference)):
+        outs = forward(module, feats)
         loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype).view_as(o)).sum()
                    for o in outs)
-        grads = torch.autograd.grad(loss, feats + list(neck.parameters()), allow_unused=True)
+        grads = torch.autograd.grad(loss, feats + list(module.parameters()), allow_unused=True)
         results.append(([o.detach() for o in outs], grads))
-    (ref_outs, ref_grads), (outs, grads) = results
-    for e, f in zip(ref_outs, outs):
-        torch.testing.assert_close(f, e, atol=1e-10, rtol=1e-10)
+    (ref_outs, ref_grads), *others = results
     names = [f'input {i}' for i in range(len(feats))] + [n for n, _ in neck.named_parameters()]
-    for name, e, g in zip(names, ref_grads, grads):
-        if e is None:
-            assert g is None or not g.any(), name
-            continue
-        torch.testing.assert_close(g, e, atol=1e-9, rtol=1e-9, msg=lambda m: f'{name}: {m}')
+    for outs, grads in others:  # the fast paths, and the reference forward of the module
+        for e, f in zip(ref_outs, outs):
+            torch.testing.assert_close(f, e, atol=1e-10, rtol=1e-10)
+        for name, e, g in zip(names, ref_grads, grads):
+            if e is None:
+                assert g is None or not g.any(), name
+                continue
+            torch.testing.assert_close(g, e, atol=1e-9, rtol=1e-9, msg=lambda m: f'{name}: {m}')
+
+
+def test_every_declared_layer_is_called():
+    """Forward hooks see every convolution the neck declares: all of them in the reference
+    forward; with the fast paths all but the fused laterals and the queries folded into the
+    key (both used by weight). FLOPs are counted per module accordingly."""
+    import copy
+
+    from vt_mm.analysis.flops import flop_analyzer
+    from vt_mm.models.layers import set_fast_paths
+    neck = _neck()
+    feats = _level_features(64, 64)
+    convs = {name for name, m in neck.named_modules()
+             if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d))}
+    reference = set_fast_paths(copy.deepcopy(neck), False)
+    folded = {f'projectors.{i}.query' for i in range(4)
+              if neck.projectors[i]._fold_is_cheaper(16 ** 2 // 4 ** i, 4)}
+    assert folded  # the paper's setting folds on the finer levels
+    for model, skipped in ((reference, set()),
+                           (neck, {f'lateral_convs.{i}.conv' for i in range(4)} | folded)):
+        called = set()
+        names = {m: n for n, m in model.named_modules()}
+        handles = [m.register_forward_hook(lambda m, i, o: called.add(names[m]))
+                   for m in model.modules()]
+        with torch.no_grad():
+            model(feats)
+        for h in handles:
+            h.remove()
+        assert convs - called == skipped, (convs - called) ^ skipped
+    assert {f'lateral_convs.{i}.conv' for i in range(4)} <= convs
+    with torch.no_grad():  # traced: unfused laterals; a folded query counts in its projector
+        by_module = flop_analyzer(neck, (feats, )).by_module()
+    assert {name for name in convs if not by_module[name]} == folded
+    assert all(by_module[q.rsplit('.', 1)[0]] > 0 for q in folded)
 
 
 def test_nearest_repeat_matches_interpolate():
@@ -347,44 +373,6 @@ def test_tokenizer_cfg_reaches_every_level():
         for a, b in zip(scaled.attention_maps(feats), plain.attention_maps(feats)):
             entropy = [-(m.flatten(2) * m.flatten(2).log()).sum(-1).mean() for m in (a, b)]
             assert entropy[1] < entropy[0]
-
-
-def test_token_statistics_detect_collapsed_tokens():
-    """Zero tokenizer filters give uniform attention, so every token is the image mean:
-    entropy 1, peak 1, similarity 1. Trained-looking (sharp) filters give distinct tokens."""
-    feats = _features(64, 48)
-    torch.manual_seed(0)
-    neck = _small_neck(with_pos_encoding=False).eval()
-    with torch.no_grad():
-        for tok in neck.tokenizers:
-            tok.token_coef.weight.zero_()
-            tok.token_coef.bias.zero_()
-        collapsed = neck.token_statistics(feats)
-        for tok in neck.tokenizers:
-            tok.token_coef.weight.normal_(0, 10.0)
-        sharp = neck.token_statistics(feats)
-    assert len(collapsed) == 4
-    for level in collapsed:
-        assert level['attention_entropy'] == pytest.approx(1.0, abs=1e-5)
-        assert level['attention_peak'] == pytest.approx(1.0, abs=1e-4)
-        assert level['token_similarity'] == pytest.approx(1.0, abs=1e-4)
-        # identical tokens have identical keys: every pixel mixes them uniformly
-        assert level['projector_entropy'] == pytest.approx(1.0, abs=1e-5)
-        assert level['projection_ratio'] > 0
-    for level in sharp[:2]:  # the finer levels have enough pixels to choose from
-        assert level['attention_entropy'] < 0.9
-        assert level['attention_peak'] > 2
-        assert level['token_similarity'] < 0.9
-        assert level['projector_entropy'] < 1.0 - 1e-4
-
-
-
-
-def _neck(**kw):
-    torch.manual_seed(0)
-    neck = _small_neck(**kw)
-    neck.init_weights()
-    return neck.eval()
 
 
 def test_default_transformer_is_the_pseudo_codes():
@@ -502,52 +490,6 @@ def test_top_down_on_short_pyramids_is_fpns(levels, hw):
     assert outs[0].shape[2:] == _level_features(*hw)[1].shape[2:]
 
 
-def test_token_statistics_exact_values():
-    """Uniform tokenizer attention (zero token coefficients) gives entropy 1 and peak 1, every
-    token the same (similarity 1); zero projector values add nothing (ratio 0); random ones
-    add the ratio of norms written out."""
-    neck = _neck(num_transformer_layers=0, with_pos_encoding=False, zero_init_projection=True)
-    for tok in neck.tokenizers:
-        torch.nn.init.zeros_(tok.token_coef.weight)
-        torch.nn.init.zeros_(tok.token_coef.bias)
-    feats = _level_features(64, 64, n=2)
-    with torch.no_grad():
-        stats = neck.token_statistics(feats)
-    assert len(stats) == 4
-    for s in stats:
-        assert s['attention_entropy'] == pytest.approx(1, abs=1e-6)
-        assert s['attention_peak'] == pytest.approx(1, abs=1e-5)
-        assert s['token_similarity'] == pytest.approx(1, abs=1e-5)
-        assert s['projection_ratio'] == 0
-        assert 0 <= s['projector_entropy'] <= 1 + 1e-6
-    # projector values non-zero: the ratio is the added norm over the lateral's norm
-    for p in neck.projectors:
-        torch.nn.init.normal_(p.value.weight)
-    with torch.no_grad():
-        stats = neck.token_statistics(feats)
-        laterals = neck.lateral_features(feats)
-        tokens, _ = neck.tokenize(laterals)
-        added = neck.projectors[1](laterals[1], tokens[1]) - laterals[1]
-    expected = (added.flatten(1).norm(dim=1) / laterals[1].flatten(1).norm(dim=1)).mean()
-    assert stats[1]['projection_ratio'] == pytest.approx(float(expected), rel=1e-5)
-    assert stats[1]['projection_ratio'] > 0
-
-
-def test_token_statistics_keys_ranges_and_a_single_token():
-    neck = _neck(num_transformer_layers=0, with_pos_encoding=False)
-    stats_keys = {'attention_entropy', 'attention_peak', 'token_similarity',
-                  'projector_entropy', 'projection_ratio'}
-    with torch.no_grad():
-        stats = neck.token_statistics(_level_features(64, 64))
-    assert all(set(s) == stats_keys for s in stats)
-    assert all(-1 <= s['token_similarity'] <= 1 for s in stats)
-    # normalised entropy of L=1 tokens is defined as 1 (no choice)
-    single = _neck(num_tokens=1, num_transformer_layers=0)
-    with torch.no_grad():
-        assert single.token_statistics(_level_features(64, 64))[0]['projector_entropy'] == 1.0
-    assert math.isfinite(stats[0]['attention_peak'])
-
-
 def _top_down(neck, feats, **interpolate):
     plain = [conv.conv(x) for conv, x in zip(neck.lateral_convs, feats)]
     for i in range(len(plain) - 1, 0, -1):
@@ -603,38 +545,6 @@ def test_top_down_with_normed_laterals_is_fpns():
         torch.testing.assert_close(g, p, rtol=1e-5, atol=1e-5)
 
 
-def _token_path(neck, feats):
-    """token_statistics and, beside it, the intermediate maps it is defined on."""
-    with torch.no_grad():
-        stats = neck.token_statistics(feats)
-        laterals = neck.lateral_features(feats)
-        tokens, attns = neck.tokenize(laterals)
-        return stats, laterals, tokens, attns, neck.mix_tokens(tokens)
-
-
-def test_token_statistics_match_their_definitions():
-    """Each statistic recomputed from its docstring on a random neck with 2 tokens per level
-    (where a 2-way entropy must not be taken for the single-token case)."""
-    neck = _neck(num_tokens=2)
-    feats = _level_features(64, 64, n=2)
-    stats, laterals, tokens, attns, mixed = _token_path(neck, feats)
-    for level, s in enumerate(stats):
-        p = attns[level].flatten(2)  # N, L, HW
-        hw = p.shape[-1]
-        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean() / math.log(hw)
-        assert s['attention_entropy'] == pytest.approx(float(entropy), rel=1e-5)
-        assert s['attention_peak'] == pytest.approx(float((p.max(-1).values * hw).mean()),
-                                                    rel=1e-5)
-        tok = tokens[level]  # N, C, 2
-        cosine = F.cosine_similarity(tok[:, :, 0], tok[:, :, 1], dim=1).mean()
-        assert s['token_similarity'] == pytest.approx(float(cosine), rel=1e-4, abs=1e-6)
-        with torch.no_grad():
-            q = neck.projectors[level].attention(laterals[level], mixed[level])
-        two_way = -(q * q.clamp_min(1e-12).log()).sum(-1).mean() / math.log(2)
-        assert q.shape[-1] == 2 and float(two_way) < 1 - 1e-4
-        assert s['projector_entropy'] == pytest.approx(float(two_way), rel=1e-5)
-
-
 def test_plain_1x1_recognises_only_a_plain_pointwise_conv():
     """The fused-lateral fast path runs ``W x`` as a matrix product; that is the convolution
     only for a plain 1x1 nn.Conv2d (stride 1, no padding or dilation, one group, conv first,
@@ -653,21 +563,25 @@ def test_plain_1x1_recognises_only_a_plain_pointwise_conv():
         assert not _plain_1x1(module), module
 
 
-def test_conv_module_1x1_is_the_module_with_norm_activation_and_otherwise():
+def test_laterals_are_pointwise_convs_unless_a_conv_cfg_is_given():
+    """conv_cfg=None builds the laterals' 1x1 convs as PointwiseConv2d (a matrix product, same
+    parameters and result as nn.Conv2d, with norm and activation); a conv_cfg is kept."""
     from mmcv.cnn import ConvModule
 
-    from vt_mm.models.necks.vt_fpn import _conv_module_1x1
+    from vt_mm.models.layers import PointwiseConv2d
+    assert all(type(c.conv) is PointwiseConv2d for c in _neck().lateral_convs)
+    assert all(type(c.conv).__name__ == 'ConvWS2d'
+               for c in _neck(conv_cfg=dict(type='ConvWS')).lateral_convs)
     torch.manual_seed(0)
     x = torch.randn(2, 8, 5, 7)
-    for module in (ConvModule(8, 4, 1, norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU')),
-                   ConvModule(8, 4, 3, padding=1),
-                   ConvModule(8, 4, 1, conv_cfg=dict(type='ConvWS'))):
-        module.eval()
-        if module.with_norm:
-            module.norm.running_mean.uniform_(-1, 1)
-            module.norm.running_var.uniform_(0.5, 2)
-        with torch.no_grad():
-            torch.testing.assert_close(_conv_module_1x1(module, x), module(x))
+    cfg = dict(norm_cfg=dict(type='BN'), act_cfg=dict(type='ReLU'))
+    fast = ConvModule(8, 4, 1, conv_cfg=dict(type=PointwiseConv2d), **cfg).eval()
+    plain = ConvModule(8, 4, 1, **cfg).eval()
+    fast.norm.running_mean.uniform_(-1, 1)
+    fast.norm.running_var.uniform_(0.5, 2)
+    plain.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), plain(x))
 
 
 def test_weight_standardised_laterals_are_not_run_as_plain_products():
@@ -727,23 +641,6 @@ def test_level_range_arguments():
     with pytest.raises(ValueError, match=r'end_level=2 does not fit in_channels=\[16, 32, 64, '
                                          r'128\] and num_outs=4'):
         VTFPN(IN_CHANNELS, 32, 4, end_level=2)
-
-
-def test_projection_ratio_of_a_faint_map_is_not_clamped():
-    """projection_ratio divides by the lateral's norm, clamped only against zero: a map with
-    a norm below 1 keeps its ratio."""
-    neck = _neck()
-    for p in neck.parameters():
-        p.data.mul_(1e-3)
-    feats = [f * 1e-3 for f in _level_features(32, 32)]
-    stats, laterals, _, _, mixed = _token_path(neck, feats)
-    for level, s in enumerate(stats):
-        x = laterals[level]
-        assert float(x.flatten(1).norm(dim=1).max()) < 1
-        with torch.no_grad():
-            added = neck.projectors[level](x, mixed[level]) - x
-        ratio = (added.flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1)).mean()
-        assert s['projection_ratio'] == pytest.approx(float(ratio), rel=1e-4)
 
 
 def test_conv_norm_and_act_cfgs_reach_laterals_and_extra_convs():

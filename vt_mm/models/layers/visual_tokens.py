@@ -23,10 +23,15 @@ Decisions where the paper versions and its pseudo-code differ (each is tested):
   has no bias; a grouped ``W_Q`` is folded group by group, also with several heads when the
   groups and the heads nest (one divides the other, e.g. the pseudo-code's 16 and 16).
 
-Speed (same parameters and outputs, tested against the equations): pointwise projections of the
-tokens run as (grouped) matrix products rather than ``Conv1d`` (whose CPU path is ~10x slower at
-token sizes); the projector's attention is laid out (N, heads, L, HW) so that nothing large is
-transposed, and its residual ``X + ...`` is fused into the last matrix product (``baddbmm``).
+Fast paths (same parameters and outputs; ``fast_paths=False`` on a module, or
+:func:`set_fast_paths` on a model, runs the reference forward instead, the spec they are tested
+against): the 1x1 projections are :class:`PointwiseConv1d` / :class:`PointwiseConv2d` layers,
+``nn.Conv1d`` / ``nn.Conv2d`` whose forward is a (grouped) matrix product (conv1d's CPU path is
+~10x slower at token sizes); the projector reassociates its product (above), lays its attention
+out (N, heads, L, HW) so that nothing large is transposed, fuses the residual ``X + ...`` into
+the last product (``baddbmm``) and, without autograd, may add in place. Every declared layer is
+called as a module (the projector's ``W_Q`` only where it is not folded), so forward hooks and
+FLOP counters see each one.
 """
 import math
 from typing import Optional, Tuple
@@ -42,8 +47,22 @@ from .tracing import tracing
 
 __all__ = [
     'FilterTokenizer', 'RecurrentTokenizer', 'TokenPositionEncoding', 'TokenTransformer',
-    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d'
+    'TokenProjector', 'VTModule', 'adaptive_avg_pool2d', 'PointwiseConv1d', 'PointwiseConv2d',
+    'set_fast_paths'
 ]
+
+
+def set_fast_paths(module: nn.Module, enabled: bool) -> nn.Module:
+    """Switches the exact fast paths of every vt-mm module inside ``module`` (itself included) on
+    or off; off, each runs its reference forward. Returns ``module``.
+
+    Example:
+        >>> reference = set_fast_paths(copy.deepcopy(neck), False)  # every layer called
+    """
+    for m in module.modules():
+        if hasattr(type(m), 'fast_paths'):
+            m.fast_paths = bool(enabled)
+    return module
 
 
 def _check_divisible(value: int, divisor: int, what: str) -> None:
@@ -125,6 +144,46 @@ def pointwise(conv: nn.Module, x: Tensor) -> Tensor:
     return out.view((n, conv.out_channels) + tuple(x.shape[2:]))
 
 
+class PointwiseConv1d(nn.Conv1d):
+    """A 1x1 (grouped) ``nn.Conv1d`` on tokens (N, C, L), run as a matrix product.
+
+    Same arguments, parameters, state_dict keys, initialisation and result as ``nn.Conv1d``
+    (``kernel_size`` must be 1); with ``fast_paths=False`` it is ``nn.Conv1d``'s own forward.
+    """
+    fast_paths = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=1, **kwargs):
+        if kernel_size not in (1, (1, )):
+            raise ValueError(f'{type(self).__name__} is 1x1, got kernel_size={kernel_size!r}')
+        super().__init__(in_channels, out_channels, 1, **kwargs)
+        if self.stride != (1, ) or self.padding != (0, ) or self.dilation != (1, ):
+            raise ValueError(f'{type(self).__name__} takes no stride, padding or dilation')
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pointwise(self, x) if self.fast_paths else super().forward(x)
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1x1 (grouped) ``nn.Conv2d`` on maps (N, C, H, W), run as ``W X`` per sample over the
+    flattened pixels (keeps NCHW; ~1.5-2x faster than conv2d on the CPU).
+
+    Same arguments, parameters, state_dict keys, initialisation and result as ``nn.Conv2d``
+    (``kernel_size`` must be 1); with ``fast_paths=False`` it is ``nn.Conv2d``'s own forward.
+    mmcv's ``ConvModule`` builds it from ``conv_cfg=dict(type=PointwiseConv2d)``.
+    """
+    fast_paths = True
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=1, **kwargs):
+        if kernel_size not in (1, (1, 1)):
+            raise ValueError(f'{type(self).__name__} is 1x1, got kernel_size={kernel_size!r}')
+        super().__init__(in_channels, out_channels, 1, **kwargs)
+        if self.stride != (1, 1) or self.padding != (0, 0) or self.dilation != (1, 1):
+            raise ValueError(f'{type(self).__name__} takes no stride, padding or dilation')
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pointwise(self, x) if self.fast_paths else super().forward(x)
+
+
 class FilterTokenizer(BaseModule):
     """Filter-based (static) tokenizer: ``T = softmax_HW(X W_A)^T X W_V``.
 
@@ -159,18 +218,18 @@ class FilterTokenizer(BaseModule):
         self.token_channels = token_channels
         self.num_tokens = num_tokens
         self.scale_logits = scale_logits
-        self.token_coef = nn.Conv2d(in_channels, num_tokens, 1)  # W_A
-        self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)  # W_V
+        self.token_coef = PointwiseConv2d(in_channels, num_tokens)  # W_A
+        self.value = PointwiseConv1d(in_channels, token_channels, groups=value_groups)  # W_V
 
     def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Returns tokens (N, C_T, L) and the spatial attention (N, L, H, W)."""
         _check_feature(x, self.in_channels, type(self).__name__)
         n, c, h, w = x.shape
-        logits = pointwise(self.token_coef, x).flatten(2)  # N, L, HW
+        logits = self.token_coef(x).flatten(2)  # N, L, HW
         if self.scale_logits:
             logits = logits / math.sqrt(c)
         attn = logits.softmax(dim=-1)  # over the HW pixels
-        tokens = pointwise(self.value, _pool_tokens(x.flatten(2), attn))
+        tokens = self.value(_pool_tokens(x.flatten(2), attn))
         return tokens, attn.view(n, self.num_tokens, h, w)
 
 
@@ -217,9 +276,9 @@ class RecurrentTokenizer(BaseModule):
         self.token_channels = token_channels
         self.num_heads = num_heads
         self.refresh = refresh
-        self.token_to_weight = nn.Conv1d(
-            token_channels, in_channels, 1, groups=weight_groups)  # W_{T->R}
-        self.value = nn.Conv1d(in_channels, token_channels, 1, groups=value_groups)
+        self.token_to_weight = PointwiseConv1d(
+            token_channels, in_channels, groups=weight_groups)  # W_{T->R}
+        self.value = PointwiseConv1d(in_channels, token_channels, groups=value_groups)
 
     def forward(self, x: Tensor, tokens: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """Returns tokens (N, C_T, L) and the spatial attention (N, L, H, W)."""
@@ -238,7 +297,7 @@ class RecurrentTokenizer(BaseModule):
         else:
             source, kept = tokens, None
         num_new = source.shape[2]
-        weight = pointwise(self.token_to_weight, source)  # N, C, L': one pixel filter per token
+        weight = self.token_to_weight(source)  # N, C, L': one pixel filter per token
         d = c // self.num_heads
         # per head: (N*h, L', d) x (N*h, d, HW) -> (N*h, L', HW)
         logits = torch.bmm(
@@ -250,7 +309,7 @@ class RecurrentTokenizer(BaseModule):
         pooled = pooled.view(n, c, num_new)
         # The head-averaged map is what position encoding and visualisation use.
         attn = attn.view(n, self.num_heads, num_new, h * w).mean(dim=1)
-        new_tokens = pointwise(self.value, pooled)
+        new_tokens = self.value(pooled)
         if kept is not None:
             new_tokens = torch.cat([new_tokens, kept], dim=2)
         return new_tokens, attn.view(n, num_new, h, w)
@@ -287,12 +346,13 @@ class TokenPositionEncoding(BaseModule):
         _check_divisible(token_channels, fuse_groups, 'token_channels')
         self.grid_size = grid_size
         self.attn_to_pos = nn.Linear(grid_size * grid_size, pos_channels, bias=False)  # W_{A->P}
-        self.fuse = nn.Conv1d(token_channels + pos_channels, token_channels, 1, groups=fuse_groups)
+        self.fuse = PointwiseConv1d(token_channels + pos_channels, token_channels,
+                                    groups=fuse_groups)
 
     def forward(self, tokens: Tensor, attn: Tensor) -> Tensor:
         pooled = adaptive_avg_pool2d(attn, self.grid_size).flatten(2)  # N, L, g*g
         pos = self.attn_to_pos(pooled).transpose(1, 2)  # N, C_P, L
-        return pointwise(self.fuse, torch.cat([tokens, pos], dim=1))
+        return self.fuse(torch.cat([tokens, pos], dim=1))
 
 
 class TokenTransformer(BaseModule):
@@ -338,15 +398,15 @@ class TokenTransformer(BaseModule):
         self.token_channels = token_channels
         self.num_heads = num_heads
         self.qk_channels = qk_channels
-        self.key = nn.Conv1d(token_channels, qk_channels, 1, groups=qkv_groups, bias=False)
-        self.query = nn.Conv1d(token_channels, qk_channels, 1, groups=qkv_groups, bias=False)
-        self.value = nn.Conv1d(
-            token_channels, token_channels, 1, groups=qkv_groups) if with_value else None
+        self.key = PointwiseConv1d(token_channels, qk_channels, groups=qkv_groups, bias=False)
+        self.query = PointwiseConv1d(token_channels, qk_channels, groups=qkv_groups, bias=False)
+        self.value = PointwiseConv1d(
+            token_channels, token_channels, groups=qkv_groups) if with_value else None
         if ffn_channels > 0:
             self.ffn = nn.Sequential(
-                nn.Conv1d(token_channels, ffn_channels, 1, groups=ffn_groups),  # F1
+                PointwiseConv1d(token_channels, ffn_channels, groups=ffn_groups),  # F1
                 nn.ReLU(inplace=True),
-                nn.Conv1d(ffn_channels, token_channels, 1, groups=ffn_groups))  # F2
+                PointwiseConv1d(ffn_channels, token_channels, groups=ffn_groups))  # F2
         else:
             self.ffn = None
 
@@ -354,8 +414,8 @@ class TokenTransformer(BaseModule):
         """Attention weights (N, heads, L, L); each row sums to 1 over the L tokens."""
         n, _, num = tokens.shape
         h, d = self.num_heads, self.qk_channels // self.num_heads
-        k = pointwise(self.key, tokens).view(n * h, d, num)
-        q = pointwise(self.query, tokens).view(n * h, d, num)
+        k = self.key(tokens).view(n * h, d, num)
+        q = self.query(tokens).view(n * h, d, num)
         logits = torch.bmm(k.transpose(1, 2), q) / math.sqrt(d)  # (T K)(T Q)^T
         return logits.softmax(dim=-1).view(n, h, num, num)
 
@@ -366,14 +426,13 @@ class TokenTransformer(BaseModule):
         n, c, num = tokens.shape
         h = self.num_heads
         attn = self.attention(tokens).view(n * h, num, num)
-        v = tokens if self.value is None else pointwise(self.value, tokens)
+        v = tokens if self.value is None else self.value(tokens)
         # T + V A^T, the residual fused into the product
         tokens = torch.baddbmm(
             tokens.reshape(n * h, c // h, num), v.reshape(n * h, c // h, num),
             attn.transpose(1, 2)).view(n, c, num)
         if self.ffn is not None:
-            hidden = torch.relu(pointwise(self.ffn[0], tokens))
-            tokens = tokens + pointwise(self.ffn[2], hidden)
+            tokens = tokens + self.ffn(tokens)
         return tokens
 
 
@@ -381,6 +440,10 @@ class TokenProjector(BaseModule):
     """Projector: ``X_out = X + softmax_L((X W_Q)(T W_K)^T) (T W_V)``.
 
     Every pixel queries the tokens and adds the attention-weighted token values to itself.
+    :meth:`forward` runs the equation as written when ``fast_paths`` is False (the reference);
+    otherwise the same result with the product reassociated where that is cheaper, the
+    attention laid out (N, heads, L, HW), the residual fused into the last product and, without
+    autograd and with ``inplace=True``, added onto ``X`` itself.
 
     Args:
         in_channels (int): Feature map channels C (also the output channels).
@@ -392,6 +455,7 @@ class TokenProjector(BaseModule):
         value_groups (int): Groups of W_V. Default: 1.
         init_cfg (dict, optional): Initialisation config.
     """
+    fast_paths = True
 
     def __init__(self,
                  in_channels: int,
@@ -423,11 +487,11 @@ class TokenProjector(BaseModule):
         self.qk_channels = qk_channels
         self.query_groups = query_groups
         # No bias on W_Q: it keeps X (W_Q K^T) exactly equal to (X W_Q) K^T.
-        self.query = nn.Conv2d(
-            in_channels, qk_channels, 1, groups=query_groups, bias=False)  # W_Q
-        self.key = nn.Conv1d(token_channels, qk_channels, 1, groups=key_groups, bias=False)  # W_K
-        self.value = nn.Conv1d(token_channels, in_channels, 1, groups=value_groups)  # W_V
-        self.reassociate = True
+        self.query = PointwiseConv2d(
+            in_channels, qk_channels, groups=query_groups, bias=False)  # W_Q
+        self.key = PointwiseConv1d(token_channels, qk_channels, groups=key_groups,
+                                   bias=False)  # W_K
+        self.value = PointwiseConv1d(token_channels, in_channels, groups=value_groups)  # W_V
 
     def _fold_blocks(self) -> int:
         """Independent channel blocks of the folded query, or 0 when it cannot be folded.
@@ -456,8 +520,8 @@ class TokenProjector(BaseModule):
         num, hw = tokens.shape[2], hgt * wid
         h, g, qk = self.num_heads, self.query_groups, self.qk_channels
         d = qk // h
-        k = pointwise(self.key, tokens) * d**-0.5  # N, qk, L; the 1/sqrt(d) goes on the small side
-        if self.reassociate and self._fold_is_cheaper(hw, num):
+        k = self.key(tokens) * d**-0.5  # N, qk, L; the 1/sqrt(d) goes on the small side
+        if self.fast_paths and self._fold_is_cheaper(hw, num):
             # X (W_Q K^T): fold the key into the query weight, block by block (see _fold_blocks)
             b = self._fold_blocks()
             # products of tensors of rank 4 at most (ncnn's limit with the batch axis)
@@ -472,7 +536,7 @@ class TokenProjector(BaseModule):
             logits = torch.bmm(
                 folded.reshape(n * b, (h // b) * num, c // b), x.reshape(n * b, c // b, hw))
         else:
-            q = pointwise(self.query, x).view(n * h, d, hw)
+            q = self.query(x).view(n * h, d, hw)
             logits = torch.bmm(k.view(n * h, d, num).transpose(1, 2), q)
         return logits.view(n, h, num, hw)
 
@@ -483,15 +547,22 @@ class TokenProjector(BaseModule):
     def forward(self, x: Tensor, tokens: Tensor, inplace: bool = False) -> Tensor:
         """Returns the projected map (N, C, H, W).
 
-        ``inplace=True`` adds the token values onto ``x`` itself (saving a copy of the map) when
-        no gradient is recorded; the caller must not read ``x`` afterwards. With autograd
-        recording, ``x`` is needed for the backward pass and is never overwritten.
+        ``inplace=True`` (fast paths only) adds the token values onto ``x`` itself (saving a copy
+        of the map) when no gradient is recorded; the caller must not read ``x`` afterwards. With
+        autograd recording, ``x`` is needed for the backward pass and is never overwritten.
         """
         _check_feature(x, self.in_channels, type(self).__name__)
         n, c, hgt, wid = x.shape
         h, num = self.num_heads, tokens.shape[2]
+        if not self.fast_paths:  # the equation, head by head
+            d = self.qk_channels // h
+            q = self.query(x).reshape(n, h, d, hgt * wid)
+            k = self.key(tokens).reshape(n, h, d, num)
+            v = self.value(tokens).reshape(n, h, c // h, num)
+            attn = (q.transpose(2, 3) @ k / math.sqrt(d)).softmax(dim=-1)  # N, h, HW, L
+            return x + (v @ attn.transpose(2, 3)).reshape(n, c, hgt, wid)
         attn = self._logits(x, tokens).softmax(dim=2)  # N, h, L, HW: over the L tokens
-        v = pointwise(self.value, tokens)  # N, C, L
+        v = self.value(tokens)  # N, C, L
         # X + V A per head, the residual fused into the product
         args = (v.view(n * h, c // h, num), attn.view(n * h, num, hgt * wid))
         if inplace and not torch.is_grad_enabled() and x.is_contiguous() and not tracing():

@@ -17,9 +17,11 @@ from torch import Tensor
 from ..arg_checks import check_int, check_ints
 from ..layers import (
     FilterTokenizer,
+    PointwiseConv2d,
     TokenPositionEncoding,
     TokenProjector,
     TokenTransformer,
+    set_fast_paths,
     tracing,
 )
 from ..layers.visual_tokens import pointwise
@@ -46,27 +48,10 @@ def _nearest_repeat(size: int, out_size: int) -> int:
 def _plain_1x1(module: ConvModule) -> bool:
     """A ``ConvModule`` whose convolution is a plain 1x1 ``nn.Conv2d`` (a matrix product)."""
     conv = module.conv
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding == (0, 0) and conv.dilation == (1, 1) and conv.groups == 1
-            and tuple(module.order) == ('conv', 'norm', 'act')
+    return (type(conv) in (nn.Conv2d, PointwiseConv2d) and conv.kernel_size == (1, 1)
+            and conv.stride == (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1)
+            and conv.groups == 1 and tuple(module.order) == ('conv', 'norm', 'act')
             and not module.with_spectral_norm)
-
-
-def _conv_module_1x1(module: ConvModule, x: Tensor) -> Tensor:
-    """``module(x)`` for a 1x1 lateral ``ConvModule``, its convolution run as a matrix product.
-
-    Same parameters and result; on the CPU a 1x1 ``conv2d`` on a contiguous NCHW map is ~1.5-2x
-    slower than the product ``W X`` (see :func:`pointwise`). Other layers (a custom ``conv_cfg``,
-    a kernel, stride or order that is not plain) go through the module unchanged.
-    """
-    if not _plain_1x1(module):
-        return module(x)
-    out = pointwise(module.conv, x)
-    if module.with_norm:
-        out = module.norm(out)
-    if module.with_activation:
-        out = module.activate(out)
-    return out
 
 
 @MODELS.register_module()
@@ -117,10 +102,12 @@ class VTFPN(BaseModule):
 
     With ResNet-50 at 473x473, FPN costs 12.9 GMACs and this neck 2.0 (the paper: 12.8 and 2.0);
     ``tools/analysis_tools/vtfpn_complexity.py`` measures it. On 2 CPU threads the neck runs 3.0x
-    faster than FPN and a training step is 1.08x faster: the laterals are matrix products into
-    which the top-down sum is accumulated in place, integer-factor nearest upsampling is a
-    broadcast copy, and without autograd the projectors add onto the laterals in place (all
-    exact; tests/test_vtfpn.py compares them with the plain forward).
+    faster than FPN and a training step is 1.08x faster, by exact fast paths: the laterals are
+    matrix products into which the top-down sum is accumulated in place, integer-factor nearest
+    upsampling is a broadcast copy, and without autograd the projectors add onto the laterals in
+    place. ``fast_paths=False`` (or :func:`~vt_mm.models.layers.set_fast_paths`) runs the
+    reference forward instead, FPN's and the layers' plain steps, against which the fast paths
+    are tested (outputs and gradients).
 
     Extra levels (``num_outs`` > number of used inputs) follow mmdet's FPN exactly: max-pooling
     when ``add_extra_convs=False``, otherwise stride-2 3x3 convs on the input
@@ -175,8 +162,13 @@ class VTFPN(BaseModule):
             among the used levels) so that one setting means the same levels in Semantic FPN
             (``start_level=0``) and RetinaNet (``start_level=1``). Each must lie in
             ``[start_level, end of the used levels)``. Default: None (every used level).
+        fast_paths (bool): The exact fast paths of the neck and its layers; False runs the
+            reference forward, in which every declared layer is called as a module (forward
+            hooks on the laterals and the projectors' queries). Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
     """
+
+    fast_paths = True
 
     def __init__(self,
                  in_channels: Sequence[int],
@@ -202,6 +194,7 @@ class VTFPN(BaseModule):
                  zero_init_projection: bool = False,
                  output_convs: Optional[str] = None,
                  output_conv_levels: Optional[Sequence[int]] = None,
+                 fast_paths: bool = True,
                  init_cfg=dict(type='Xavier', layer=['Conv2d', 'Conv1d'], distribution='uniform')):
         super().__init__(init_cfg)
         if not isinstance(in_channels, (list, tuple)) or not in_channels:
@@ -257,7 +250,8 @@ class VTFPN(BaseModule):
                 self.in_channels[i],
                 out_channels,
                 1,
-                conv_cfg=conv_cfg,
+                # a plain 1x1 conv runs as a matrix product (same parameters and result)
+                conv_cfg=dict(type=PointwiseConv2d) if conv_cfg is None else conv_cfg,
                 norm_cfg=norm_cfg if not no_norm_on_lateral else None,
                 act_cfg=act_cfg,
                 inplace=False) for i in range(start_level, self.backbone_end_level)
@@ -352,6 +346,7 @@ class VTFPN(BaseModule):
             self.output_convs = nn.ModuleList([
                 output_conv() if i in self.output_conv_levels else nn.Identity() for i in used
             ])
+        set_fast_paths(self, fast_paths)
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -389,6 +384,34 @@ class VTFPN(BaseModule):
                              f'feature maps with {actual} channels; set '
                              f'neck.in_channels={actual}')
 
+    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """FPN's laterals and top-down sum -> tokens of every level -> one shared transformer ->
+        each level's projector (-> output convs) -> extra levels as mmdet's FPN."""
+        laterals = self.lateral_features(inputs)
+        tokens, _ = self.tokenize(laterals)
+        mixed = self.mix_tokens(tokens)
+        # fast paths, no autograd: the laterals are not read after projection (the last one is,
+        # by 'on_lateral' extra convs), so the projectors may add onto them in place
+        keep_last = self.add_extra_convs == 'on_lateral'
+        outs = [
+            proj(x, t, inplace=not (keep_last and i == len(laterals) - 1))
+            for i, (proj, x, t) in enumerate(zip(self.projectors, laterals, mixed))
+        ]
+        if self.output_convs is not None:
+            outs = [conv(x) for conv, x in zip(self.output_convs, outs)]
+        return tuple(outs) + self._extra_levels(inputs, laterals, outs)
+
+    def lateral_features(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """1x1 laterals plus FPN's top-down pathway: the maps the tokenizers read."""
+        self._check_inputs(inputs)
+        inputs = inputs[self.start_level:self.backbone_end_level]
+        if self.fast_paths and self._fused_laterals and not tracing():
+            return self._fused_lateral_features(inputs)
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        for i in range(len(laterals) - 1, 0, -1):
+            laterals[i - 1] = laterals[i - 1] + self._upsample(laterals[i], laterals[i - 1])
+        return laterals
+
     def tokenize(self, laterals: Sequence[Tensor]) -> Tuple[List[Tensor], List[Tensor]]:
         """Tokens (N, C_T, L) and spatial attention maps (N, L, H, W) of every used level."""
         tokens, attns = [], []
@@ -400,18 +423,45 @@ class VTFPN(BaseModule):
             attns.append(a)
         return tokens, attns
 
-    def lateral_features(self, inputs: Sequence[Tensor]) -> List[Tensor]:
-        """1x1 laterals plus FPN's top-down pathway: the maps the tokenizers read."""
-        self._check_inputs(inputs)
-        inputs = inputs[self.start_level:self.backbone_end_level]
-        if not self._fused_laterals or tracing():  # in-place accumulation is not for graphs
-            laterals = [_conv_module_1x1(conv, x) for conv, x in zip(self.lateral_convs, inputs)]
-            for i in range(len(laterals) - 1, 0, -1):
-                laterals[i - 1] = laterals[i - 1] + self._upsample(laterals[i], laterals[i - 1])
-            return laterals
-        # Plain 1x1 laterals: W x + b + up(coarser) is computed as up(coarser + b) accumulated
-        # in place by the product W x. Interpolation preserves a constant, so this is FPN's sum;
-        # it saves the bias and the sum passes over the large maps (the neck is memory-bound).
+    def mix_tokens(self, tokens: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """The tokens of all levels through the one shared transformer, split back by level."""
+        mixed = self.transformer(torch.cat(tokens, dim=2))
+        return mixed.split([t.shape[2] for t in tokens], dim=2)
+
+    def attention_maps(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """Spatial attention (N, L, H_i, W_i) of every level's tokenizer: which pixels each
+        visual token gathers."""
+        return self.tokenize(self.lateral_features(inputs))[1]
+
+    def _extra_levels(self, inputs: Sequence[Tensor], laterals: Sequence[Tensor],
+                      outs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
+        """The levels beyond the backbone's, as mmdet's FPN makes them."""
+        extra: List[Tensor] = []
+        num_extra = self.num_outs - len(outs)
+        if num_extra <= 0:
+            return ()
+        if not self.add_extra_convs:
+            last = outs[-1]
+            for _ in range(num_extra):
+                last = F.max_pool2d(last, 1, stride=2)
+                extra.append(last)
+            return tuple(extra)
+        if self.add_extra_convs == 'on_input':
+            source = inputs[self.backbone_end_level - 1]
+        elif self.add_extra_convs == 'on_lateral':
+            source = laterals[-1]
+        else:
+            source = outs[-1]
+        extra.append(self.extra_convs[0](source))
+        for conv in self.extra_convs[1:]:
+            extra.append(conv(F.relu(extra[-1]) if self.relu_before_extra_convs else extra[-1]))
+        return tuple(extra)
+
+    def _fused_lateral_features(self, inputs: Sequence[Tensor]) -> List[Tensor]:
+        """Fast path of the laterals (plain 1x1 convs without norm or activation): ``W x + b +
+        up(coarser)`` is computed as ``up(coarser + b)`` accumulated in place by the product
+        ``W x``. Interpolation preserves a constant, so this is FPN's sum; it saves the bias and
+        the sum passes over the large maps (the neck is memory-bound)."""
         laterals = [pointwise(self.lateral_convs[-1].conv, inputs[-1])]
         for conv, x in zip(reversed(self.lateral_convs[:-1]), reversed(inputs[:-1])):
             coarse = laterals[0]
@@ -429,13 +479,13 @@ class VTFPN(BaseModule):
         (h, w), (fh, fw) = coarse.shape[2:], fine.shape[2:]
         if 'scale_factor' in self.upsample_cfg:
             up = F.interpolate(coarse, **self.upsample_cfg)
-        elif (self.upsample_cfg == dict(mode='nearest') and not tracing()
+        elif (self.fast_paths and self.upsample_cfg == dict(mode='nearest') and not tracing()
               and not torch.compiler.is_compiling()
               and _nearest_repeat(h, fh) and _nearest_repeat(w, fw)):
-            # nearest upsampling by an integer factor is a broadcast copy: identical to
-            # F.interpolate and on the CPU several times faster than its kernel for some sizes
-            # (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms). Not while compiling: the size test
-            # is data-dependent for Dynamo (a graph break), and Inductor generates its own
+            # fast path: nearest upsampling by an integer factor is a broadcast copy, identical
+            # to F.interpolate and on the CPU several times faster than its kernel for some
+            # sizes (30x30 -> 60x60, 256 channels: 3.4 vs 0.4 ms). Not while compiling: the size
+            # test is data-dependent for Dynamo (a graph break), and Inductor generates its own
             # kernel for the interpolation.
             n, c = coarse.shape[:2]
             up = coarse[:, :, :, None, :, None].expand(n, c, h, fh // h, w, fw // w)
@@ -448,87 +498,3 @@ class VTFPN(BaseModule):
                              f'{tuple(fine.shape[2:])}; with upsample_cfg={self.upsample_cfg} the '
                              'input size must be divisible by the largest stride')
         return up
-
-    def attention_maps(self, inputs: Sequence[Tensor]) -> List[Tensor]:
-        """Spatial attention (N, L, H_i, W_i) of every level's tokenizer: which pixels each
-        visual token gathers."""
-        return self.tokenize(self.lateral_features(inputs))[1]
-
-    def token_statistics(self, inputs: Sequence[Tensor]) -> List[dict]:
-        """What the visual tokens carry, per level (means over the batch): a diagnostic for
-        tokens that have collapsed to the image mean (see docs/benchmarks.md, training parity).
-
-        * ``attention_entropy``: entropy of each token's spatial attention over log(HW); 1 is
-          uniform attention, i.e. every token is the average of all pixels;
-        * ``attention_peak``: the largest attention weight times HW (1 = uniform);
-        * ``token_similarity``: mean cosine similarity between the tokens of a level (1 = all
-          the same token);
-        * ``projector_entropy``: entropy of each pixel's attention over the level's tokens,
-          over log(L); 1 means every pixel receives the same token mix (global context only);
-        * ``projection_ratio``: norm of what the projector adds over the lateral's norm.
-        """
-        def normalized_entropy(p: Tensor) -> float:
-            """Mean entropy of the distributions along the last axis over its maximum."""
-            if p.shape[-1] < 2:
-                return 1.0
-            entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
-            return float(entropy.mean() / math.log(p.shape[-1]))
-
-        laterals = self.lateral_features(inputs)
-        tokens, attns = self.tokenize(laterals)
-        stats = []
-        for x, tok, attn, out, proj in zip(laterals, tokens, attns, self.mix_tokens(tokens),
-                                           self.projectors):
-            num = tok.shape[2]
-            p = attn.flatten(2)  # N, L, HW
-            unit = F.normalize(tok, dim=1)
-            sim = unit.transpose(1, 2) @ unit  # N, L, L
-            off_diag = (sim.sum((1, 2)) - sim.diagonal(dim1=1, dim2=2).sum(-1)) / max(
-                num * (num - 1), 1)
-            added = proj(x, out) - x
-            stats.append(
-                dict(attention_entropy=normalized_entropy(p),
-                     attention_peak=float((p.max(-1).values * p.shape[-1]).mean()),
-                     token_similarity=float(off_diag.mean()),
-                     projector_entropy=normalized_entropy(proj.attention(x, out)),
-                     projection_ratio=float((added.flatten(1).norm(dim=1) /
-                                             x.flatten(1).norm(dim=1).clamp_min(1e-12)).mean())))
-        return stats
-
-    def mix_tokens(self, tokens: Sequence[Tensor]) -> Tuple[Tensor, ...]:
-        """The tokens of all levels through the one shared transformer, split back by level."""
-        mixed = self.transformer(torch.cat(tokens, dim=2))
-        return mixed.split([t.shape[2] for t in tokens], dim=2)
-
-    def forward(self, inputs: Sequence[Tensor]) -> Tuple[Tensor, ...]:
-        laterals = self.lateral_features(inputs)
-        tokens, _ = self.tokenize(laterals)
-        mixed = self.mix_tokens(tokens)
-        # Without autograd the laterals are not needed after projection (except the last one by
-        # 'on_lateral' extra convs), so the projectors add onto them in place.
-        keep_last = self.add_extra_convs == 'on_lateral'
-        last = len(laterals) - 1
-        outs = [
-            proj(x, t, inplace=not (keep_last and i == last))
-            for i, (proj, x, t) in enumerate(zip(self.projectors, laterals, mixed))
-        ]
-        if self.output_convs is not None:
-            outs = [conv(x) for conv, x in zip(self.output_convs, outs)]
-
-        num_extra = self.num_outs - len(outs)
-        if num_extra > 0:
-            if not self.add_extra_convs:
-                for _ in range(num_extra):
-                    outs.append(F.max_pool2d(outs[-1], 1, stride=2))
-            else:
-                if self.add_extra_convs == 'on_input':
-                    source = inputs[self.backbone_end_level - 1]
-                elif self.add_extra_convs == 'on_lateral':
-                    source = laterals[-1]
-                else:
-                    source = outs[-1]
-                outs.append(self.extra_convs[0](source))
-                for conv in self.extra_convs[1:]:
-                    prev = F.relu(outs[-1]) if self.relu_before_extra_convs else outs[-1]
-                    outs.append(conv(prev))
-        return tuple(outs)
