@@ -1,18 +1,18 @@
-# The two commands of README.md. Both set up the environment first (tools/setup_env.sh: once per
+# The two commands of README.md. Both set up the environment first (dev/setup_env.sh: once per
 # machine, ~20 min; seconds afterwards).
 .PHONY: demo test test-fast env mutation
 
 demo:  ## set up, train VT-FPN on LIP (demo data when data/LIP is absent), test it
-	bash tools/run_demo.sh
+	bash dev/run_demo.sh
 
 test:  ## set up, run the test suite (every tier; under 20 minutes on 2 cores)
-	bash tools/run_tests.sh
+	bash dev/run_tests.sh
 
 test-fast:  ## the unit tests only: no training, no runtime conversions (under 3 minutes)
-	bash tools/run_tests.sh -m "not slow and not runtime and not study" tests
+	bash dev/run_tests.sh -m "not slow and not runtime and not study" tests
 
 env:   ## only set up the environment; prints its path
-	bash tools/setup_env.sh
+	bash dev/setup_env.sh
 
 mutation:  ## known bugs + mutmut over every module (ARGS="--groups ..." for some)
-	bash tools/run_mutation.sh $(ARGS)
+	bash dev/run_mutation.sh $(ARGS)

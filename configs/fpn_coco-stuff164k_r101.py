@@ -1,3 +1,3 @@
-# Table 10 row R-101 FPN (reported 41.51 mIoU, 231 GFLOPs). As fpn_coco-stuff164k.py, ResNet-101.
-_base_ = ['./fpn_coco-stuff164k.py']
-model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
+# Moved to configs/vtfpn/fpn_r101_8xb4-80k_coco-stuff164k-640x640.py.
+# This path keeps working: it inherits everything from there.
+_base_ = ['./vtfpn/fpn_r101_8xb4-80k_coco-stuff164k-640x640.py']

@@ -1,3 +1,3 @@
-# Table 9 row R-101 FPN (reported 47.35 mIoU, 54.4 GFLOPs). As fpn_lip.py, ResNet-101.
-_base_ = ['./fpn_lip.py']
-model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
+# Moved to configs/vtfpn/fpn_r101_8xb12-40k_lip-473x473.py.
+# This path keeps working: it inherits everything from there.
+_base_ = ['./vtfpn/fpn_r101_8xb12-40k_lip-473x473.py']

@@ -1,4 +1,3 @@
-# Table 10 row R-101 VT-FPN (reported 41.50 mIoU, 185 GFLOPs). As vtfpn_coco-stuff164k.py,
-# ResNet-101.
-_base_ = ['./vtfpn_coco-stuff164k.py']
-model = dict(pretrained='open-mmlab://resnet101_v1c', backbone=dict(depth=101))
+# Moved to configs/vtfpn/vtfpn_r101_8xb4-80k_coco-stuff164k-640x640.py.
+# This path keeps working: it inherits everything from there.
+_base_ = ['./vtfpn/vtfpn_r101_8xb4-80k_coco-stuff164k-640x640.py']

@@ -1,7 +1,3 @@
-# Semantic FPN with VT-FPN, ResNet-101, on LIP at 473x473. VT paper Table 9
-# (reported: 47.58 mIoU, 43.6 GFLOPs, VT-FPN module 2.0 GFLOPs). Identical to vtfpn_lip.py but
-# for the backbone depth.
-_base_ = ['./vtfpn_lip.py']
-model = dict(
-    pretrained='open-mmlab://resnet101_v1c',
-    backbone=dict(depth=101))
+# Moved to configs/vtfpn/vtfpn_r101_8xb12-40k_lip-473x473.py.
+# This path keeps working: it inherits everything from there.
+_base_ = ['./vtfpn/vtfpn_r101_8xb12-40k_lip-473x473.py']

@@ -2,11 +2,12 @@
 import os.path as osp
 
 import pytest
+from helpers import DEMO_CONFIG
 
 import vt_mm  # noqa: F401  (every test needs vt-mm's modules registered in the toolboxes)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DEMO_CFG = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
+DEMO_CFG = DEMO_CONFIG
 
 # The demo config with a ResNet-18 and narrow tokens, so that a few iterations take seconds.
 TINY_CONFIG = """

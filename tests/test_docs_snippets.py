@@ -1,4 +1,5 @@
-"""Every config snippet of README.md and docs/*.md runs against the installed toolboxes: each
+"""Every config snippet of README.md, docs/ and the config folders' READMEs runs against the
+installed toolboxes, and their relative links resolve: each
 ```python block is written to a file as a user's config, read by mmengine after ``import vt_mm``
 (``vt_mm::`` bases resolve to the repository's configs/ in a clone, to ``vt_mm/.mim`` when
 installed) and its model is built in the config's toolbox."""
@@ -12,7 +13,11 @@ from mmengine.config import Config
 import vt_mm  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-DOCS = [osp.join(ROOT, 'README.md')] + sorted(glob.glob(osp.join(ROOT, 'docs', '*.md')))
+GUIDES = [osp.join(ROOT, 'README.md')] + sorted(
+    glob.glob(osp.join(ROOT, 'docs', '**', '*.md'), recursive=True) +
+    glob.glob(osp.join(ROOT, 'configs', '*', 'README.md')))
+# reports may name dates and machines; their snippets and links are checked all the same
+DOCS = GUIDES + sorted(glob.glob(osp.join(ROOT, 'benchmarks', '**', '*.md'), recursive=True))
 
 
 def _snippets():
@@ -50,3 +55,153 @@ def test_config_snippet_builds(snippet, tmp_path):
     for part in re.findall(r"type='(\w+)'", snippet):
         if part in ('VTFPN', 'SeaFormer', 'PyramidTNT', 'VTResNet'):
             assert any(type(m).__name__ == part for m in model.modules()), part
+
+
+@pytest.mark.parametrize('path', DOCS, ids=lambda p: osp.relpath(p, ROOT))
+def test_relative_links_resolve(path):
+    """A link to a file of the repository ([text](path), relative to the page) names a file
+    that exists (anchors and web addresses aside)."""
+    with open(path) as f:
+        text = f.read()
+    text = re.sub(r'^```.*?^```', '', text, flags=re.S | re.M)  # not in code blocks
+    broken = []
+    for target in re.findall(r'\]\(([^)\s]+)\)', text):
+        if re.match(r'^[a-z]+:', target):
+            continue
+        file, _, anchor = target.partition('#')
+        linked = osp.normpath(osp.join(osp.dirname(path), file)) if file else path
+        if not osp.exists(linked):
+            broken.append(target)
+        elif anchor and linked.endswith('.md') and anchor not in _anchors(linked):
+            broken.append(target)
+    assert not broken, broken
+
+
+def _anchors(path):
+    """The anchors GitHub gives a page's headings: lower case, punctuation but '-' and '_'
+    dropped, spaces as '-'; a repeated heading gets '-1', '-2', ..."""
+    with open(path) as f:
+        text = re.sub(r'^```.*?^```', '', f.read(), flags=re.S | re.M)
+    anchors, seen = set(), {}
+    for heading in re.findall(r'^#+ (.+)$', text, re.M):
+        slug = re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
+        anchors.add(f'{slug}-{seen[slug]}' if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return anchors
+
+
+def test_anchors_follow_githubs_rule():
+    assert {'latency-every-family-x-backend', '--output-labels'} <= _anchors(
+        osp.join(ROOT, 'docs', 'en', 'user_guides', 'deployment.md')) | _anchors(
+            osp.join(ROOT, 'benchmarks', 'reports', 'deployment.md'))
+
+
+# What a guide must not name (docs/en, README and the config READMEs state how to do things
+# and what the numbers are now; dates, machines and run histories belong to the reports and
+# the changelog).
+HISTORY = {
+    'a date': r'\b20\d\d-\d\d(-\d\d)?\b',
+    'a round': r'\b(first|second|third|fourth|fifth)[- ]round\b|\bround \d',
+    'an issue': r'\bissues?\b(?! (?:a|an|the) )|\(item \d+\)',
+    "a machine's model": r'\b(EPYC|Xeon|Ryzen|Threadripper|Core i[3579])\b',
+    'a commit': r'\bon [0-9a-f]{7,40}\b',
+    'this session': r'\bthis session\b',
+    'an internal reference': r'\bFACTS\b',
+}
+
+
+@pytest.mark.parametrize('path', [p for p in GUIDES if 'notes' + osp.sep + 'changelog' not in p],
+                         ids=lambda p: osp.relpath(p, ROOT))
+def test_guides_name_no_date_machine_round_or_issue(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    found = [f'{i}: {what}: {line.strip()[:100]}' for i, line in enumerate(lines, 1)
+             for what, pattern in HISTORY.items() if re.search(pattern, line, re.I)]
+    assert not found, '\n'.join(found)
+
+
+def test_history_patterns_catch_what_they_name():
+    for what, text in (('a date', 'measured 2026-12-04'), ('a round', 'the third round'),
+                       ('a round', 'round 3'), ('an issue', "issue 'Deploy everywhere'"),
+                       ('an issue', 'INT8 (item 5)'), ("a machine's model", 'an AMD EPYC'),
+                       ('a commit', 'on b4a404b'), ('this session', 'in this session'),
+                       ('an internal reference', 'FACTS §1')):
+        assert re.search(HISTORY[what], text, re.I), (what, text)
+    for text in ('2.0-2.2x faster', 'round(x / scale)', 'Snapdragon 865', 'the 1e-4 check'):
+        assert not any(re.search(p, text, re.I) for p in HISTORY.values()), text
+
+
+def test_readme_is_a_front_page():
+    """At most 8 KB, and every guide of docs/en is one link away from it."""
+    readme = osp.join(ROOT, 'README.md')
+    assert osp.getsize(readme) <= 8 * 1024, osp.getsize(readme)
+    with open(readme) as f:
+        text = f.read()
+    linked = {osp.normpath(osp.join(ROOT, t.split('#')[0]))
+              for t in re.findall(r'\]\(([^)\s#]+)[^)]*\)', text)}
+    pages = set(glob.glob(osp.join(ROOT, 'docs', 'en', '**', '*.md'), recursive=True))
+    assert pages and pages <= linked, sorted(osp.relpath(p, ROOT) for p in pages - linked)
+
+
+# A path of the repository named anywhere (docs, code, configs, scripts) names a file that exists.
+PATH_PATTERN = re.compile(r'(?<![\w/.-])((?:docs|benchmarks|dev|tools|configs|tests|requirements'
+                          r'|vt_mm)/[\w./-]+\.(?:md|py|sh|txt|yml|png))\b')
+
+
+def _repository_text_files():
+    import subprocess
+    proc = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    for rel in proc.stdout.splitlines():
+        if rel.endswith(('.md', '.py', '.sh', '.yml', '.toml', '.txt', 'Makefile', '.ci/run')):
+            if osp.isfile(osp.join(ROOT, rel)):
+                yield rel
+
+
+def test_paths_named_in_the_repository_exist():
+    missing = []
+    for rel in _repository_text_files():
+        if (rel.startswith(('benchmarks/reports/', 'tests/'))
+                or rel == 'docs/en/notes/changelog.md'):
+            continue  # a report or the changelog may name what a past run used; tests make files
+        with open(osp.join(ROOT, rel)) as f:
+            text = f.read()
+        for named in PATH_PATTERN.findall(text):
+            if not osp.exists(osp.join(ROOT, named)):
+                missing.append(f'{rel}: {named}')
+    assert not missing, '\n'.join(missing)
+
+
+@pytest.mark.parametrize('folder', ['vt_mm', 'tools', 'configs'])
+def test_code_names_no_date_round_issue_or_machine(folder):
+    """Docstrings and comments say what the code does and, briefly, why; measurements with
+    their dates and machines live in benchmarks/reports/, history in the changelog."""
+    patterns = {k: v for k, v in HISTORY.items() if k != 'this session'}
+    found = []
+    for path in sorted(glob.glob(osp.join(ROOT, folder, '**', '*.py'), recursive=True)):
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                found += [f'{osp.relpath(path, ROOT)}:{i}: {what}: {line.strip()[:90]}'
+                          for what, pattern in patterns.items() if re.search(pattern, line, re.I)]
+    assert not found, '\n'.join(found)
+
+
+def test_tests_named_in_the_guides_exist():
+    """A guide that points at the test of a behaviour (``test_x.py::test_y`` or a bare
+    ``test_y``) names one that exists, in that file."""
+    defined = {}
+    for path in glob.glob(osp.join(ROOT, 'tests', '**', 'test_*.py'), recursive=True):
+        with open(path) as f:
+            for name in re.findall(r'^def (test_\w+)', f.read(), re.M):
+                defined.setdefault(name, set()).add(osp.relpath(path, osp.join(ROOT, 'tests')))
+    missing = []
+    for path in GUIDES:
+        with open(path) as f:
+            text = f.read()
+        for file, name in re.findall(r'`(?:[^`]*?)((?:[\w/]+/)?test_\w+\.py)::(test_\w+)', text):
+            if not any(f == file or f.endswith('/' + file) for f in defined.get(name, ())):
+                missing.append(f'{osp.relpath(path, ROOT)}: {file}::{name}')
+        for name in re.findall(r'`(test_\w+)(?:\[[^\]`]*\])?`', text):
+            if name not in defined:
+                missing.append(f'{osp.relpath(path, ROOT)}: {name}')
+    assert not missing, '\n'.join(missing)

@@ -1,5 +1,6 @@
 """The wheel is complete and works without a clone: vt_mm/.mim/{configs,tools,model-index.yml}
-made by the build (setup.py), no tests, metadata without deprecation warnings, and
+made by the build (setup.py), the licence and links, nothing from dev/, benchmarks/ or tests,
+metadata without deprecation warnings, and
 ``_base_ = ['vt_mm::...']`` resolving to the installed configs after ``import vt_mm``."""
 import glob
 import os
@@ -12,16 +13,22 @@ import zipfile
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SOURCES = ('vt_mm', 'configs', 'tools', 'pyproject.toml', 'setup.py', 'README.md',
-           'model-index.yml')
+
+
+def _repository_files():
+    """The files of the clone as git lists them (tracked and new, not ignored): the wheel is
+    built from a copy of all of it, so that what it leaves out is left out by the build."""
+    proc = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    return [f for f in proc.stdout.splitlines() if osp.isfile(osp.join(ROOT, f))]
 
 
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory):
     src = tmp_path_factory.mktemp('src')
-    for part in SOURCES:
-        (shutil.copytree if osp.isdir(osp.join(ROOT, part)) else shutil.copy)(
-            osp.join(ROOT, part), osp.join(src, part))
+    for rel in _repository_files():
+        os.makedirs(osp.dirname(osp.join(src, rel)), exist_ok=True)
+        shutil.copy(osp.join(ROOT, rel), osp.join(src, rel))
     out = tmp_path_factory.mktemp('wheel')
     proc = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps',
                            '--no-build-isolation', '-v', str(src), '-w', str(out)],
@@ -32,17 +39,32 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_ships_configs_tools_and_model_index(wheel):
+    """What must be in the wheel (the package, every config and user tool, model-index, the
+    licence, the project's links) and what must not (dev/, benchmarks/, docs/, tests/)."""
     path, log = wheel
-    names = set(zipfile.ZipFile(path).namelist())
+    archive = zipfile.ZipFile(path)
+    names = set(archive.namelist())
     configs = {osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.*'),
                                                       recursive=True)}
     assert configs and {f'vt_mm/.mim/{c}' for c in configs} <= names
-    for tool in ('train.py', 'test.py', 'deployment/export_onnx.py',
-                 'analysis_tools/benchmark.py', 'analysis_tools/check_data.py'):
-        assert f'vt_mm/.mim/tools/{tool}' in names, tool
+    tools = {osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'tools', '**', '*.*'),
+                                                    recursive=True) if '__pycache__' not in p}
+    assert {'tools/train.py', 'tools/test.py', 'tools/deployment/export.py',
+            'tools/analysis_tools/benchmark.py'} <= tools
+    assert {f'vt_mm/.mim/{t}' for t in tools} <= names
     assert 'vt_mm/.mim/model-index.yml' in names
-    assert not any(n.startswith(('tests/', 'vt_mm/.mim/tests')) for n in names)
+    for folder in ('dev/', 'benchmarks/', 'docs/', 'tests/'):
+        shipped = [n for n in names if n.startswith((folder, f'vt_mm/.mim/{folder}'))]
+        assert shipped == [], shipped
     assert not any('__pycache__' in n for n in names)
+    (licence, ) = [n for n in names if n.endswith('.dist-info/licenses/LICENSE')]
+    assert 'Apache License' in archive.read(licence).decode()
+    (metadata, ) = [n for n in names if n.endswith('.dist-info/METADATA')]
+    meta = archive.read(metadata).decode()
+    assert 'License-Expression: Apache-2.0' in meta
+    urls = dict(line.split(': ', 1)[1].split(', ', 1) for line in meta.splitlines()
+                if line.startswith('Project-URL: '))
+    assert {'Homepage', 'Documentation', 'Source'} <= set(urls), urls
     assert 'SetuptoolsDeprecationWarning' not in log, log[-3000:]
 
 
@@ -136,10 +158,11 @@ def test_mim_search_train_and_test_from_an_installed_wheel(installed, tmp_path):
     for loader in ('train', 'val', 'test'):
         options += [f'{loader}_dataloader.num_workers=0',
                     f'{loader}_dataloader.persistent_workers=False']
-    out = mim('train', 'vt_mm', 'vtfpn_lip_demo.py', '--work-dir', 'work', *options)
+    demo = 'demo/vtfpn_r50_lip-demo-128x128.py'
+    out = mim('train', 'vt_mm', demo, '--work-dir', 'work', *options)
     assert str(installed / 'vt_mm' / '.mim' / 'tools' / 'train.py') in out
     assert 'Iter(train) [2/2]' in out and 'mIoU' in out, out[-3000:]
-    out = mim('test', 'vt_mm', 'vtfpn_lip_demo.py', '--checkpoint', 'work/iter_2.pth',
+    out = mim('test', 'vt_mm', demo, '--checkpoint', 'work/iter_2.pth',
               '--work-dir', 'test', *options)
     assert str(installed / 'vt_mm' / '.mim' / 'tools' / 'test.py') in out
     assert 'Iter(test) [2/2]' in out and 'mIoU' in out, out[-3000:]

@@ -28,8 +28,8 @@ def test_lip_configs_load_and_build():
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
-    for name, neck in (('fpn_lip', 'FPN'), ('vtfpn_lip', 'VTFPN')):
-        cfg = Config.fromfile(f'configs/{name}.py')
+    for name, neck in (('fpn', 'FPN'), ('vtfpn', 'VTFPN')):
+        cfg = Config.fromfile(f'configs/vtfpn/{name}_r50_8xb12-40k_lip-473x473.py')
         assert cfg.model.decode_head.num_classes == 20
         assert cfg.train_dataloader.dataset.type == 'LIPDataset'
         assert cfg.crop_size == (473, 473)
@@ -39,8 +39,8 @@ def test_lip_configs_load_and_build():
         cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
         model = MODELS.build(cfg.model)
         assert type(model.neck).__name__ == neck
-    vt = Config.fromfile('configs/vtfpn_lip.py')
-    fpn = Config.fromfile('configs/fpn_lip.py')
+    vt = Config.fromfile('configs/vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py')
+    fpn = Config.fromfile('configs/vtfpn/fpn_r50_8xb12-40k_lip-473x473.py')
     # the only difference between the two configs is the neck
     vt_d, fpn_d = vt.to_dict(), fpn.to_dict()
     vt_d['model'].pop('neck'), fpn_d['model'].pop('neck')

@@ -10,19 +10,13 @@ raw predictions (mmseg: a folder of PNG label maps; mmdet / mmpretrain: a pickle
 import argparse
 import os
 import os.path as osp
-import sys
-import warnings
 
-# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
+from mmengine.config import Config, ConfigDict
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from mmengine.config import Config, ConfigDict  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-import vt_mm  # noqa: E402,F401
-from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight  # noqa: E402
+import vt_mm  # noqa: F401
+from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight
 
 
 def parse_args(argv=None):

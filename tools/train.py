@@ -1,33 +1,29 @@
 """Train an mmseg, mmdet or mmpretrain config of vt-mm (the OpenMMLab train CLI).
 
-    python tools/train.py configs/vtfpn_lip.py [--work-dir DIR] [--resume [CKPT]] [--check-data]
+    python tools/train.py configs/vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py [--work-dir DIR]
+                          [--resume [CKPT]] [--check-data]
                           [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 
 Before the Runner is built it checks the data (roots, non-empty splits, and 16 evenly spaced
 samples of the train and val splits: readable files, label sizes and values; every sample with
 --check-data) and the checkpoints the config names; checkpoints are written atomically and
 finite, and --resume takes the newest one in the work dir that loads
-(vt_mm/engine/checkpoints.py).
+(vt_mm/engine/checkpoints/).
 
 Works on CPU-only machines and torch 2.14 (weights_only checkpoint loading): see
-vt_mm/engine/runtime.py for what differs from the toolboxes' own train.py.
+vt_mm/engine/ (config.py, distributed.py, preflight.py) for what differs from the toolboxes'
+own train.py.
 """
 import argparse
 import os
 import os.path as osp
-import sys
-import warnings
 
-# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # run from a clone
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-from mmengine.config import Config  # noqa: E402
-from mmengine.registry import RUNNERS  # noqa: E402
-from mmengine.runner import Runner  # noqa: E402
-
-import vt_mm  # noqa: E402,F401  (registers modules, allow-lists checkpoint types)
-from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight, workdir_lock  # noqa: E402
+import vt_mm  # noqa: F401  (registers modules, allow-lists checkpoint types)
+from vt_mm.engine import checkpoints, config, data_checks, distributed, preflight, workdir_lock
 
 
 def parse_args(argv=None):

@@ -14,7 +14,7 @@ custom_hooks = [
     dict(type='RankConsistencyHook'),
     # checkpoints written atomically (a kill mid-save loses nothing), never with NaN/Inf
     # weights, old ones removed only after the new one is complete; --resume takes the newest
-    # checkpoint that loads (vt_mm/engine/checkpoints.py)
+    # checkpoint that loads (vt_mm/engine/checkpoints/)
     dict(type='CheckpointSafetyHook'),
     # compile=True compiles the networks (backbone, neck, heads) instead of mmengine's whole train
     # step, which Dynamo recompiles at every iteration (vt_mm/engine/hooks.py)

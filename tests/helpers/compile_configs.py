@@ -1,8 +1,9 @@
 """One small training config per family for the torch.compile checks (tests and
-``tools/analysis_tools/compile_benchmark.py``), and a graph-break count for a config's model.
+``benchmarks/compile_benchmark.py``), and a graph-break count for a config's model.
 
-The configs inherit the families' own configs (VT-FPN: ``configs/vtfpn_lip_demo.py``,
-SeaFormer-T: ``configs/seaformer/seaformer-tiny_lip-256x256_demo.py``, PyramidTNT-Ti and
+The configs inherit the families' own configs (VT-FPN:
+``configs/demo/vtfpn_r50_lip-demo-128x128.py``,
+SeaFormer-T: ``configs/demo/seaformer-tiny_lip-demo-256x256.py``, PyramidTNT-Ti and
 VT-ResNet-18: their ImageNet configs) and only shrink data, widths and schedules, so a compiled
 run goes through the optimizers, hooks and paramwise settings that users get.
 """
@@ -58,10 +59,10 @@ test_evaluator = val_evaluator
 # family: (template, config it inherits, model overrides); 'mmseg_fpn' is mmseg's own Semantic FPN
 # (its models/fpn_r50.py, ResNet-18 here), the reference for what is mmengine's or torch's doing
 FAMILY_CONFIGS = {
-    'vtfpn': (_SEGMENTATION, 'vtfpn_lip_demo.py',
+    'vtfpn': (_SEGMENTATION, 'demo/vtfpn_r50_lip-demo-128x128.py',
               ", backbone=dict(depth=18), neck=dict(in_channels=[64, 128, 256, 512], "
               "token_channels=64)"),
-    'seaformer': (_SEGMENTATION, 'seaformer/seaformer-tiny_lip-256x256_demo.py', ''),
+    'seaformer': (_SEGMENTATION, 'demo/seaformer-tiny_lip-demo-256x256.py', ''),
     'pyramid_tnt': (_CLASSIFICATION, 'pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
                     "backbone=dict(img_size={size}), head=dict(num_classes=3), "
                     "data_preprocessor=dict(num_classes=3)"),
@@ -69,7 +70,7 @@ FAMILY_CONFIGS = {
                   "head=dict(num_classes=3), data_preprocessor=dict(num_classes=3)"),
 }
 REFERENCE_CONFIGS = {
-    'mmseg_fpn': (_SEGMENTATION, 'fpn_lip.py',
+    'mmseg_fpn': (_SEGMENTATION, 'vtfpn/fpn_r50_8xb12-40k_lip-473x473.py',
                   ", pretrained=None, backbone=dict(depth=18, norm_cfg=dict(type='BN')), "
                   "neck=dict(in_channels=[64, 128, 256, 512]), "
                   "decode_head=dict(norm_cfg=dict(type='BN'))"),

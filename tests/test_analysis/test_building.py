@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
-from helpers import ROOT
+from helpers import VTFPN_LIP
 from mmengine.config import Config
 
 from vt_mm import analysis
@@ -35,7 +35,7 @@ def test_quiet_logs_restore_the_level():
 
 def test_build_model_downloads_nothing_and_is_in_eval_mode(tmp_path):
     cfg = tmp_path / 'c.py'
-    cfg.write_text(f"_base_ = [{osp.join(ROOT, 'configs', 'vtfpn_lip.py')!r}]\n"
+    cfg.write_text(f"_base_ = [{VTFPN_LIP!r}]\n"
                    "model = dict(backbone=dict(depth=18, init_cfg=dict(type='Pretrained', "
                    "checkpoint='open-mmlab://nowhere')), neck=dict(in_channels=[64, 128, 256, "
                    "512], token_channels=64))\n")

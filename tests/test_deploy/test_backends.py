@@ -1,6 +1,6 @@
 """Every family on every deployment backend (onnxruntime, OpenVINO, MNN, ncnn, TFLite), at small
 sizes: converted offline, run in its own runtime on the same input as PyTorch, within 1e-4
-(issue "Deploy everywhere"). `make test` installs the runtimes (tools/setup_env.sh --deploy), so
+(issue "Deploy everywhere"). `make test` installs the runtimes (dev/setup_env.sh --deploy), so
 CI skips none of these; elsewhere a missing runtime skips with the reason."""
 import os
 import os.path as osp
@@ -45,7 +45,8 @@ SMALL_ARCH = dict(_delete_=True, **SMALL_PYRAMID_TNT)
 
 
 SMALL_CONFIGS = {
-    'vtfpn_small': ('vtfpn_lip.py', SMALL_SEMANTIC_VTFPN.split('\n', 2)[2]),
+    'vtfpn_small': ('vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py',
+                    SMALL_SEMANTIC_VTFPN.split('\n', 2)[2]),
     'pyramid_tnt_small': ('pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
                           f'model = dict(backbone=dict(arch={SMALL_ARCH!r}))\n'),
     # the detection backbone with upsample=True and FPN (RetinaNet)
@@ -64,7 +65,7 @@ SMALL_CONFIGS = {
 def _require(backends):
     missing = {b: MISSING[b] for b in backends if b in MISSING}
     if missing:
-        pytest.skip(f'runtimes not installed: {missing} (bash tools/setup_env.sh --deploy)')
+        pytest.skip(f'runtimes not installed: {missing} (bash dev/setup_env.sh --deploy)')
 
 
 def _trained_like_bn(model):
@@ -84,7 +85,7 @@ def _config(name, tmp_path):
 
 FAMILIES = [
     # (config, static input size): each family the issue names, at a small size (the full
-    # configs at their native sizes: docs/deployment.md)
+    # configs at their native sizes: benchmarks/reports/deployment.md)
     ('seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py', (64, 96)),
     ('seaformer/seaformer-tiny_8xb128_in1k.py', (64, 64)),
     ('vtfpn_small', (64, 64)),  # Semantic FPN + VT-FPN (ResNet-18, narrow)
@@ -360,14 +361,14 @@ def test_mnn_runs_3x3_convolutions_at_fp32_precision(tmp_path):
 
 
 def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
-    """tools/analysis_tools/deploy_benchmark.py: eager and each backend's logits and labels
+    """benchmarks/deploy_benchmark.py: eager and each backend's logits and labels
     graphs timed alternately, ratios to onnxruntime's logits graph (logits rows) and to the
     backend's own logits graph (labels rows), one row per graph and thread count (numbers not
     asserted: a benchmark)."""
     _require(['onnxruntime', 'openvino'])
     cfg = _config('vtfpn_small', tmp_path)
     proc = subprocess.run([
-        sys.executable, 'tools/analysis_tools/deploy_benchmark.py', cfg, '--backend',
+        sys.executable, 'benchmarks/deploy_benchmark.py', cfg, '--backend',
         'onnxruntime', 'openvino', '--threads', '1', '2', '--runs', '1', '--warmup', '0',
         '--shape', '64', '64', '--out-dir', str(tmp_path / 'bench')
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
@@ -416,13 +417,13 @@ def test_benchmark_weights_keep_every_convolution_in_tflite(tmp_path):
 
 
 def test_block_profile_converts_every_part_exactly(tmp_path):
-    """tools/analysis_tools/deploy_block_profile.py (the ncnn-on-PyramidTNT finding): every part
+    """benchmarks/deploy_block_profile.py (the ncnn-on-PyramidTNT finding): every part
     of the first TNT block, converted alone at the model's shapes, gives PyTorch's output in
     each backend (a part fed the wrong layout, or a runtime that mis-converts one, is reported
     OFF), one row per part (times not asserted: a benchmark)."""
     _require(['onnxruntime', 'ncnn', 'pnnx'])
     proc = subprocess.run([
-        sys.executable, 'tools/analysis_tools/deploy_block_profile.py', '--shape', '64', '64',
+        sys.executable, 'benchmarks/deploy_block_profile.py', '--shape', '64', '64',
         '--runs', '1', '--out-dir', str(tmp_path)
     ], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -76,7 +76,7 @@ def test_backend_availability_and_precision_messages():
 
     assert Fake.missing() == ['no_such_package_x', 'no_such_package_y']
     with pytest.raises(base.BackendUnavailable, match=r"^backend 'fake' needs no_such_package_x, "
-                       r'no_such_package_y, which is not installed: bash tools/setup_env\.sh '
+                       r'no_such_package_y, which is not installed: bash dev/setup_env\.sh '
                        r'--deploy installs every runtime'):
         Fake.check_available()
     Fake.check_precision('fp32')

@@ -2,7 +2,7 @@
 fully integer) and OpenVINO's bf16, the calibration data and the accuracy tool that scores
 deployed graphs against mmseg's prediction (issue "Deploy everywhere", items 3 and 5). Small
 SeaFormer-T at 64x64 on generated LIP-layout data; the trained-model numbers are benchmarks
-(docs/deployment.md)."""
+(benchmarks/reports/deployment.md)."""
 import copy
 import logging
 import os
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT
+from helpers import ROOT, SEAFORMER_DEMO
 from helpers.export import trained_like_bn
 
 from vt_mm.analysis import build_model
@@ -30,7 +30,7 @@ pytest.importorskip('onnxruntime')
 
 
 
-DEMO = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_lip-256x256_demo.py')
+DEMO = SEAFORMER_DEMO
 
 
 SIZE = 64
@@ -39,7 +39,7 @@ SIZE = 64
 def _require(backends):
     missing = {b: BACKENDS[b].missing() for b in backends if BACKENDS[b].missing()}
     if missing:
-        pytest.skip(f'runtimes not installed: {missing} (bash tools/setup_env.sh --deploy)')
+        pytest.skip(f'runtimes not installed: {missing} (bash dev/setup_env.sh --deploy)')
 
 
 @pytest.fixture(scope='module')
@@ -216,7 +216,8 @@ def test_int8_in_onnxruntime_openvino_mnn_and_tflite_is_quantized_and_tracks_fp3
         cosine = float((got * expected).sum() /
                        (np.linalg.norm(got) * np.linalg.norm(expected)))
         # random weights at 64x64 quantize worse than a trained model (measured: max error
-        # 23-29% of the peak, cosine 0.976-0.979); docs/deployment.md has trained-model mIoU
+        # 23-29% of the peak, cosine 0.976-0.979); benchmarks/reports/deployment.md has the
+        # trained models' mIoU
         assert 1e-5 < err < 0.5 and cosine > 0.95, (result.backend, err, cosine)
 
 
@@ -331,7 +332,7 @@ def test_bf16_where_it_cannot_run_says_where_it_can(model_and_cfg, tmp_path, mon
 
 
 def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, tmp_path):
-    """tools/analysis_tools/deploy_accuracy.py on a checkpoint: PyTorch's logits and labels,
+    """tools/deployment/deploy_accuracy.py on a checkpoint: PyTorch's logits and labels,
     each backend's labels graph, fp32, INT8 and (OpenVINO, on a CPU with bf16) bf16 logits
     (numbers are benchmarks, not asserted beyond their range; PyTorch's logits row is mmseg's
     own prediction: 100% agreement)."""
@@ -341,7 +342,7 @@ def test_accuracy_tool_prints_a_row_per_runtime_and_graph(demo, model_and_cfg, t
     ckpt = str(tmp_path / 'model.pth')
     torch.save(dict(state_dict=model.state_dict(), meta=dict()), ckpt)
     proc = subprocess.run([
-        sys.executable, 'tools/analysis_tools/deploy_accuracy.py', demo[0], ckpt, '--backend',
+        sys.executable, 'tools/deployment/deploy_accuracy.py', demo[0], ckpt, '--backend',
         'onnxruntime', '--int8-backend', 'onnxruntime', '--calib-images', '2', '--runs', '1',
         '--labels-upsample', '1', '2', '--bf16-backend', 'openvino',
         '--out-dir', str(tmp_path / 'acc')
@@ -378,7 +379,7 @@ def test_latency_benchmark_of_a_classifier_with_int8_prints_the_table_only(demo,
     bf16 = _cpu_has_bf16()
     classifier = osp.join(ROOT, 'configs', 'seaformer', 'seaformer-tiny_8xb128_in1k.py')
     proc = subprocess.run([
-        sys.executable, 'tools/analysis_tools/deploy_benchmark.py', classifier, classifier,
+        sys.executable, 'benchmarks/deploy_benchmark.py', classifier, classifier,
         '--backend',
         'onnxruntime', 'openvino', '--variants', 'logits', 'int8', 'bf16', '--calib-config',
         demo[0],

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import torch.nn as nn
-from helpers import ROOT
+from helpers import ROOT, VTFPN_LIP
 from helpers.export import SMALL_SEMANTIC_VTFPN
 from helpers.export import trained_like_bn as _trained_like_bn
 
@@ -52,7 +52,7 @@ def test_semantic_fpn_with_vtfpn(tmp_path):
     accumulation) step aside while tracing: traced at 64x64 (integer factors), the graph is
     right at 75x53, where the factors are not integers."""
     cfg = tmp_path / 'vtfpn_small.py'
-    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=VTFPN_LIP))
     rows = _export_and_check(str(cfg), (64, 64), (75, 53), tmp_path)
     assert rows[1]['shapes'] == [(1, 20, 19, 14)]
 
@@ -125,7 +125,7 @@ def test_seaformer_segmentor_256_gap_is_float32_rounding(tmp_path):
 @pytest.mark.runtime
 def test_semantic_fpn_with_vtfpn_traced_at_the_papers_size(tmp_path):
     cfg = tmp_path / 'vtfpn_small.py'
-    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=VTFPN_LIP))
     rows = _export_and_check(str(cfg), (473, 473), (256, 320), tmp_path)
     assert rows[0]['shapes'] == [(1, 20, 119, 119)]
 
@@ -189,7 +189,7 @@ def test_detector_backbone_and_neck(config, tmp_path):
 @pytest.mark.runtime
 def test_cli_checks_and_reports(tmp_path):
     cfg = tmp_path / 'vtfpn_small.py'
-    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=osp.join(ROOT, 'configs', 'vtfpn_lip.py')))
+    cfg.write_text(SMALL_SEMANTIC_VTFPN.format(base=VTFPN_LIP))
     proc = subprocess.run([
         sys.executable, 'tools/deployment/export_onnx.py', str(cfg), '--shape', '64', '64',
         '--out-dir', str(tmp_path / 'out')

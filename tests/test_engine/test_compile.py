@@ -4,7 +4,7 @@ and gradients equal eager, and mmengine's ``compile`` switch trains each family'
 Compilation goes through ``aot_eager`` here (Dynamo's graph capture and AOTAutograd's
 functionalised forward/backward, what Inductor compiles, without its C++ code generation,
 which takes minutes per model on 2 cores); Inductor's compile and step times are measured by
-``tools/analysis_tools/compile_benchmark.py`` (docs/benchmarks.md).
+``benchmarks/compile_benchmark.py`` (benchmarks/reports/compile.md).
 """
 import math
 

@@ -1,9 +1,8 @@
 """Configs as the tools read them (vt_mm/engine/config.py): the toolbox, syntax errors with file
 and line, --cfg-options values that keep their spaces."""
-import os.path as osp
 
 import pytest
-from helpers import ROOT
+from helpers import DEMO_CONFIG
 from mmengine.config import Config
 
 from vt_mm.engine import config
@@ -23,7 +22,7 @@ def test_toolbox_of_refuses_other_scopes(scope):
 
 
 def test_load_config_sets_the_launcher_and_refuses_an_unknown_toolbox(tmp_path):
-    cfg = config.load_config(osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py'), None, 'pytorch',
+    cfg = config.load_config(DEMO_CONFIG, None, 'pytorch',
                               None)
     assert cfg.launcher == 'pytorch'
     plain = tmp_path / 'plain.py'
@@ -88,7 +87,7 @@ def test_option_values_with_unbalanced_brackets_are_refused():
 def test_cfg_options_with_spaces_reach_the_config(tmp_path):
     import importlib
     train = importlib.import_module('tools.train')
-    args = train.parse_args([osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py'), '--cfg-options',
+    args = train.parse_args([DEMO_CONFIG, '--cfg-options',
                              'train_dataloader.dataset.data_root=/data/my lip',
                              'model.neck.num_tokens=4'])
     cfg = train.build_config(args)

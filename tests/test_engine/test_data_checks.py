@@ -342,7 +342,8 @@ def test_missing_root_is_checked_for_the_named_splits_only(tmp_path, tiny_config
             data_checks.check_data(cfg, (split, ))
     other = Config(dict(train_dataloader=dict(dataset=dict(
         type='RepeatDataset', dataset=dict(type='CocoDataset', data_root=str(tmp_path / 'c'))))))
-    with pytest.raises(FileNotFoundError, match=r'\(dataset CocoDataset\).*see README, "Data"'):
+    with pytest.raises(FileNotFoundError,
+                       match=r'\(dataset CocoDataset\).*see docs/en/user_guides/data\.md'):
         data_checks.check_data(other)
     concat = Config(dict(val_dataloader=dict(dataset=dict(type='ConcatDataset', datasets=[
         dict(type='A', data_root=str(tmp_path)), dict(type='B', data_root=str(tmp_path / 'x'))]))))
@@ -484,8 +485,8 @@ def test_missing_root_hints_at_the_demo_data_for_lip_and_the_readme_otherwise():
     with pytest.raises(FileNotFoundError) as info:
         _check_root('val_dataloader', dict(data_root='/nowhere/coco'))
     assert str(info.value).endswith("(dataset None). Put the dataset there, point --cfg-options "
-                                    'val_dataloader.dataset.data_root=... at it, or see README, '
-                                    '"Data".')
+                                    'val_dataloader.dataset.data_root=... at it, or see '
+                                    'docs/en/user_guides/data.md.')
     _check_root('x', dict(type='LIPDataset'))  # no data_root: nothing to check
     _check_root('x', dict(data_root=''))
 

@@ -1,5 +1,5 @@
 """Arguments checked at build time: every numeric argument with a valid range fails in the
-constructor with its name and the range (docs/bad_input.md), not later in torch."""
+constructor with its name and the range (docs/en/user_guides/data.md), not later in torch."""
 import re
 
 import pytest

@@ -181,7 +181,8 @@ def test_mmseg_own_tools_with_a_config_inheriting_vt_mm_by_path(lip_root, tmp_pa
     training samples (mmseg's own fails on every config with OpenCV 5: see the tool)."""
     import mmseg
     mmseg_tools = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools')
-    cfg = tiny_config(tmp_path, lip_root)  # _base_ = ['<repository>/configs/vtfpn_lip_demo.py']
+    # _base_ = ['<repository>/configs/demo/vtfpn_r50_lip-demo-128x128.py']
+    cfg = tiny_config(tmp_path, lip_root)
     work = tmp_path / 'work'
     _, out = _run([osp.join(mmseg_tools, 'train.py'), cfg, '--work-dir', str(work),
                 '--cfg-options', 'train_cfg.max_iters=2', 'train_cfg.val_interval=2'])

@@ -7,9 +7,9 @@ import os.path as osp
 import re
 
 import pytest
-from helpers import ROOT
+from helpers import DEMO_CONFIG, ROOT
 
-DEMO = osp.join(ROOT, 'configs', 'vtfpn_lip_demo.py')
+DEMO = DEMO_CONFIG
 
 
 RETINANET = osp.join(ROOT, 'configs', 'vtfpn', 'retinanet_r50_vtfpn_1x_coco.py')
@@ -74,7 +74,7 @@ def test_work_dir_precedence_both_ways(train, tmp_path):
     """--work-dir over the config's work_dir over ./work_dirs/<config name>; --cfg-options
     work_dir=... over the config's, and --work-dir over both."""
     plain = train.build_config(train.parse_args([DEMO]))
-    assert plain.work_dir == osp.join('./work_dirs', 'vtfpn_lip_demo')
+    assert plain.work_dir == osp.join('./work_dirs', 'vtfpn_r50_lip-demo-128x128')
     own = _config_with(tmp_path, "work_dir = 'from_config'\n")
     assert train.build_config(train.parse_args([own])).work_dir == 'from_config'
     assert train.build_config(train.parse_args([own, '--work-dir', 'from_flag'])).work_dir == \
@@ -160,7 +160,7 @@ def test_test_work_dir_precedence(test_tool, checkpoint_file, tmp_path):
     assert test_tool.build_config(test_tool.parse_args(
         [own, checkpoint_file, '--work-dir', 'w'])).work_dir == 'w'
     assert test_tool.build_config(test_tool.parse_args([DEMO, checkpoint_file])).work_dir == \
-        osp.join('./work_dirs', 'vtfpn_lip_demo')
+        osp.join('./work_dirs', 'vtfpn_r50_lip-demo-128x128')
 
 
 def test_show_dir_per_toolbox(test_tool, checkpoint_file):
@@ -217,7 +217,7 @@ def test_tta_needs_its_config_and_wraps_the_model(test_tool, checkpoint_file, tm
 
 
 def test_export_defaults_are_pinned(export):
-    """What docs/deployment.md promises for a bare export call."""
+    """What docs/en/user_guides/deployment.md promises for a bare export call."""
     args = export.parse_args([DEMO, '--out-dir', 'o'])
     assert (args.checkpoint, args.backend, args.shape, args.output, args.labels_upsample,
             args.int8, args.precision, args.calib_images, args.threads, args.repeats,

@@ -1,30 +1,17 @@
 """tools/analysis_tools/vis_token_attention.py's token statistics (level_statistics): what the
 visual tokens of a VT-FPN carry, each statistic against its definition."""
-import importlib.util
 import math
-import os.path as osp
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import ROOT
+from helpers import load_script
 from helpers.necks import features as _features
 from helpers.necks import level_features as _level_features
 from helpers.necks import neck as _neck
 from helpers.necks import small_neck as _small_neck
 
-
-def _tool():
-    path = osp.join(ROOT, 'tools', 'analysis_tools', 'vis_token_attention.py')
-    spec = importlib.util.spec_from_file_location('vis_token_attention', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault('vis_token_attention', module)
-    spec.loader.exec_module(module)
-    return module
-
-
-level_statistics = _tool().level_statistics
+level_statistics = load_script('tools/analysis_tools/vis_token_attention.py').level_statistics
 
 
 def test_token_statistics_detect_collapsed_tokens():

@@ -14,15 +14,11 @@ image made contiguous, and vt-mm's config loading (data-root checks, ``vt_mm::``
 import argparse
 import os.path as osp
 import sys
-import warnings
 
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+from mmengine.config import DictAction
 
-from mmengine.config import DictAction  # noqa: E402
-
-import vt_mm  # noqa: E402,F401  (registers datasets and transforms)
-from vt_mm.engine import config, data_checks, preflight  # noqa: E402
+import vt_mm  # noqa: F401  (registers datasets and transforms)
+from vt_mm.engine import config, data_checks, preflight
 
 
 def parse_args(argv=None):

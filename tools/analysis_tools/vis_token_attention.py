@@ -14,7 +14,7 @@ each map sums to 1) upsampled to the image and overlaid as a heat map, the token
 attention peak x HW, mean cosine similarity between tokens (1 = all the same), the entropy of
 the projector's attention over the tokens (1 = every pixel gets the same mix) and the norm the
 projector adds relative to the lateral. Collapsed tokens (entropy and similarity near 1) were
-the finding of the SGD training-parity rows (docs/benchmarks.md).
+the finding of the SGD training-parity rows (benchmarks/reports/training_parity.md).
 """
 import argparse
 import math

@@ -13,30 +13,26 @@ Exits with status 1 if a backend fails or differs by more than 1e-4 (relative ab
 
 The graph's input is the normalised NCHW image (float32, (pixel - mean) / std with the config's
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
-docs/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in argmax at
-the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits by
-K) and a nearest upsample to the input (int32). ``--precision int8`` (or ``--int8``)
-quantizes with ``--calib-images`` images of the config's training split through its test
-pipeline (onnxruntime and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E).
-``--precision bf16`` runs the fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it).
+docs/en/user_guides/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in
+argmax at the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits
+by K) and a nearest upsample to the input (int32). ``--precision int8`` (or ``--int8``) quantizes
+with ``--calib-images`` images of the config's training split through its test pipeline (onnxruntime
+and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E). ``--precision bf16`` runs the
+fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it).
 A backend that does not list the precision is reported as failed, naming the ones that do.
 Conversions run offline (no downloads, installs or telemetry). Without ``--checkpoint`` the
-model is freshly initialised. The runtimes come with ``bash tools/setup_env.sh --deploy``.
+model is freshly initialised. The runtimes come with ``bash dev/setup_env.sh --deploy``.
 """
 import argparse
 import os
 import os.path as osp
 import sys
-import warnings
 
-# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-
-from vt_mm import analysis  # noqa: E402
-from vt_mm.analysis import build_model, default_shape  # noqa: E402
-from vt_mm.deploy.backends import BACKENDS, PRECISIONS  # noqa: E402
-from vt_mm.deploy.calibration import calibration_images  # noqa: E402
-from vt_mm.deploy.pipeline import deploy, files_in, remove_new_files  # noqa: E402
+from vt_mm import analysis
+from vt_mm.analysis import build_model, default_shape
+from vt_mm.deploy.backends import BACKENDS, PRECISIONS
+from vt_mm.deploy.calibration import calibration_images
+from vt_mm.deploy.pipeline import deploy, files_in, remove_new_files
 
 
 def parse_args(argv=None):

@@ -21,13 +21,9 @@ import argparse
 import os
 import os.path as osp
 import sys
-import warnings
 
-# setuptools < 81 is pinned on purpose (README, "Set-up"); its deprecation notice is noise here.
-warnings.filterwarnings('ignore', message='pkg_resources is deprecated')
-
-from vt_mm.analysis import build_model, default_shape  # noqa: E402
-from vt_mm.deploy import check_onnx, export_onnx, switch_to_deploy  # noqa: E402
+from vt_mm.analysis import build_model, default_shape
+from vt_mm.deploy import check_onnx, export_onnx, switch_to_deploy
 
 
 def odd_below(shape):

@@ -48,7 +48,7 @@ def build_model(config: str, verbose: bool = False) -> Tuple[nn.Module, Config, 
     initialisation log (one line per parameter) only with ``verbose``.
 
     Example:
-        >>> model, cfg, toolbox = build_model('configs/vtfpn_lip.py')
+        >>> model, cfg, toolbox = build_model('configs/vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py')
     """
     with quiet_mmengine_logs(verbose):
         return _build_model(config)

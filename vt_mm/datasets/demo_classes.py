@@ -10,7 +10,7 @@ ImageNet pretraining gives a backbone: oriented edges and periodic patterns at s
 (the texture) and the outline of a region (the shape), invariant to colour, position and
 rotation.
 
-It is written for ``tools/analysis_tools/pretrain_backbone.py`` and shares no code with the
+It is written for ``benchmarks/pretrain_backbone.py`` and shares no code with the
 segmentation and detection tasks that backbone is then evaluated on
 (``demo_lip.py``, ``demo_cue.py``, ``demo_shapes.py``): pretraining on their generators would
 leak the downstream tasks into the "ImageNet" weights.

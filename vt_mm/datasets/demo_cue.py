@@ -5,7 +5,7 @@ shapes (discs and squares) elsewhere, at least ``min_dist`` pixels from the cue.
 is (shape kind, cue colour): the shape itself carries no colour, so labelling its pixels needs
 the cue from the other side of the image. Local features (3x3 convolutions) cannot solve it;
 context that spans the image (a deep receptive field, or visual tokens) can. It is the second
-task of ``tools/analysis_tools/training_parity.py``.
+task of ``benchmarks/training_parity.py``.
 
 Layout (mmseg ``BaseSegDataset`` with ``img_dir``/``ann_dir``)::
 

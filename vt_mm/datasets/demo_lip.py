@@ -6,7 +6,7 @@ image's left side. Left and right parts share the same colour distribution, so o
 position relative to the figure tells them apart: a horizontal flip that does not swap the
 left/right labels (14<->15, 16<->17, 18<->19) teaches the model contradictory labels.
 
-The layout is the official one (see README, "Data"):
+The layout is the official one (see docs/en/user_guides/data.md):
 
     <root>/TrainVal_images/{train_images,val_images}/<id>.jpg
     <root>/TrainVal_images/{train_id.txt,val_id.txt}
@@ -219,5 +219,5 @@ def check_lip_root(root: str, split: Optional[str] = None) -> None:
         if not osp.isdir(path):
             raise FileNotFoundError(
                 f'LIP data not found: {path!r} does not exist. Put the LIP dataset there in the '
-                'official layout (see README, "Data"), or write the synthetic demo data with '
-                f'`python tools/dataset_converters/make_demo_lip.py --out {root}`.')
+                'official layout (see docs/en/user_guides/data.md), or write the synthetic demo '
+                f'data with `python tools/dataset_converters/make_demo_lip.py --out {root}`.')

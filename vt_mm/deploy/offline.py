@@ -4,9 +4,9 @@ Converters have been seen to do both at run time: importing ``MNN.tools`` runs
 ``os.system("pip install -U aliyun-log-python-sdk")`` and then posts a usage log with a machine
 id; onnx2tf downloads a calibration file; OpenVINO's ``convert_model`` has telemetry (its
 package is imported by ``import openvino``, so only the network is blocked for it). vt-mm calls
-each converter so that none of this is reached (``docs/deployment.md``) and runs every
-conversion inside :func:`offline`, which turns any attempt into an :class:`OfflineViolation`
-naming what was tried, instead of a silent install or upload.
+each converter so that none of this is reached (``docs/en/user_guides/deployment.md``) and
+runs every conversion inside :func:`offline`, which turns any attempt into an
+:class:`OfflineViolation` naming what was tried, instead of a silent install or upload.
 """
 import importlib.abc
 import ipaddress

@@ -38,13 +38,12 @@ class SegmentationLabels(nn.Module):
     mmseg predicts by a bilinear resize of the logits to the image, then argmax: on a phone that
     tail costs more than SeaFormer itself (a 150-channel map at full size). Argmax first and a
     nearest resize of one channel give the same labels inside regions and differ along class
-    boundaries, which costs thin and small classes: measured on SeaFormer-T trained on the demo
-    data (docs/deployment.md), 97.0% of the pixels agree with mmseg's prediction but the mIoU
-    drops from 79.1 to 67.2. ``logits_upsample`` buys it back at a known cost: the logits are
-    resized bilinearly by that factor (capped at the input size; at the head's stride it is
-    mmseg's own prediction at the input size) before the argmax. The final resize runs on the
-    label map as float32 (exact for class ids below 2**24) because runtimes resize float
-    tensors only.
+    boundaries, which costs thin and small classes: measured on SeaFormer-T trained on the demo data
+    (benchmarks/reports/deployment.md), 97.0% of the pixels agree with mmseg's prediction but the
+    mIoU drops from 79.1 to 67.2. ``logits_upsample`` buys it back at a known cost: the logits are
+    resized bilinearly by that factor (capped at the input size; at the head's stride it is mmseg's
+    own prediction at the input size) before the argmax. The final resize runs on the label map as
+    float32 (exact for class ids below 2**24) because runtimes resize float tensors only.
 
     Args:
         net: image -> logits (N, C, h, w).
@@ -209,7 +208,7 @@ def simplify_onnx(path: str) -> None:
         import onnxslim
     except ImportError as e:
         raise ImportError(f'simplify=True needs onnxslim ({e}); install the deploy extra: '
-                          'bash tools/setup_env.sh --deploy') from e
+                          'bash dev/setup_env.sh --deploy') from e
     # again while shape arithmetic is left: one pass leaves the Shape chains whose inputs only
     # its own folding made static (PyramidTNT-Ti: 17 Shape, 24 Gather after one pass, none after
     # two); a pass costs seconds on large graphs, so graphs without Shape nodes get one
@@ -241,7 +240,8 @@ def check_onnx(model: nn.Module, path: str, sizes: Sequence[Tuple[int, int]],
 
     ``reference_dtype=torch.float64`` compares with a float64 copy of the model instead (the
     graph still runs in float32): where a random-weight model is ill-conditioned, PyTorch's own
-    float32 result can be the one that is off (SeaFormer-T at 256x256, docs/deployment.md), and
+    float32 result can be the one that is off (SeaFormer-T at 256x256,
+    benchmarks/reports/deployment.md), and
     float64 tells the graph's error from eager mode's rounding."""
     import onnxruntime as ort
     net = exportable(model, toolbox, output).eval()

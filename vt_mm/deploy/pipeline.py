@@ -53,7 +53,7 @@ class DeployResult:
         error: ``'ExceptionType: message'`` where the conversion or the run failed.
         precision: the arithmetic it ran in; other than fp32 the differences are reported, not
             judged against :data:`TOLERANCE` (the caller judges them on data:
-            tools/analysis_tools/deploy_accuracy.py).
+            tools/deployment/deploy_accuracy.py).
         calibration_cosine: INT8: the cosine similarity of the outputs to PyTorch's on the first
             calibration input (the random example is out of distribution for a trained
             model's scales).
@@ -82,7 +82,7 @@ class DeployResult:
             return None
         return (f'{self.backend}: the INT8 graph departs from fp32 on a calibration image '
                 f'(cosine {self.calibration_cosine:.4f} < {INT8_COSINE_WARNING}); with trained '
-                'weights score it with tools/analysis_tools/deploy_accuracy.py before using it '
+                'weights score it with tools/deployment/deploy_accuracy.py before using it '
                 '(freshly initialised weights quantize worse)')
 
     def line(self) -> str:
@@ -230,7 +230,7 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     except ImportError:
         simplify = False
         warnings.warn('onnxslim is not installed: the ONNX graph is not folded (bash '
-                      'tools/setup_env.sh --deploy installs it)')
+                      'dev/setup_env.sh --deploy installs it)')
     jobs = {}  # labels options -> the job every backend with those capabilities converts
     calibration_expected = {}  # job stem -> PyTorch's outputs on calibration[0]
 

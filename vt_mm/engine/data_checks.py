@@ -62,7 +62,7 @@ def _check_root(name: str, ds: dict) -> None:
         is_lip = 'LIP' in f"{ds.get('type')} {root}"
         hint = ('for synthetic LIP-layout data, run `python tools/dataset_converters/'
                 'make_demo_lip.py --out data/LIP_demo` and point data_root there (or run '
-                '`make demo`)' if is_lip else 'see README, "Data"')
+                '`make demo`)' if is_lip else 'see docs/en/user_guides/data.md')
         raise FileNotFoundError(f'{name}: data_root {root!r} does not exist '
                                 f'(dataset {ds.get("type")}). Put the dataset there, point '
                                 f'--cfg-options {name}.dataset.data_root=... at it, or {hint}.')

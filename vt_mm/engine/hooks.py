@@ -197,7 +197,7 @@ class NetworkCompileHook(Hook):
 
     mmengine compiles the whole ``train_step``: data preprocessing, forward, loss, backward and
     the optimizer. On torch 2.14 that fails or crawls for reasons outside the models (measured
-    on vt-mm's and mmseg's configs, docs/benchmarks.md "torch.compile"):
+    on vt-mm's and mmseg's configs, benchmarks/reports/compile.md):
 
     * Dynamo recompiles the step at every iteration, because it guards on the data samples'
       metadata (``data_samples[0].img_path``), until its recompile limit sends it back to
@@ -212,9 +212,9 @@ class NetworkCompileHook(Hook):
     compiles, with the same ``compile`` options, the ``forward`` of each of the model's
     ``backbone``, ``neck``, ``decode_head``, ``auxiliary_head`` and ``head`` (mmseg's
     segmentors, mmpretrain's classifiers; for mmdet's detectors the backbone and neck): the
-    networks, which compile as one graph each (tests/test_compile.py). Loss, data handling and
-    the optimizer run eagerly; weights, checkpoints and state-dict keys are unchanged. Nothing
-    happens without ``compile``.
+    networks, which compile as one graph each (tests/test_engine/test_compile.py). Loss, data
+    handling and the optimizer run eagerly; weights, checkpoints and state-dict keys are
+    unchanged. Nothing happens without ``compile``.
     """
 
     priority = 'VERY_HIGH'

@@ -15,7 +15,8 @@ read like a local file: no ``_scope_`` tags, and the config's own ``default_scop
 Other scopes are untouched.
 
 mmengine parses ``_base_`` before a config's ``custom_imports``, so a config read by a tool that
-has not imported vt_mm yet (mmseg's own tools/train.py) cannot use the scope; see README.
+has not imported vt_mm yet (mmseg's own tools/train.py) cannot use the scope; see
+docs/en/user_guides/configs.md.
 """
 import os.path as osp
 

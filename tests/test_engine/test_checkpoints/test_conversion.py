@@ -13,7 +13,8 @@ class _Payload:
 
 
 def test_converter_refuses_pickles_unless_trusted(tmp_path):
-    """The converters' --trust is the only switch to full unpickling (docs/bad_input.md)."""
+    """The converters' --trust is the only switch to full unpickling
+    (docs/en/user_guides/data.md)."""
     from vt_mm.engine.checkpoints import convert_checkpoint_cli
     src, dst = tmp_path / 'official.pth', tmp_path / 'converted.pth'
     torch.save({'state_dict': {'w': torch.ones(2)}, 'args': _Payload()}, src)

@@ -5,7 +5,7 @@ import os.path as osp
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import VTFPN_LIP
 from mmengine.config import Config
 
 from vt_mm.engine.checkpoints import references
@@ -102,7 +102,8 @@ def no_network(monkeypatch):
 
 def test_remote_pretrained_weights_are_judged_without_the_network(lip_root, tmp_path,
                                                                   monkeypatch, no_network):
-    """configs/vtfpn_lip.py names mmseg's ImageNet ResNet-50 (open-mmlab://): with no cached
+    """configs/vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py names mmseg's ImageNet ResNet-50
+    (open-mmlab://): with no cached
     copy, tools/train.py stops in its preflight saying where to put the file, and looks up no
     host name on the way (it used to resolve download.openmmlab.com to decide what to say)."""
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
@@ -110,7 +111,7 @@ def test_remote_pretrained_weights_are_judged_without_the_network(lip_root, tmp_
     train = importlib.import_module('tools.train')
     roots = [f'{split}_dataloader.dataset.data_root={lip_root}' for split in ('train', 'val')]
     with pytest.raises(SystemExit) as info:
-        train.main([osp.join(ROOT, 'configs', 'vtfpn_lip.py'), '--work-dir',
+        train.main([VTFPN_LIP, '--work-dir',
                     str(tmp_path / 'w'), '--cfg-options'] + roots)
     message = str(info.value)
     url = references.remote_url('open-mmlab://resnet50_v1c')
@@ -118,7 +119,7 @@ def test_remote_pretrained_weights_are_judged_without_the_network(lip_root, tmp_
                               f'this machine (it downloads from {url}).')
     assert str(tmp_path / 'torch' / 'hub' / 'checkpoints' / osp.basename(url)) in message
     assert '--cfg-options model.pretrained=/path/to/file.pth' in message
-    cfg = read_config(osp.join(ROOT, 'configs', 'vtfpn_lip.py'))
+    cfg = read_config(VTFPN_LIP)
     cfg.model.pretrained = str(tmp_path / 'missing.pth')
     with pytest.raises(references.CheckpointUnavailableError, match='no such file'):
         references.check_checkpoints(cfg)

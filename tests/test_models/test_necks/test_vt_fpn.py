@@ -113,7 +113,7 @@ def test_semantic_fpn_with_vtfpn_any_input_size(hw):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     init_default_scope('mmseg')
-    cfg = Config.fromfile('configs/vtfpn_lip.py')
+    cfg = Config.fromfile('configs/vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py')
     cfg.model.pretrained = None
     cfg.model.backbone.norm_cfg = cfg.model.decode_head.norm_cfg = dict(type='BN')
     model = MODELS.build(cfg.model).eval()
@@ -124,13 +124,13 @@ def test_semantic_fpn_with_vtfpn_any_input_size(hw):
 
 
 @pytest.mark.parametrize('config,classes,neck,depth', [
-    ('configs/vtfpn_lip_r101.py', 20, 'VTFPN', 101),
-    ('configs/fpn_lip_r101.py', 20, 'FPN', 101),
-    ('configs/fpn_coco-stuff164k.py', 171, 'FPN', 50),
-    ('configs/vtfpn_coco-stuff164k.py', 171, 'VTFPN', 50),
-    ('configs/vtfpn_coco-stuff164k_r101.py', 171, 'VTFPN', 101),
-    ('configs/fpn_coco-stuff164k_r101.py', 171, 'FPN', 101),
-    ('configs/vt_resnet/vtfpn_vt-resnet50_lip.py', 20, 'VTFPN', 50),
+    ('configs/vtfpn/vtfpn_r101_8xb12-40k_lip-473x473.py', 20, 'VTFPN', 101),
+    ('configs/vtfpn/fpn_r101_8xb12-40k_lip-473x473.py', 20, 'FPN', 101),
+    ('configs/vtfpn/fpn_r50_8xb4-80k_coco-stuff164k-640x640.py', 171, 'FPN', 50),
+    ('configs/vtfpn/vtfpn_r50_8xb4-80k_coco-stuff164k-640x640.py', 171, 'VTFPN', 50),
+    ('configs/vtfpn/vtfpn_r101_8xb4-80k_coco-stuff164k-640x640.py', 171, 'VTFPN', 101),
+    ('configs/vtfpn/fpn_r101_8xb4-80k_coco-stuff164k-640x640.py', 171, 'FPN', 101),
+    ('configs/vtfpn/vtfpn_vt-resnet50_8xb12-40k_lip-473x473.py', 20, 'VTFPN', 50),
 ])
 def test_paper_segmentation_configs_build_and_run(config, classes, neck, depth):
     """Table 9/10 rows and the all-token VT-ResNet-50 + VT-FPN model: build, right data, run."""

@@ -1,9 +1,8 @@
 """FlipSwapSegTTAModel: left stays left under flip test-time augmentation."""
-import os.path as osp
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import VTFPN_LIP
 
 from vt_mm.datasets.transforms import swap_label_lut
 
@@ -89,7 +88,7 @@ def test_flip_tta_keeps_left_arm_left():
     from mmseg.registry import MODELS
     from mmseg.structures import SegDataSample
     init_default_scope('mmseg')
-    cfg = Config.fromfile(osp.join(ROOT, 'configs', 'vtfpn_lip.py'))
+    cfg = Config.fromfile(VTFPN_LIP)
     assert cfg.tta_model.type == 'FlipSwapSegTTAModel'
     assert cfg.tta_model.swap_pairs == [[14, 15], [16, 17], [18, 19]]
     cfg.model.pretrained = None

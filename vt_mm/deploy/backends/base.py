@@ -175,7 +175,7 @@ class Backend:
         if missing:
             raise BackendUnavailable(
                 f"backend '{cls.name}' needs {', '.join(missing)}, which is not installed: "
-                'bash tools/setup_env.sh --deploy installs every runtime (requirements/deploy.txt)')
+                'bash dev/setup_env.sh --deploy installs every runtime (requirements/deploy.txt)')
 
     @classmethod
     def check_precision(cls, precision: str) -> None:

@@ -20,9 +20,9 @@ normalised inputs are written as 8-bit PNGs over each channel's calibration rang
 ``_tools.mnnquant([argv])``: the three-string call of MNN 3.6.1's own wrapper aborts with
 ``std::length_error`` (and that wrapper imports the logger above), in a child process of the
 same interpreter, started like the other converters' programs (pip and proxies disabled).
-Measured (docs/deployment.md): SeaFormer-T demo model 78.85 mIoU (fp32 79.12), but the VT-FPN
-demo model 4.24 (79.30), flagged at export by its cosine to fp32 on a calibration image (0.95;
-``vt_mm.deploy.pipeline.INT8_COSINE_WARNING``); on this x86 CPU slower than MNN fp32.
+It keeps SeaFormer-T's accuracy but breaks VT-FPN's (benchmarks/reports/deployment.md), which the
+export flags by the INT8 graph's cosine to fp32 on a calibration image
+(``vt_mm.deploy.pipeline.INT8_COSINE_WARNING``); on x86 it is slower than MNN fp32.
 """
 import json
 import os

@@ -330,7 +330,8 @@ class SeaFormer(BackboneContract, BaseBackbone):
         """Inference mode (irreversible): fold every Conv-BN pair into one conv and, by default,
         store the conv weights channels-last, which lets oneDNN run the (mostly depthwise and
         1x1) convolutions without layout reorders. Outputs are unchanged up to float rounding;
-        on 2 CPU cores this is 1.4-1.7x faster than eager mode (``docs/benchmarks.md``)."""
+        on 2 CPU cores this is 1.4-1.7x faster than eager mode
+        (``benchmarks/reports/complexity.md``)."""
         return fold_conv_bn(self, channels_last)
 
 

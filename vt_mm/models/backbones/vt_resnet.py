@@ -12,7 +12,7 @@ C_T = 1024 channels.
 
 The authors released no code, and the paper does not give the widths of every projection. The
 choices below are the ones that reproduce the paper's parameter counts and FLOPs (checked by
-``tests/test_vt_resnet.py``):
+``tests/test_models/test_backbones/test_vt_resnet.py``):
 
 * Module count = blocks replaced: 2 / 3 / 3 / 3 for R18 / 34 / 50 / 101. Secondary summaries
   give R101 four modules; with the module size that fits R50 (Table 8: 21.4M) a fourth module

@@ -37,10 +37,11 @@ def _nearest_repeat(size: int, out_size: int) -> int:
     ``size`` to ``out_size`` reads input pixel ``i // k`` for output pixel ``i``, a broadcast.
 
     PyTorch computes the source pixel as ``floor(i * (size / out_size))`` in float32; for
-    integer factors that is ``i // k`` exactly (checked against F.interpolate for every size
-    up to 160 and factor up to 8 in tests/test_vtfpn.py, and for float32 arithmetic for sizes
-    below 600 and factors below 40), so no float check is needed here. Plain Python ints: it
-    runs only in eager mode (see :meth:`VTFPN._upsample`), never under Dynamo.
+    integer factors that is ``i // k`` exactly (checked against F.interpolate for every size up
+    to 160 and factor up to 8 in tests/test_models/test_necks/test_vt_fpn.py, and for float32
+    arithmetic for sizes below 600 and factors below 40), so no float check is needed here.
+    Plain Python ints: it runs only in eager mode (see :meth:`VTFPN._upsample`), never under
+    Dynamo.
     """
     return out_size // size if out_size % size == 0 else 0
 
@@ -66,48 +67,24 @@ class VTFPN(BaseModule):
     head consumes, so VT-FPN is a drop-in replacement for ``FPN``.
 
     What is kept from FPN and what is replaced (the paper says only "replace the convolutions in
-    FPN with VT modules"; this is our decision, written down here and tested by the FLOP count):
+    FPN with VT modules"; this is vt-mm's decision, tested by the FLOP count): kept are the 1x1
+    lateral convolutions (the semantic head needs every level at the same width) and the
+    parameter-free top-down pathway; replaced are the 3x3 output convolutions, ~87% of FPN's
+    FLOPs (ResNet-50 at 473x473: FPN 12.9 GMACs, this neck 2.0, as in the paper).
 
-    * kept: the 1x1 lateral convolutions, because the semantic head needs every level at the same
-      width, and the parameter-free top-down pathway (upsample + add);
-    * replaced: the 3x3 output convolutions, which are ~87% of FPN's FLOPs, by tokenizer ->
-      shared transformer -> projector.
+    Where the main text is silent, the defaults follow the paper's appendix pseudo-code: 16 heads
+    in the transformer and the projectors; 16 groups for the pixel-side projections (the
+    tokenizer's value projection and the projector's query, grouped as the heads so that
+    ``X (W_Q K^T)`` still folds per head); a transformer with a value projection, key/query width
+    C_T/2 and K/Q/V grouped by 8; ``token_channels`` = 4 x ``out_channels`` (the paper's 1024 at
+    256). Why: the main text's literal reading (one head, dense projections) does not train like
+    FPN; the evidence is in docs/en/advanced_guides/design_notes.md.
 
-    Defaults, following the paper's appendix pseudo-code (FACTS §1) where the main text is silent:
-
-    * 16 heads in the transformer and the projectors (the main text's equations have one);
-    * 16 groups for the pixel-side projections: the tokenizer's value projection and the
-      projector's query ``W_Q`` (grouped as the heads, so ``X (W_Q K^T)`` still folds per head);
-    * transformer: value projection, key/query width C_T/2, K/Q/V grouped by 8; the feed-forward
-      keeps the main text's two pointwise layers with a ReLU (the transcription has one layer);
-    * ``token_channels=None`` = 4 x ``out_channels``: the paper's 1024 token channels at FPN's 256,
-      and 512 at the 128 of ResNet-18 detectors; heads and groups fall back to the largest
-      common divisor of 16 and the widths for narrow necks, so any ``out_channels`` works
-      (explicit ``num_heads``/``groups`` must divide both widths; the error says so).
-
-    Why (measured, Semantic FPN R-18 with necks 128 wide on the generated long-range cue task,
-    AdamW 1e-3, fixed seed; tests/test_vtfpn_trains.py): the first-round defaults (one head,
-    1024-channel tokens, dense projections, no value) stalled: final loss 0.370 against FPN's
-    0.237 after 60 iterations, and 26-31 mIoU against 84 after 600 (issue 11). With these
-    defaults: 0.272 after 60 iterations and 0.072 against FPN's 0.060 after 160 (token width
-    128: 0.069, so the paper's width costs nothing in trainability here).
-
-    What the defaults do not fix (docs/benchmarks.md, training parity, round 3): with the
-    paper's SGD from scratch the tokens collapse to the image mean (uniform tokenizer and
-    projector attention after 800 iterations), and VT-FPN then scores what FPN without its 3x3
-    output convolutions scores (lip-sgd 36.86 vs 36.64 mIoU, FPN 39.72). Unscaled tokenizer
-    logits (``tokenizer_cfg=dict(scale_logits=False)``) un-collapse the tokens but gain only
-    +0.2 / +1.0 mIoU with SGD, within the seed spread, and -0.2 / -0.7 with AdamW, so the
-    pseudo-code's scale stays the default.
-
-    With ResNet-50 at 473x473, FPN costs 12.9 GMACs and this neck 2.0 (the paper: 12.8 and 2.0);
-    ``tools/analysis_tools/vtfpn_complexity.py`` measures it. On 2 CPU threads the neck runs 3.0x
-    faster than FPN and a training step is 1.08x faster, by exact fast paths: the laterals are
-    matrix products into which the top-down sum is accumulated in place, integer-factor nearest
-    upsampling is a broadcast copy, and without autograd the projectors add onto the laterals in
-    place. ``fast_paths=False`` (or :func:`~vt_mm.models.layers.set_fast_paths`) runs the
-    reference forward instead, FPN's and the layers' plain steps, against which the fast paths
-    are tested (outputs and gradients).
+    The forward has exact fast paths (laterals as matrix products with the top-down sum
+    accumulated in place, integer-factor nearest upsampling as a broadcast copy, projectors that
+    add in place without autograd); ``fast_paths=False`` (or
+    :func:`~vt_mm.models.layers.set_fast_paths`) runs the reference forward, FPN's and the layers'
+    plain steps, against which the fast paths are tested.
 
     Extra levels (``num_outs`` > number of used inputs) follow mmdet's FPN exactly: max-pooling
     when ``add_extra_convs=False``, otherwise stride-2 3x3 convs on the input
@@ -142,19 +119,16 @@ class VTFPN(BaseModule):
             Default: dict(mode='nearest').
         zero_init_projection (bool): Start the projectors' token values at zero, so that the
             untrained neck is FPN's laterals and top-down sum (as mmcv's ``NonLocal2d`` does with
-            its output). Default: False: tried on the training-parity rows where VT-FPN trails
-            (3 seeds each, docs/benchmarks.md) it moved nothing beyond the seed spread: lip-sgd
-            36.97 +- 0.22 vs 36.86 +- 0.16 mIoU, lip-adamw 55.09 +- 1.10 vs 54.73 +- 0.86.
+            its output). Default: False (it did not change the trained results).
         output_convs (str, optional): Buys back the local capacity of FPN's 3x3 output
-            convolutions at a known FLOP cost (a departure from the paper, for the accuracy /
-            FLOPs trade in docs/benchmarks.md): ``'conv3x3'`` is FPN's own output conv
-            (``ConvModule`` 3x3 with ``conv_cfg`` / ``norm_cfg`` / ``act_cfg``), ``'dwsep3x3'``
-            a depthwise-separable one (mmcv's ``DepthwiseSeparableConvModule``: a depthwise 3x3
-            then a pointwise 1x1, ~8x fewer FLOPs at 256 channels), applied to each level's
-            output after the token projection, before the extra levels (as FPN's are applied
-            before its extra levels). Its depthwise conv is drawn from Xavier-uniform with the
-            true fans (9 in, 9 out), not torch's (9 in, 9C out, which shrank the outputs 11x at
-            initialisation). Default: None (the paper: no 3x3 convolutions).
+            convolutions at a known FLOP cost (a departure from the paper): ``'conv3x3'`` is
+            FPN's own output conv (``ConvModule`` 3x3 with ``conv_cfg`` / ``norm_cfg`` /
+            ``act_cfg``), ``'dwsep3x3'`` a depthwise-separable one (mmcv's
+            ``DepthwiseSeparableConvModule``, ~8x fewer FLOPs at 256 channels), applied to each
+            level's output after the token projection, before the extra levels. The depthwise
+            conv is drawn from Xavier-uniform with its true fans (9 in, 9 out), not torch's
+            (9 in, 9C out, which would shrink the outputs 11x at initialisation).
+            Default: None (the paper: no 3x3 convolutions).
         output_conv_levels (Sequence[int], optional): Which backbone levels (indices into
             ``in_channels``, as ``start_level`` / ``end_level``) get ``output_convs``; e.g.
             ``(2, 3)`` keeps 3x3 convs on ResNet's stride-16 and stride-32 levels only, where
@@ -166,6 +140,14 @@ class VTFPN(BaseModule):
             reference forward, in which every declared layer is called as a module (forward
             hooks on the laterals and the projectors' queries). Default: True.
         init_cfg (dict | list[dict], optional): Initialisation config.
+
+    Example:
+        >>> import torch
+        >>> from vt_mm.models.necks import VTFPN
+        >>> neck = VTFPN(in_channels=[64, 128], out_channels=32, num_outs=2)
+        >>> feats = [torch.rand(1, 64, 16, 16), torch.rand(1, 128, 8, 8)]
+        >>> [tuple(out.shape) for out in neck(feats)]
+        [(1, 32, 16, 16), (1, 32, 8, 8)]
     """
 
     fast_paths = True
