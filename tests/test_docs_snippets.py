@@ -205,3 +205,26 @@ def test_tests_named_in_the_guides_exist():
             if name not in defined:
                 missing.append(f'{osp.relpath(path, ROOT)}: {name}')
     assert not missing, '\n'.join(missing)
+
+
+DOCTEST_MODULES = sorted(
+    osp.relpath(p, ROOT)[:-3].replace(osp.sep, '.')
+    for p in glob.glob(osp.join(ROOT, 'vt_mm', '**', '*.py'), recursive=True)
+    if '>>>' in open(p).read())
+
+
+def test_the_package_has_docstring_examples():
+    assert {'vt_mm.models.necks.vt_fpn', 'vt_mm.models.layers.visual_tokens',
+            'vt_mm.analysis.flops', 'vt_mm.deploy.offline'} <= set(DOCTEST_MODULES)
+
+
+@pytest.mark.parametrize('module', DOCTEST_MODULES)
+def test_docstring_examples_run(module):
+    """Every ``Example:`` of a docstring runs and prints what it shows (doctest)."""
+    import doctest
+    import importlib
+    if module.startswith('vt_mm.deploy'):
+        pytest.importorskip('onnxruntime')
+    results = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS |
+                              doctest.NORMALIZE_WHITESPACE)
+    assert results.attempted > 0 and results.failed == 0, results

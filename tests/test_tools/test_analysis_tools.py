@@ -187,3 +187,48 @@ def test_benchmark_prints_its_table_not_the_initialisation_log(tmp_path):
     assert 'vt-resnet18_8xb32_in1k' in quiet and '|' in quiet
     assert 'init_weights' not in quiet and len(quiet.splitlines()) < 40, len(quiet.splitlines())
     assert 'init_weights' in verbose and len(verbose.splitlines()) > 100
+
+
+def test_family_vt_resnet_table_has_the_papers_counts_beside_ours():
+    """benchmark.py --family vt-resnet: ResNet-18 and VT-ResNet-18 classifiers side by side,
+    our params and FLOPs next to the paper's (in brackets), the last stage's FLOPs of each."""
+    text = benchmark.vt_resnet_family(depths=(18, ), runs=1, warmup=0)
+    (row, ) = [line for line in text.splitlines() if line.startswith('| 18 |')]
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[1] == '11.69 (11.7)' and cells[2] == '11.58 (11.7, T8)', row
+    assert cells[3].startswith('1.81') and cells[3].endswith('(1.814)'), row
+    assert cells[4] == '1.533 (1.569, T8)', row
+    resnet_last, vt_last = map(float, cells[5].split(' / '))
+    assert cells[6] == f'{resnet_last / vt_last:.1f}x' and resnet_last / vt_last > 2, row
+
+
+def test_family_pyramid_tnt_compares_the_fused_and_official_attention_paths():
+    text = benchmark.pyramid_tnt_family(archs=('ti', ), runs=1, warmup=0,
+                                        detection_size=(64, 96))
+    rows = [line for line in text.splitlines() if line.startswith('| TI |')]
+    assert len(rows) == 2, text
+    native, detection = ([c.strip() for c in r.strip('|').split('|')] for r in rows)
+    assert native[1:6] == ['192x192', '10.58', '10.58', '0.59', '0.59'], native
+    assert detection[1] == '64x96' and detection[3] == detection[5] == '-', detection
+    assert float(native[-1]) < 1e-4 and float(detection[-1]) < 1e-4  # same outputs
+
+
+def test_family_seaformer_times_eager_and_deploy_mode():
+    text = benchmark.seaformer_family(archs=('tiny', ), shape=(64, 64), runs=1, warmup=0,
+                                      baselines=False)
+    rows = {r.split('|')[1].strip(): [c.strip() for c in r.strip('|').split('|')]
+            for r in text.splitlines() if r.startswith('| SeaFormer')}
+    assert set(rows) == {'SeaFormer-T', 'SeaFormer-T deploy'}, text
+    assert rows['SeaFormer-T'][1] == '1.67'  # the ADE20K segmentor: 1,667,318 parameters
+    assert rows['SeaFormer-T'][3] == '' and rows['SeaFormer-T deploy'][3].endswith('x')
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--family', 'vt-resnet', 'configs/x.py'], 'give no config'),
+    (['--family', 'pyramid-tnt', '--shape', '64', '64'], "runs at the paper's sizes"),
+    (['--family', 'resnet'], "invalid choice: 'resnet'"),
+])
+def test_family_refuses_what_it_cannot_honour(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        benchmark.main(argv)
+    assert info.value.code == 2 and message in capsys.readouterr().err

@@ -18,10 +18,21 @@ __all__ = ['build_model', 'default_shape', 'resolve_config_path', 'trained_like_
 
 
 def resolve_config_path(config: str) -> str:
-    """Accepts 'mmseg::path/in/package.py' as well as file paths."""
+    """The file of a config given as a path or as ``scope::path/in/package.py`` (``mmseg::``,
+    ``vt_mm::``, ...), resolved where ``_base_`` resolves it: a package's ``.mim/configs``,
+    and for ``vt_mm::`` in a clone without an install, the repository's configs/.
+
+    Example:
+        >>> resolve_config_path('vt_mm::demo/vtfpn_r50_lip-demo-128x128.py').endswith(
+        ...     'configs/demo/vtfpn_r50_lip-demo-128x128.py')
+        True
+    """
     if '::' in config:
         import importlib
         pkg, rel = config.split('::', 1)
+        if pkg == 'vt_mm':
+            from vt_mm.utils.config_scope import configs_root
+            return osp.join(configs_root(), rel)
         module = importlib.import_module(pkg)
         return osp.join(osp.dirname(module.__file__), '.mim', 'configs', rel)
     return config

@@ -1,7 +1,10 @@
 """Activation memory of a network at a size it has not run at yet (export.py's --shape check).
 
 Example:
-    >>> estimate_peak_bytes(net, (4096, 4096)) > available_memory_bytes()
+    >>> import torch.nn as nn
+    >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+    >>> estimate_peak_bytes(net, (512, 512)) > 8 * 512 * 512 * 4  # at least the conv output
+    True
 """
 from typing import List, Optional, Tuple
 

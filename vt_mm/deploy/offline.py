@@ -58,8 +58,12 @@ class offline:
     Everything patched is restored when the block ends, also when it raises.
 
     Example:
-        >>> with offline(allowed_programs=[pnnx_binary]):
-        ...     convert(...)
+        >>> import os
+        >>> with offline():
+        ...     os.system('echo hello')
+        Traceback (most recent call last):
+        ...
+        vt_mm.deploy.offline.OfflineViolation: ...
     """
 
     def __init__(self, allowed_programs: Iterable[str] = ()):

@@ -211,8 +211,12 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         DeployReport: the graph, the example input and one result per backend.
 
     Example:
-        >>> report = deploy(model, ['onnxruntime'], (512, 512), 'work_dirs/export', 'vtfpn')
-        >>> print(report.results[0].line())
+        >>> import tempfile
+        >>> from vt_mm.analysis import build_model
+        >>> model, _, _ = build_model('vt_mm::seaformer/seaformer-tiny_8xb128_in1k.py')
+        >>> report = deploy(model, ['onnxruntime'], (64, 64), tempfile.mkdtemp(), 'seaformer')
+        >>> report.ok, report.results[0].backend
+        (True, 'onnxruntime')
     """
     if precision not in PRECISIONS:
         raise ValueError(f'precision {precision!r}: choose from {", ".join(PRECISIONS)}')

@@ -6,9 +6,10 @@ hundreds changed. :func:`require_layout` refuses such input before anything is w
 what it looks like instead.
 
 Example:
-    >>> require_layout(torch.load('ptnt_s.pth'), 'SeaFormer')
-    CheckpointLayoutError: this looks like an official PyramidTNT checkpoint, not SeaFormer's:
-    convert it with tools/model_converters/pyramid_tnt2mmpretrain.py
+    >>> require_layout({'patch_embed.proj.weight': None, 'head.weight': None}, 'SeaFormer')
+    Traceback (most recent call last):
+    ...
+    vt_mm.models.backbones.official_layouts.CheckpointLayoutError: this looks like an official ...
 """
 import re
 from typing import Iterable, List, Optional

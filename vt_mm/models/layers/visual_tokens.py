@@ -57,7 +57,12 @@ def set_fast_paths(module: nn.Module, enabled: bool) -> nn.Module:
     or off; off, each runs its reference forward. Returns ``module``.
 
     Example:
+        >>> import copy
+        >>> from vt_mm.models.necks import VTFPN
+        >>> neck = VTFPN(in_channels=[8, 16], out_channels=16, num_outs=2)
         >>> reference = set_fast_paths(copy.deepcopy(neck), False)  # every layer called
+        >>> reference.fast_paths, reference.projectors[0].fast_paths, neck.fast_paths
+        (False, False, True)
     """
     for m in module.modules():
         if hasattr(type(m), 'fast_paths'):
