@@ -1,6 +1,7 @@
 """vt_mm/utils/config_scope.py: ``_base_ = ['vt_mm::DIR/NAME.py']`` from a clone, read as a local
 file (no ``_scope_`` tags), and other scopes untouched."""
 import os.path as osp
+import re
 
 import pytest
 from helpers import ROOT
@@ -109,3 +110,28 @@ def test_an_installed_package_scope_is_read_without_scope_tags(monkeypatch):
     assert Config._get_cfg_path('vt_mm::x.py', 'u.py') == ('/site/.mim/configs/x.py', None)
     assert Config._get_cfg_path('mmseg::x.py', 'u.py') == ('/site/.mim/configs/x.py', 'mmseg')
     assert calls == [('vt_mm::x.py', 'u.py'), ('mmseg::x.py', 'u.py')]
+
+
+def test_the_guide_quotes_the_error_of_a_process_without_vt_mm(tmp_path):
+    """A process that reads a vt_mm:: base before importing vt_mm (the toolboxes' own train.py)
+    fails with mmengine's message; the configs guide quotes it exactly, next to the path
+    workaround, whose command prints the folder that holds the configs."""
+    import subprocess
+    import sys
+    config = tmp_path / 'user.py'
+    config.write_text("_base_ = ['vt_mm::demo/vtfpn_r50_lip-demo-128x128.py']\n")
+    proc = subprocess.run([sys.executable, '-c', 'import sys; from mmengine.config import Config; '
+                           'Config.fromfile(sys.argv[1])', str(config)],
+                          capture_output=True, text=True, cwd=str(tmp_path))
+    assert proc.returncode != 0
+    error = proc.stderr.strip().splitlines()[-1]
+    with open(osp.join(ROOT, 'docs', 'en', 'user_guides', 'configs.md')) as f:
+        guide = f.read()
+    assert error == 'AssertionError: mmengine does not support to load vt_mm config.', error
+    assert f'\n{error}\n' in guide
+    command = re.search(r'```bash\n(python -c "import vt_mm.utils.config_scope[^\n]*)\n', guide)
+    command = command.group(1).replace('python', sys.executable, 1)
+    proc = subprocess.run(command, shell=True, capture_output=True, text=True,
+                          cwd=str(tmp_path))
+    folder = proc.stdout.strip().splitlines()[-1]
+    assert osp.isfile(osp.join(folder, 'demo', 'vtfpn_r50_lip-demo-128x128.py')), proc.stdout

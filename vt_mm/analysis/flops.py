@@ -3,7 +3,8 @@
 One multiply-add counts as one FLOP (the papers' convention). mmengine has no handle for the
 fused attention (``scaled_dot_product_attention``) or for ``baddbmm`` (the visual-token layers'
 products with a bias or residual) and skips both without a word; :func:`flop_analyzer` adds
-them.
+them, and ``import vt_mm`` adds them to mmengine's defaults (:mod:`vt_mm.utils.flop_handles`),
+so the toolboxes' own ``get_flops.py`` counts them too.
 
 Example:
     >>> import torch.nn as nn
@@ -11,27 +12,15 @@ Example:
     >>> flops, uncounted  # 8 outputs x 3 inputs x 16 pixels; nothing left uncounted
     (384, [])
 """
-import math
 from typing import List, Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.analysis import FlopAnalyzer
-from mmengine.analysis.jit_handles import get_shape
+
+from vt_mm.utils.flop_handles import FLOP_HANDLES, baddbmm_flop_jit, sdpa_flop_jit
 
 __all__ = ['flop_analyzer', 'count_flops', 'sdpa_flop_jit', 'baddbmm_flop_jit']
-
-
-def sdpa_flop_jit(inputs, outputs) -> int:
-    """q (.., Nq, d) @ k^T (.., d, Nk), then attn (.., Nq, Nk) @ v (.., Nk, dv)."""
-    q, k, v = (get_shape(x) for x in inputs[:3])
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
-
-
-def baddbmm_flop_jit(inputs, outputs) -> int:
-    a, b = get_shape(inputs[1]), get_shape(inputs[2])
-    return a[0] * a[1] * a[2] * b[2]
 
 
 def flop_analyzer(net: nn.Module, inputs) -> FlopAnalyzer:
@@ -48,11 +37,7 @@ def flop_analyzer(net: nn.Module, inputs) -> FlopAnalyzer:
         inputs: the positional inputs of ``net``, a tuple.
     """
     analyzer = FlopAnalyzer(net, inputs)
-    analyzer.set_op_handle(**{
-        'aten::scaled_dot_product_attention': sdpa_flop_jit,
-        'aten::baddbmm': baddbmm_flop_jit,
-        'aten::baddbmm_': baddbmm_flop_jit,  # VT-FPN accumulates in place when not training
-    })
+    analyzer.set_op_handle(**FLOP_HANDLES)  # also mmengine's defaults after import vt_mm
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     return analyzer
