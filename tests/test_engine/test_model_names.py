@@ -1,0 +1,119 @@
+"""vt-mm's models by name in the toolboxes' own APIs (vt_mm/engine/model_names.py): mmseg's and
+mmdet's inferencers, mmpretrain's get_model / list_models / ImageClassificationInferencer, each
+as a user calls it in a fresh process after ``import vt_mm``."""
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from helpers import ROOT
+
+from vt_mm.engine import model_names
+
+
+def _run(code: str) -> str:
+    proc = subprocess.run([sys.executable, '-c', 'import vt_mm\n' + code], capture_output=True,
+                          text=True, timeout=600, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
+
+
+def _index_names():
+    with open(os.path.join(ROOT, 'model-index.yml')) as f:
+        imports = yaml.safe_load(f)['Import']
+    names = {}
+    for metafile in imports:
+        with open(os.path.join(ROOT, metafile)) as f:
+            for model in yaml.safe_load(f)['Models']:
+                tasks = [r['Task'] for r in model.get('Results', [])]
+                names[model['Name']] = tasks
+    return names
+
+
+def test_every_model_of_the_index_is_found_by_name_in_any_case():
+    names = _index_names()
+    assert len(names) >= 40
+    for name in names:
+        entry = model_names.find_model(name.upper())
+        assert entry is not None and entry['Name'] == name, name
+        assert os.path.isfile(entry['Config']), entry['Config']
+    assert model_names.find_model('resnet50_8xb32_in1k') is None  # mmpretrain's, not ours
+
+
+def test_mmseg_and_mmdet_inferencers_build_vt_mm_models_by_name():
+    out = _run('''
+import warnings
+import numpy as np
+from mmseg.apis import MMSegInferencer
+from mmdet.apis import DetInferencer
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always')
+    seg = MMSegInferencer('SeaFormer-Tiny_8xb4-160k_ade20k-512x512', device='cpu')
+notes = [str(w.message) for w in caught if w.category.__name__ == 'NoPublishedWeights']
+print('notes', len(notes), notes[0])
+print('seg', type(seg.model.backbone).__name__, type(seg.model.decode_head).__name__)
+result = seg(np.zeros((64, 96, 3), np.uint8), return_datasamples=True)
+print('mask', tuple(result.pred_sem_seg.data.shape))
+det = DetInferencer('retinanet_r50_vtfpn_1x_coco', device='cpu')
+print('det', type(det.model.neck).__name__)
+for wrong, inferencer in (('retinanet_r50_vtfpn_1x_coco', MMSegInferencer),
+                          ('no-such-model', MMSegInferencer)):
+    try:
+        inferencer(wrong, device='cpu')
+    except ValueError as e:
+        print('refused', e)
+''')
+    assert ('notes 1 vt-mm publishes no weights for seaformer-tiny_8xb4-160k_ade20k-512x512: the '
+            'model is built from its config and initialised as the config says; pass a '
+            'checkpoint (weights=... / pretrained=...) to load one\n') in out
+    assert 'seg SeaFormer LightHead' in out and 'mask (1, 64, 96)' in out
+    assert 'det VTFPN' in out
+    assert ('refused retinanet_r50_vtfpn_1x_coco is an mmdet model of vt-mm, not mmseg: use '
+            'DetInferencer') in out
+    assert 'refused Cannot find model: no-such-model in mmseg' in out  # mmengine's own message
+
+
+def test_mmpretrain_get_model_list_models_and_inferencer_by_name():
+    classifiers = sorted(n for n, tasks in _index_names().items()
+                         if 'Image Classification' in tasks)
+    out = _run(f'''
+import numpy as np
+from mmpretrain import get_model, list_models
+from mmpretrain.apis import ImageClassificationInferencer
+print('listed', sorted(set(list_models()) & set({classifiers!r})) == {classifiers!r})
+print('vt', list_models('vt-resnet*'))
+print('own', 'resnet50_8xb32_in1k' in list_models('resnet50*'))
+print('model', type(get_model('vt-resnet18_8xb32_in1k').backbone).__name__)
+inferencer = ImageClassificationInferencer('pyramid-tnt-ti_8xb128_in1k', device='cpu')
+print('label', 0 <= inferencer(np.zeros((64, 64, 3), np.uint8))[0]['pred_label'] < 1000)
+''')
+    assert 'listed True' in out and 'own True' in out
+    assert ("vt ['vt-resnet101_8xb32_in1k', 'vt-resnet18_8xb256-advanced_in1k', "
+            "'vt-resnet18_8xb32_in1k', 'vt-resnet34_8xb32_in1k', 'vt-resnet50_8xb32_in1k']"
+            in out), out[-2000:]
+    assert 'model VTResNet' in out and 'label True' in out
+
+
+@pytest.mark.slow  # reads every config of the index (25 s)
+def test_every_mmpretrain_config_is_marked_as_a_classifier():
+    """list_models takes the index's classifiers by their Results task: every config of the
+    index that mmpretrain builds must say Image Classification."""
+    from mmengine.config import Config
+    missing = []
+    for name, tasks in _index_names().items():
+        entry = model_names.find_model(name)
+        if Config.fromfile(entry['Config']).get('default_scope') == 'mmpretrain':
+            if 'Image Classification' not in tasks:
+                missing.append(name)
+    assert missing == []
+
+
+@pytest.mark.parametrize('again', [1, 2])
+def test_registration_is_idempotent(again):
+    from mmengine.infer import BaseInferencer
+    for _ in range(again):
+        model_names.register_model_names()
+    patched = BaseInferencer._load_model_from_metafile
+    assert patched._vt_mm and not getattr(patched.__wrapped__, '_vt_mm', False)

@@ -1,0 +1,130 @@
+"""vt-mm's models by name in the toolboxes' own APIs.
+
+The toolboxes look a model name up in their own model-index only: ``MMSegInferencer(NAME)`` and
+``DetInferencer(NAME)`` through mmengine's ``BaseInferencer._load_model_from_metafile``,
+mmpretrain's ``get_model(NAME)``, ``list_models()`` and ``ImageClassificationInferencer(NAME)``
+through its ``ModelHub``. ``import vt_mm`` adds vt-mm's model-index to both lookups: a toolbox's
+own names keep their meaning, a vt-mm name builds that config's model. vt-mm publishes no weights,
+so a model found by name is initialised as its config says and one line says so; pass
+``weights=`` / ``pretrained=`` a checkpoint to load one.
+
+Example:
+    >>> import vt_mm
+    >>> from mmpretrain import get_model
+    >>> model = get_model('vt-resnet18_8xb32_in1k')  # doctest: +SKIP
+"""
+import os.path as osp
+import warnings
+from typing import Dict, Optional
+
+from vt_mm.utils.config_scope import configs_root
+
+__all__ = ['NoPublishedWeights', 'model_index_root', 'vt_mm_models', 'find_model',
+           'register_model_names']
+
+INFERENCERS = {'mmseg': 'MMSegInferencer', 'mmdet': 'DetInferencer',
+               'mmpretrain': 'ImageClassificationInferencer'}
+
+
+class NoPublishedWeights(UserWarning):
+    """A vt-mm model was found by name: it is built from its config without weights."""
+
+
+def no_weights_message(name: str) -> str:
+    return (f'vt-mm publishes no weights for {name}: the model is built from its config and '
+            'initialised as the config says; pass a checkpoint (weights=... / pretrained=...) '
+            'to load one')
+
+
+def model_index_root() -> str:
+    """The folder that holds vt-mm's model-index.yml and configs/: ``vt_mm/.mim`` when
+    installed, the repository in a clone."""
+    return osp.dirname(configs_root())
+
+
+def vt_mm_models() -> Dict[str, dict]:
+    """Every model of vt-mm's model-index, by lower-case name: its metafile entry with
+    ``Config`` made an absolute path."""
+    from mmengine.infer import BaseInferencer
+    root = model_index_root()
+    models = {}
+    for entry in BaseInferencer._get_models_from_metafile(root):
+        entry = dict(entry, Config=osp.join(root, entry['Config']))
+        models[entry['Name'].lower()] = entry
+        for alias in ([entry['Alias']] if isinstance(entry.get('Alias'), str) else
+                      entry.get('Alias', [])):
+            models[alias.lower()] = entry
+    return models
+
+
+def find_model(name: str) -> Optional[dict]:
+    """vt-mm's model-index entry of ``name`` (case-insensitive), or None."""
+    return vt_mm_models().get(name.lower())
+
+
+def _register_with_mmengine() -> None:
+    from mmengine.config import Config
+    from mmengine.infer import BaseInferencer
+    original = BaseInferencer._load_model_from_metafile
+    if getattr(original, '_vt_mm', False):
+        return
+
+    def _load_model_from_metafile(self, model: str):
+        try:
+            return original(self, model)
+        except ValueError:  # not in the toolbox's own model-index
+            entry = find_model(model)
+            if entry is None:
+                raise
+        cfg = Config.fromfile(entry['Config'])
+        toolbox = cfg.get('default_scope')
+        if toolbox != self.scope:
+            raise ValueError(f'{entry["Name"]} is an {toolbox} model of vt-mm, not {self.scope}: '
+                             f'use {INFERENCERS.get(toolbox, toolbox)}')
+        warnings.warn(no_weights_message(entry['Name']), NoPublishedWeights, stacklevel=2)
+        return cfg, None
+
+    _load_model_from_metafile._vt_mm = True
+    _load_model_from_metafile.__wrapped__ = original
+    BaseInferencer._load_model_from_metafile = _load_model_from_metafile
+
+
+def _register_with_mmpretrain() -> None:
+    """vt-mm's classifiers in mmpretrain's ModelHub, added where ModelHub registers its own
+    models (lazily, on the first lookup), so both sets are there whatever the order."""
+    try:
+        from mmpretrain.apis.model import ModelHub
+    except ImportError:  # mmpretrain not installed
+        return
+    original = ModelHub._register_mmpretrain_models.__func__
+    if getattr(original, '_vt_mm', False):
+        return
+
+    def _register_mmpretrain_models(cls):
+        first = not getattr(cls, '_vt_mm_registered', False)
+        original(cls)
+        if first:
+            cls._vt_mm_registered = True
+            _add_classifiers(cls)
+
+    _register_mmpretrain_models._vt_mm = True
+    ModelHub._register_mmpretrain_models = classmethod(_register_mmpretrain_models)
+
+
+def _add_classifiers(hub) -> None:
+    """The models of vt-mm's index whose result is an image classification (the metafiles
+    say so for every mmpretrain config; a test checks it)."""
+    from modelindex.load_model_index import load
+    model_index = load(osp.join(model_index_root(), 'model-index.yml'))
+    model_index.build_models_with_collections()
+    for metainfo in model_index.models:
+        if not any(r.task == 'Image Classification' for r in metainfo.results or []):
+            continue
+        metainfo.config = osp.join(model_index_root(), metainfo.config)
+        hub._models_dict.setdefault(metainfo.name.lower(), metainfo)
+
+
+def register_model_names() -> None:
+    """Adds vt-mm's model-index to the toolboxes' name lookups (idempotent)."""
+    _register_with_mmengine()
+    _register_with_mmpretrain()
