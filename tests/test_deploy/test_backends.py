@@ -268,11 +268,16 @@ def test_cli_prints_one_line_per_backend(tmp_path):
     lines = [line for line in proc.stdout.splitlines() if 'max_abs_diff' in line]
     assert [line.split(':')[0] for line in lines] == ['onnxruntime', 'openvino', 'mnn',
                                                       'ncnn'], proc.stdout
-    assert not any('supports' in line or 'MNN' in line for line in proc.stdout.splitlines()), \
-        proc.stdout
+    assert not any('supports' in line or 'MNN use' in line  # MNN's import and load notes
+                   for line in proc.stdout.splitlines()), proc.stdout
     assert all('latency' in line and ' ms ' in line for line in lines)
     for name in ('vtfpn_small.xml', 'vtfpn_small.bin', 'vtfpn_small.ncnn.param'):
         assert osp.isfile(tmp_path / 'out' / name), name
+    apps = [line for line in proc.stdout.splitlines() if line.startswith('[export] in your app')]
+    assert [line.split(',')[1].split(':')[0].strip() for line in apps] == ['openvino', 'mnn',
+                                                                           'ncnn'], apps
+    assert ("[export] in your app, openvino: core.compile_model(xml, 'CPU', "
+            "{'INFERENCE_PRECISION_HINT': 'f32'})") in proc.stdout
     assert np.isfinite(float(lines[0].split('max_abs_diff ')[1].split()[0]))
 
 
@@ -432,3 +437,60 @@ def test_block_profile_converts_every_part_exactly(tmp_path):
     assert len(rows) == 7, proc.stdout
     assert '| word attention | 64x16x5 |' in proc.stdout, proc.stdout  # (64/8)^2 sentences
     assert 'OFF' not in proc.stdout, proc.stdout
+
+
+def _guide_snippet(marker: str) -> str:
+    """The first ```py block after ``marker`` in the deployment guide."""
+    import re
+    with open(osp.join(ROOT, 'docs', 'en', 'user_guides', 'deployment.md')) as f:
+        text = f.read()
+    return re.search(r'```py\n(.*?)```', text[text.index(marker):], re.S).group(1)
+
+
+def test_openvino_ir_compiled_as_the_guide_says_computes_in_f32(tmp_path):
+    """The IR compiled the way OpenVINO's docs show (defaults) takes bf16 on a CPU that has
+    it; compiled with the guide's snippet it is f32 and within vt-mm's 1e-4 of PyTorch. On a
+    CPU without bf16 the default is f32 already and the snippet changes nothing."""
+    _require(['openvino'])
+    import openvino as ov
+
+    from vt_mm.deploy.backends.openvino import cpu_capabilities
+    from vt_mm.deploy.onnx import exportable
+    torch.manual_seed(0)
+    model, _, toolbox = build_model(_config('seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py',
+                                            tmp_path))
+    _trained_like_bn(model)
+    report = deploy(model, ['openvino'], (128, 128), str(tmp_path), 'sea', repeats=1)
+    assert report.ok, report.results[0].line()
+    xml = report.results[0].files[0]
+    with torch.no_grad():
+        expected = exportable(model, toolbox).eval()(torch.from_numpy(report.example)).numpy()
+
+    def run(compiled):
+        return compiled.create_infer_request().infer({0: report.example})[compiled.outputs[0]]
+
+    default = ov.Core().compile_model(xml, 'CPU')
+    scope = {'MODEL_XML': xml}
+    exec(_guide_snippet('OpenVINO does not take the precision from the IR'), scope)
+    pinned = scope['compiled']
+    assert str(pinned.get_property('INFERENCE_PRECISION_HINT')) == "<Type: 'float32'>"
+    assert np.abs(run(pinned) - expected).max() <= TOLERANCE
+    if 'BF16' in cpu_capabilities():
+        assert str(default.get_property('INFERENCE_PRECISION_HINT')) == "<Type: 'bfloat16'>"
+        assert np.abs(run(default) - expected).max() > 10 * TOLERANCE  # what an app would get
+    else:
+        assert str(default.get_property('INFERENCE_PRECISION_HINT')) == "<Type: 'float32'>"
+
+
+def test_every_backend_names_its_app_settings():
+    """What export.py prints under each backend: the precision settings of vt-mm's runners."""
+    from vt_mm.deploy.backends.openvino import OpenVINOBackend
+    settings = {name: backend.app_settings('fp32') for name, backend in BACKENDS.items()}
+    assert settings['onnxruntime'] is None  # its defaults are fp32
+    assert settings['openvino'].startswith(
+        "core.compile_model(xml, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})")
+    assert "'INFERENCE_PRECISION_HINT': 'bf16'" in OpenVINOBackend.app_settings('bf16')
+    assert "'precision': 'high'" in settings['mnn'] and 'WINOGRAD_MEMORY_LEVEL 1' in settings['mnn']
+    for flag in ('use_fp16_storage', 'use_fp16_packed', 'use_fp16_arithmetic', 'use_bf16_storage'):
+        assert flag in settings['ncnn']
+    assert 'setPrecisionLossAllowed(false)' in settings['tflite']

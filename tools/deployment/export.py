@@ -163,6 +163,10 @@ def main(argv=None):
         failed |= not result.ok
         if result.ok and result.warning():
             print(f'[export] WARNING {result.warning()}', file=sys.stderr)
+    for result in report.results:  # what an app sets to compute as checked above
+        settings = result.ok and BACKENDS[result.backend].app_settings(result.precision)
+        if settings:
+            print(f'[export] in your app, {result.backend}: {settings}')
     if failed:
         sys.exit('[export] a backend failed or differs from PyTorch by more than 1e-4 '
                  '(relative above 1)')

@@ -189,6 +189,13 @@ class Backend:
             raise ValueError(f"{cls.name} runs only {'/'.join(cls.precisions)} in vt-mm; "
                              f'--precision {precision} is on {others or "no backend"}')
 
+    @classmethod
+    def app_settings(cls, precision: str = 'fp32') -> Optional[str]:
+        """The one line an app needs so that the runtime computes in the precision vt-mm
+        checked (``export.py`` prints it under the backend's result), or None where the
+        runtime's defaults do. The deployment guide has the same settings per language."""
+        return None
+
     def programs(self) -> List[str]:
         """Executables ``convert`` starts (allowed by :func:`vt_mm.deploy.offline.offline`)."""
         return []

@@ -100,6 +100,12 @@ class MNNBackend(Backend):
                                f'{proc.returncode}: {tail})')
         return path
 
+    @classmethod
+    def app_settings(cls, precision='fp32'):
+        return ("runtime config {'backend': 'CPU', 'precision': 'high'} (C++ / Java: "
+                'BackendConfig precision Precision_High) and the hint WINOGRAD_MEMORY_LEVEL 1: '
+                "MNN's default precision 'normal' may compute in fp16 on ARMv8.2 cores")
+
     def load(self, files, job, num_threads=1):
         config = {'backend': 'CPU', 'numThread': num_threads, 'precision': 'high'}
         with quiet_stdout():  # MNN prints its CPU features and 'MNN use high precision'

@@ -54,6 +54,12 @@ class NCNNBackend(Backend):
                                f'{proc.returncode}): ' + ('; '.join(unsupported) or log[-2000:]))
         return [param, weights]
 
+    @classmethod
+    def app_settings(cls, precision='fp32'):
+        return ('net.opt.use_fp16_storage = net.opt.use_fp16_packed = '
+                'net.opt.use_fp16_arithmetic = net.opt.use_bf16_storage = False before '
+                "load_param: ncnn's defaults store and compute in fp16 where the CPU has it")
+
     def load(self, files, job, num_threads=1):
         import ncnn
         net = ncnn.Net()

@@ -60,6 +60,14 @@ class OpenVINOBackend(Backend):
                              f'{", ".join(capabilities)}); use --precision fp32, or '
                              '--precision int8 for a faster graph')
 
+    @classmethod
+    def app_settings(cls, precision='fp32'):
+        # the CPU plugin's default is bf16 on CPUs that have it, and OpenVINO does not take the
+        # hint from the IR's rt_info (runtime_options): the app must pass it
+        return (f"core.compile_model(xml, 'CPU', {{'INFERENCE_PRECISION_HINT': "
+                f"'{INFERENCE_PRECISION[precision]}'}}): OpenVINO's CPU plugin computes in bf16 "
+                'by default on CPUs that have it')
+
     def load(self, files, job, num_threads=1):
         import openvino as ov
         self.check_precision(job.precision)

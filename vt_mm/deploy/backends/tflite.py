@@ -146,6 +146,12 @@ class TFLiteBackend(Backend):
             edge_model.export(path)
         return [path]
 
+    @classmethod
+    def app_settings(cls, precision='fp32'):
+        return ('the default CPU path (XNNPACK) computes in fp32; a GPU delegate needs '
+                'precision loss disallowed (Android: GpuDelegate.Options'
+                '().setPrecisionLossAllowed(false))')
+
     def load(self, files, job, num_threads=1):
         from ai_edge_litert.interpreter import Interpreter
         interpreter = Interpreter(model_path=files[0], num_threads=num_threads)
