@@ -1,5 +1,6 @@
 """Every vt-mm config carries what vt-mm needs (configs/_base_/vt_mm_runtime.py), so the
 toolboxes' own train tools run it the same way as tools/train.py does."""
+import functools
 import glob
 import os.path as osp
 
@@ -12,10 +13,17 @@ CONFIGS = sorted(p for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), r
                  if '_base_' not in p.split(osp.sep))
 
 
+@functools.lru_cache(maxsize=None)
+def _read(path: str) -> Config:
+    """A repository config, read once per test process (each read parses the toolboxes' base
+    configs: about half a second)."""
+    return Config.fromfile(path)
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(p, ROOT))
 def test_every_config_inherits_the_runtime(path):
     from vt_mm.engine.hooks import reliability_hooks
-    cfg = Config.fromfile(path)
+    cfg = _read(path)
     assert 'vt_mm' in cfg.custom_imports['imports']
     hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
     for hook in reliability_hooks():
@@ -52,7 +60,7 @@ def test_old_config_paths_keep_working(old, new):
     """`python tools/train.py configs/vtfpn_lip.py` (the users' own command) reads the same
     config as its new path, and the file says where that is."""
     moved = Config.fromfile(osp.join(ROOT, old))
-    target = Config.fromfile(osp.join(ROOT, new))
+    target = _read(osp.join(ROOT, new))
     assert moved.to_dict() == target.to_dict()
     with open(osp.join(ROOT, old)) as f:
         assert new in f.read()
@@ -91,4 +99,4 @@ def test_every_shipped_config_inherits_by_package_scope(path, tmp_path):
     rel = osp.relpath(path, osp.join(ROOT, 'configs'))
     user = tmp_path / 'user.py'
     user.write_text(f"_base_ = ['vt_mm::{rel}']\n")
-    assert Config.fromfile(str(user)).to_dict() == Config.fromfile(path).to_dict()
+    assert Config.fromfile(str(user)).to_dict() == _read(path).to_dict()

@@ -218,13 +218,35 @@ def test_the_package_has_docstring_examples():
             'vt_mm.analysis.flops', 'vt_mm.deploy.offline'} <= set(DOCTEST_MODULES)
 
 
-@pytest.mark.parametrize('module', DOCTEST_MODULES)
-def test_docstring_examples_run(module):
-    """Every ``Example:`` of a docstring runs and prints what it shows (doctest)."""
-    import doctest
-    import importlib
+DOCTESTS = r"""
+import doctest, importlib, sys
+import vt_mm
+for module in sys.argv[1:]:
     if module.startswith('vt_mm.deploy'):
-        pytest.importorskip('onnxruntime')
-    results = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS |
-                              doctest.NORMALIZE_WHITESPACE)
-    assert results.attempted > 0 and results.failed == 0, results
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            print(module, 'skipped: no onnxruntime')
+            continue
+    result = doctest.testmod(importlib.import_module(module),
+                             optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    print(module, result.attempted, result.failed)
+"""
+
+
+def test_docstring_examples_run():
+    """Every ``Example:`` of a docstring runs and prints what it shows (doctest), in a process
+    of its own: examples register backends and set mmengine's default scope."""
+    import os
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, '-c', DOCTESTS] + DOCTEST_MODULES, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = dict(line.split(' ', 1) for line in proc.stdout.splitlines()
+                   if line.startswith('vt_mm.'))
+    assert set(results) == set(DOCTEST_MODULES), proc.stdout[-3000:]
+    failed = {m: r for m, r in results.items()
+              if 'skipped' not in r and (r.split()[0] == '0' or r.split()[1] != '0')}
+    assert not failed, proc.stdout[-5000:]

@@ -83,6 +83,7 @@ def test_parity_report_leaves_out_a_neck_whose_run_failed_in_any_row(tmp_path):
     assert 'VT-FPN-dwsep' not in text and '| retinanet | box AP | 0.400 +- 0.100 |' in text
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_every_parity_row_builds_every_neck(tmp_path):
     """Each neck of NECKS builds in each row's model: the 3x3-on-the-coarse-levels variant
     once indexed the used levels, which RetinaNet (start_level=1) rejected only when its run

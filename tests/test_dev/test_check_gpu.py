@@ -4,10 +4,12 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 from helpers import ROOT
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_check_gpu_script_runs_its_comparisons_on_the_cpu():
     """dev/check_gpu.py (run on a GPU machine for benchmarks/reports/gpu.md) with ``--device cpu``:
     the same build, forward + backward and comparison code, fp32 against itself (0) and CPU

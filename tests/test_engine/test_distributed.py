@@ -193,6 +193,7 @@ def _rank_check_worker(rank, port, diverge, results):
     dist.destroy_process_group()
 
 
+@pytest.mark.slow  # two processes in a gloo group
 @pytest.mark.parametrize('diverge', [False, True])
 def test_rank_consistency_hook_detects_out_of_sync_ranks(diverge):
     import random as _random

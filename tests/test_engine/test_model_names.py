@@ -42,6 +42,7 @@ def test_every_model_of_the_index_is_found_by_name_in_any_case():
     assert model_names.find_model('resnet50_8xb32_in1k') is None  # mmpretrain's, not ours
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_mmseg_and_mmdet_inferencers_build_vt_mm_models_by_name():
     out = _run('''
 import warnings
@@ -75,6 +76,7 @@ for wrong, inferencer in (('retinanet_r50_vtfpn_1x_coco', MMSegInferencer),
     assert 'refused Cannot find model: no-such-model in mmseg' in out  # mmengine's own message
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_mmpretrain_get_model_list_models_and_inferencer_by_name():
     classifiers = sorted(n for n, tasks in _index_names().items()
                          if 'Image Classification' in tasks)

@@ -167,6 +167,7 @@ def test_token_statistics_table(tmp_path):
     assert '| projector entropy |' in table
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_benchmark_prints_its_table_not_the_initialisation_log(tmp_path):
     """benchmark.py printed ~1000 lines of mmengine's init_weights log around a two-row table;
     the log now needs --verbose."""

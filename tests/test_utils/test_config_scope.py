@@ -112,6 +112,7 @@ def test_an_installed_package_scope_is_read_without_scope_tags(monkeypatch):
     assert calls == [('vt_mm::x.py', 'u.py'), ('mmseg::x.py', 'u.py')]
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_the_guide_quotes_the_error_of_a_process_without_vt_mm(tmp_path):
     """A process that reads a vt_mm:: base before importing vt_mm (the toolboxes' own train.py)
     fails with mmengine's message; the configs guide quotes it exactly, next to the path

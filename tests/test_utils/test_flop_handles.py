@@ -46,6 +46,7 @@ def test_mmengines_own_counter_counts_what_vt_mm_counts(family, monkeypatch):
         assert without == ours, (family, without, ours)
 
 
+@pytest.mark.slow  # a tool or a user's program in a process of its own
 def test_mmdets_own_get_flops_counts_retinanet_with_vtfpn_as_vt_mm_does(tmp_path):
     """mmdet's own tools/analysis_tools/get_flops.py (shipped in mmdet's wheel) on vt-mm's
     RetinaNet + VT-FPN config: the config's custom_imports load vt_mm, and the printed FLOPs

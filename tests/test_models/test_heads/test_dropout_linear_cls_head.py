@@ -6,6 +6,15 @@ import torch.nn.functional as F
 from vt_mm.models.heads import DropoutLinearClsHead
 
 
+@pytest.fixture(autouse=True)
+def _mmpretrain_scope():
+    """Built in mmpretrain's scope, as an mmpretrain config builds it (its loss is looked up
+    in the current scope; another test file of the same worker may have left a different one)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        yield
+
+
 def _cls_head(rate=0.5):
     return DropoutLinearClsHead(dropout_rate=rate, num_classes=3, in_channels=8)
 
