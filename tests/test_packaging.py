@@ -166,3 +166,15 @@ def test_mim_search_train_and_test_from_an_installed_wheel(installed, tmp_path):
               '--work-dir', 'test', *options)
     assert str(installed / 'vt_mm' / '.mim' / 'tools' / 'test.py') in out
     assert 'Iter(test) [2/2]' in out and 'mIoU' in out, out[-3000:]
+
+
+def test_scripts_import_vt_mm_as_a_package():
+    """The scripts of tools/, benchmarks/ and dev/ import vt_mm as an installed or PYTHONPATH
+    package, as OpenMMLab's tools do: none edits sys.path."""
+    edits = []
+    for folder in ('tools', 'benchmarks', 'dev'):
+        for path in glob.glob(osp.join(ROOT, folder, '**', '*.py'), recursive=True):
+            with open(path) as f:
+                edits += [f'{osp.relpath(path, ROOT)}:{i}' for i, line in enumerate(f, 1)
+                          if 'sys.path.insert' in line or 'sys.path.append' in line]
+    assert edits == []
