@@ -76,8 +76,8 @@ MUTANTS = [
 
 
 # what a mutated copy needs to run the tests (both mutation tools use it)
-COPIED_PARTS = ('vt_mm', 'tests', 'configs', 'tools', 'docs', 'requirements', 'pyproject.toml',
-                'setup.py', 'model-index.yml', 'README.md', 'Makefile')
+COPIED_PARTS = ('vt_mm', 'tests', 'configs', 'tools', 'docs', 'benchmarks', 'dev', 'requirements',
+                'pyproject.toml', 'setup.py', 'model-index.yml', 'README.md', 'LICENSE', 'Makefile')
 
 
 def copy_repository(prefix: str) -> str:

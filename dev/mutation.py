@@ -167,8 +167,8 @@ def run_group(name, max_children, list_survivors, env):
             pyproject = f.read()
         pyproject += ('\n[tool.mutmut]\nsource_paths = ["vt_mm/", "tools/"]\n'
                       f'only_mutate = {_toml_list(files)}\n'
-                      'also_copy = ["configs/", "docs/", "requirements/", "model-index.yml", '
-                      '"README.md", "setup.py", "Makefile"]\n'
+                      'also_copy = ["configs/", "docs/", "benchmarks/", "dev/", "requirements/", '
+                      '"model-index.yml", "README.md", "LICENSE", "setup.py", "Makefile"]\n'
                       f'pytest_add_cli_args_test_selection = {_toml_list(tests)}\n'
                       'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n')
         with open(osp.join(work, 'pyproject.toml'), 'w') as f:

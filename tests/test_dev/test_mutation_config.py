@@ -53,3 +53,21 @@ def test_known_mutants_still_apply():
         with open(osp.join(root, rel)) as f:
             assert f.read().count(original) == 1, name
         assert original != mutated and osp.isfile(osp.join(root, tests[0])), name
+
+
+def test_mutation_copies_hold_the_whole_repository():
+    """Tests read configs, docs, reports and scripts from across the clone (the model zoo reads
+    benchmarks/reports/, the scripts' tests dev/ and benchmarks/): a copy that left a folder out
+    failed a whole group's clean run. Both copies take every tracked top-level entry but the
+    CI folder and .gitignore."""
+    import re
+    import subprocess
+    tracked = set(subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    top = {path.split('/')[0] for path in tracked} - {'.ci', '.gitignore'}
+    known_mutants = load_script('dev/known_mutants.py')
+    assert set(known_mutants.COPIED_PARTS) == top
+    with open(osp.join(ROOT, 'dev', 'mutation.py')) as f:
+        also_copy = re.search(r'also_copy = \[(.*?)\]', f.read(), re.S).group(1)
+    copied = {name.strip('/') for name in re.findall(r'\\?"([^"\\]+)\\?"', also_copy)}
+    assert copied | {'vt_mm', 'tests', 'tools', 'pyproject.toml'} >= top, top - copied
