@@ -119,3 +119,60 @@ def test_registration_is_idempotent(again):
         model_names.register_model_names()
     patched = BaseInferencer._load_model_from_metafile
     assert patched._vt_mm and not getattr(patched.__wrapped__, '_vt_mm', False)
+
+
+def _lookup(scope, name):
+    """mmengine's inferencer lookup as MMSegInferencer / DetInferencer call it, in process."""
+    import types
+
+    from mmengine.infer import BaseInferencer
+    return BaseInferencer._load_model_from_metafile(types.SimpleNamespace(scope=scope), name)
+
+
+def test_the_lookup_builds_a_vt_mm_config_without_weights_and_says_so():
+    with pytest.warns(model_names.NoPublishedWeights) as caught:
+        cfg, weights = _lookup('mmseg', 'SeaFormer-Tiny_8xb4-160k_ade20k-512x512')
+    assert weights is None and cfg.model.backbone.type == 'SeaFormer'
+    assert cfg.filename == os.path.join(ROOT, 'configs', 'seaformer',
+                                        'seaformer-tiny_8xb4-160k_ade20k-512x512.py')
+    notes = [w for w in caught if w.category is model_names.NoPublishedWeights]
+    assert [str(w.message) for w in notes] == [model_names.no_weights_message(
+        'seaformer-tiny_8xb4-160k_ade20k-512x512')]
+    assert notes[0].filename == __file__  # stacklevel: the caller's line
+    cfg, weights = _lookup('mmdet', 'retinanet_r50_vtfpn_1x_coco')
+    assert weights is None and cfg.model.neck.type == 'VTFPN'
+
+
+def test_the_lookup_keeps_the_toolboxes_own_names_and_messages():
+    cfg, weights = _lookup('mmseg', 'fcn_r50-d8_4xb2-40k_cityscapes-512x1024')  # mmseg's own
+    assert weights.startswith('https://download.openmmlab.com/mmsegmentation/')
+    assert cfg.model.decode_head.type == 'FCNHead'
+    with pytest.raises(ValueError, match=r'^Cannot find model: no-such-model in mmseg$'):
+        _lookup('mmseg', 'no-such-model')
+    with pytest.raises(ValueError, match=r'^retinanet_r50_vtfpn_1x_coco is an mmdet model of '
+                       r'vt-mm, not mmseg: use DetInferencer$'):
+        _lookup('mmseg', 'retinanet_r50_vtfpn_1x_coco')
+    with pytest.raises(ValueError, match=r'^seaformer-tiny_8xb4-160k_ade20k-512x512 is an mmseg '
+                       r'model of vt-mm, not mmdet: use MMSegInferencer$'):
+        _lookup('mmdet', 'seaformer-tiny_8xb4-160k_ade20k-512x512')
+
+
+def test_mmpretrains_hub_holds_vt_mm_classifiers_only_beside_its_own():
+    from mmpretrain.apis.model import ModelHub
+    ModelHub._register_mmpretrain_models()
+    hub = ModelHub._models_dict
+    entry = hub['vt-resnet18_8xb32_in1k']
+    assert entry.config == os.path.join(ROOT, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py')
+    assert 'seaformer-tiny_8xb128_in1k' in hub and 'resnet50_8xb32_in1k' in hub
+    assert 'seaformer-tiny_8xb4-160k_ade20k-512x512' not in hub  # a segmentor
+    assert 'retinanet_r50_vtfpn_1x_coco' not in hub
+    model_names.register_model_names()  # again: the hub is not registered twice
+    ModelHub._register_mmpretrain_models()
+    assert ModelHub._models_dict is hub and hub['vt-resnet18_8xb32_in1k'] is entry
+
+
+def test_no_weights_message_names_the_model_and_what_to_do():
+    assert model_names.no_weights_message('x_1') == (
+        'vt-mm publishes no weights for x_1: the model is built from its config and initialised '
+        'as the config says; pass a checkpoint (weights=... / pretrained=...) to load one')
+    assert model_names.model_index_root() == ROOT  # a clone: the repository's model-index

@@ -44,17 +44,11 @@ def model_index_root() -> str:
 
 def vt_mm_models() -> Dict[str, dict]:
     """Every model of vt-mm's model-index, by lower-case name: its metafile entry with
-    ``Config`` made an absolute path."""
+    ``Config`` made an absolute path (vt-mm's metafiles give no aliases)."""
     from mmengine.infer import BaseInferencer
     root = model_index_root()
-    models = {}
-    for entry in BaseInferencer._get_models_from_metafile(root):
-        entry = dict(entry, Config=osp.join(root, entry['Config']))
-        models[entry['Name'].lower()] = entry
-        for alias in ([entry['Alias']] if isinstance(entry.get('Alias'), str) else
-                      entry.get('Alias', [])):
-            models[alias.lower()] = entry
-    return models
+    return {entry['Name'].lower(): dict(entry, Config=osp.join(root, entry['Config']))
+            for entry in BaseInferencer._get_models_from_metafile(root)}
 
 
 def find_model(name: str) -> Optional[dict]:
