@@ -82,3 +82,23 @@ def test_trained_like_bn():
     analysis.trained_like_bn(nn.Sequential(plain), affine=False)
     assert torch.equal(plain.weight, torch.ones(4)) and torch.equal(plain.bias, torch.zeros(4))
     assert not torch.equal(plain.running_var, torch.ones(4))
+
+
+def test_trained_like_bn_draws_the_same_statistics_whatever_the_global_seed():
+    """Its own generator, seeded: benchmark weights are the same in every run and process."""
+    import torch
+    import torch.nn as nn
+
+    from vt_mm.analysis import trained_like_bn
+    drawn = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+        trained_like_bn(net)
+        bn = net[1]
+        drawn.append((bn.running_mean.clone(), bn.running_var.clone(), bn.bias.clone()))
+    for a, b in zip(*drawn):
+        assert torch.equal(a, b)
+    mean, var, bias = drawn[0]
+    assert mean.abs().max() <= 0.1 and 0.8 <= var.min() and var.max() <= 1.2
+    assert bias.abs().max() <= 0.1 and len(set(mean.tolist())) == 8

@@ -82,3 +82,41 @@ def test_mmdets_own_get_flops_counts_retinanet_with_vtfpn_as_vt_mm_does(tmp_path
         ours = flop_analyzer(ImageToOutputs(model, toolbox).eval(),
                              (torch.randn(1, 3, *shape), )).total()
     assert abs(printed / ours - 1) < 0.02, (printed, ours, shape)
+
+
+class _Attention(torch.nn.Module):
+
+    def forward(self, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+
+@pytest.mark.parametrize('q, k, v', [
+    ((2, 3, 5, 8), (2, 3, 7, 8), (2, 3, 7, 4)),  # 4-D: batch, heads, queries / keys, width
+    ((6, 5, 8), (6, 7, 8), (6, 7, 4)),  # 3-D
+])
+def test_attention_counts_both_products(q, k, v):
+    """q @ k^T (Nq x d x Nk) and attn @ v (Nq x Nk x dv) per batch and head: 6 x 5 x 7 x 12."""
+    inputs = tuple(torch.randn(*s) for s in (q, k, v))
+    with torch.no_grad():
+        assert FlopAnalyzer(_Attention(), inputs).total() == 6 * 5 * 7 * (8 + 4)
+
+
+def test_baddbmm_counts_the_product_only():
+    class Baddbmm(torch.nn.Module):
+        def forward(self, c, a, b):
+            return torch.baddbmm(c, a, b)
+    inputs = (torch.randn(3, 5, 4), torch.randn(3, 5, 7), torch.randn(3, 7, 4))
+    with torch.no_grad():
+        assert FlopAnalyzer(Baddbmm(), inputs).total() == 3 * 5 * 7 * 4
+
+
+def test_registration_adds_missing_handles_and_keeps_existing_ones(monkeypatch):
+    sentinel = object()
+    table = {'aten::baddbmm': sentinel}
+    monkeypatch.setattr(complexity_analysis, '_DEFAULT_SUPPORTED_FLOP_OPS', table)
+    assert flop_handles.register_flop_handles() is True
+    assert table == {'aten::baddbmm': sentinel,
+                     'aten::scaled_dot_product_attention': flop_handles.sdpa_flop_jit,
+                     'aten::baddbmm_': flop_handles.baddbmm_flop_jit}
+    monkeypatch.delattr(complexity_analysis, '_DEFAULT_SUPPORTED_FLOP_OPS')
+    assert flop_handles.register_flop_handles() is False  # an mmengine without the table
