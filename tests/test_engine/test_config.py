@@ -25,6 +25,10 @@ def test_load_config_sets_the_launcher_and_refuses_an_unknown_toolbox(tmp_path):
     cfg = config.load_config(DEMO_CONFIG, None, 'pytorch',
                               None)
     assert cfg.launcher == 'pytorch'
+    # the work dir: the argument, else the config's, else ./work_dirs/<config name>
+    assert cfg.work_dir == './work_dirs/vtfpn_r50_lip-demo-128x128'
+    assert config.load_config(DEMO_CONFIG, {'work_dir': 'w1'}, 'none', None).work_dir == 'w1'
+    assert config.load_config(DEMO_CONFIG, {'work_dir': 'w1'}, 'none', 'w2').work_dir == 'w2'
     plain = tmp_path / 'plain.py'
     plain.write_text('model = dict(type="X")\n')
     with pytest.raises(ValueError, match='default_scope is None'):
@@ -57,6 +61,16 @@ def test_config_syntax_errors_name_the_file_and_line(tmp_path):
         config.read_config(str(child))
     with pytest.raises(config.ConfigSyntaxError, match=r'no_such\.py: no such file'):
         config.read_config(str(tmp_path / 'no_such.py'))
+    # a base in another folder, named relative to the child; an unresolvable base before it
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    (tmp_path / 'b' / 'base.py').write_text('x = (\n')
+    nested = tmp_path / 'a' / 'child.py'
+    nested.write_text("_base_ = ['nosuch::x/y.py', '../b/base.py']\n")
+    found = config._first_syntax_error(str(nested))
+    assert found.filename == str(tmp_path / 'b' / 'base.py') and found.lineno == 1
+    assert config._first_syntax_error(str(child)).filename == str(base)
+    assert config._first_syntax_error(str(tmp_path / 'a' / 'none.py')) is None
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
@@ -74,7 +88,10 @@ def test_tools_print_config_errors_as_one_line(tool, tmp_path):
     ('/data/my dataset', '/data/my dataset'), ('  spaced  ', 'spaced'), ("'quoted x'", 'quoted x'),
     ('1', 1), ('-2.5', -2.5), ('True', True), ('None', None), ('a,b', ['a', 'b']),
     ('[a b, c]', ['a b', 'c']), ('(1, 2)', (1, 2)), ('(1,)', (1, )), ('[]', []),
-    ('[[1, 2], (3, x y)]', [[1, 2], (3, 'x y')]), ('1,', [1])])
+    ('[[1, 2], (3, x y)]', [[1, 2], (3, 'x y')]), ('1,', [1]),
+    ('a,[1,(2,3)],b', ['a', [1, (2, 3)], 'b']), ('X1,Y2', ['X1', 'Y2']),
+    # commas inside brackets of a plain value keep it whole (this recursed without end)
+    ('run(1, 2)', 'run(1, 2)'), ('f(1, 2),g', ['f(1, 2)', 'g'])])
 def test_option_values_keep_their_spaces(text, value):
     assert config.parse_option_value(text) == value
 

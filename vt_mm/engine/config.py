@@ -129,9 +129,10 @@ def parse_option_value(text: str):
         inner = text[1:-1].strip()
         values = [parse_option_value(p) for p in _split_top_level(inner)] if inner else []
         return tuple(values) if is_tuple else values
-    if ',' in text:
-        return [parse_option_value(p) for p in _split_top_level(text)]
-    return DictAction._parse_int_float_bool(text)
+    parts = _split_top_level(text) if ',' in text else [text]
+    if len(parts) > 1 or text.endswith(','):
+        return [parse_option_value(p) for p in parts]
+    return DictAction._parse_int_float_bool(text)  # commas inside brackets: one value
 
 def _option_action():
     from mmengine.config import DictAction
