@@ -19,8 +19,8 @@ from typing import Dict, Optional
 
 from vt_mm.utils.config_scope import configs_root
 
-__all__ = ['NoPublishedWeights', 'model_index_root', 'vt_mm_models', 'find_model',
-           'register_model_names']
+__all__ = ['NoPublishedWeights', 'model_index_root', 'vt_mm_models', 'find_model', 'lookup',
+           'register_classifiers', 'register_model_names']
 
 INFERENCERS = {'mmseg': 'MMSegInferencer', 'mmdet': 'DetInferencer',
                'mmpretrain': 'ImageClassificationInferencer'}
@@ -56,31 +56,50 @@ def find_model(name: str) -> Optional[dict]:
     return vt_mm_models().get(name.lower())
 
 
-def _register_with_mmengine() -> None:
+def lookup(original, inferencer, model: str):
+    """mmengine's ``BaseInferencer._load_model_from_metafile`` (``original``) first; for a name
+    it does not know, vt-mm's model-index: ``(config, None)`` with one
+    :class:`NoPublishedWeights` warning, or a ValueError naming the inferencer to use when the
+    model is another toolbox's. Module-level, so that it is what runs (and what is tested)
+    whenever an inferencer looks a name up."""
     from mmengine.config import Config
+    try:
+        return original(inferencer, model)
+    except ValueError:  # not in the toolbox's own model-index
+        entry = find_model(model)
+        if entry is None:
+            raise
+    cfg = Config.fromfile(entry['Config'])
+    toolbox = cfg.get('default_scope')
+    if toolbox != inferencer.scope:
+        raise ValueError(f'{entry["Name"]} is an {toolbox} model of vt-mm, not '
+                         f'{inferencer.scope}: use {INFERENCERS.get(toolbox, toolbox)}')
+    warnings.warn(no_weights_message(entry['Name']), NoPublishedWeights, stacklevel=3)
+    return cfg, None
+
+
+def _register_with_mmengine() -> None:
     from mmengine.infer import BaseInferencer
     original = BaseInferencer._load_model_from_metafile
     if getattr(original, '_vt_mm', False):
         return
 
     def _load_model_from_metafile(self, model: str):
-        try:
-            return original(self, model)
-        except ValueError:  # not in the toolbox's own model-index
-            entry = find_model(model)
-            if entry is None:
-                raise
-        cfg = Config.fromfile(entry['Config'])
-        toolbox = cfg.get('default_scope')
-        if toolbox != self.scope:
-            raise ValueError(f'{entry["Name"]} is an {toolbox} model of vt-mm, not {self.scope}: '
-                             f'use {INFERENCERS.get(toolbox, toolbox)}')
-        warnings.warn(no_weights_message(entry['Name']), NoPublishedWeights, stacklevel=2)
-        return cfg, None
+        return lookup(original, self, model)
 
     _load_model_from_metafile._vt_mm = True
     _load_model_from_metafile.__wrapped__ = original
     BaseInferencer._load_model_from_metafile = _load_model_from_metafile
+
+
+def register_classifiers(original, hub) -> None:
+    """mmpretrain's ``ModelHub._register_mmpretrain_models`` (``original``), then, the first
+    time, vt-mm's classifiers (module-level for the same reason as :func:`lookup`)."""
+    first = not getattr(hub, '_vt_mm_registered', False)
+    original(hub)
+    if first:
+        hub._vt_mm_registered = True
+        _add_classifiers(hub)
 
 
 def _register_with_mmpretrain() -> None:
@@ -95,11 +114,7 @@ def _register_with_mmpretrain() -> None:
         return
 
     def _register_mmpretrain_models(cls):
-        first = not getattr(cls, '_vt_mm_registered', False)
-        original(cls)
-        if first:
-            cls._vt_mm_registered = True
-            _add_classifiers(cls)
+        register_classifiers(original, cls)
 
     _register_mmpretrain_models._vt_mm = True
     ModelHub._register_mmpretrain_models = classmethod(_register_mmpretrain_models)
