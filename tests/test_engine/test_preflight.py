@@ -52,9 +52,11 @@ def test_reliability_hook_audit(monkeypatch):
     assert preflight.check_reliability_hooks(partial) == [
         'NonFiniteLossHook', 'RankConsistencyHook', 'CheckpointSafetyHook', 'NetworkCompileHook']
     message, kwargs = logged[0]
-    assert message.startswith('custom_hooks has no NonFiniteLossHook, RankConsistencyHook, '
-                              'CheckpointSafetyHook, NetworkCompileHook: ')
-    assert kwargs['level'] == logging.WARNING
+    assert message == ('custom_hooks has no NonFiniteLossHook, RankConsistencyHook, '
+                       'CheckpointSafetyHook, NetworkCompileHook: exact resume / NaN stop / rank '
+                       'check / safe checkpoints are off for this run; inherit '
+                       'configs/_base_/vt_mm_runtime.py to get them')
+    assert kwargs == dict(logger='current', level=logging.WARNING)
     assert len(preflight.check_reliability_hooks(Config(dict()))) == 5
 
 
@@ -65,6 +67,26 @@ def test_unwritable_work_dir_is_refused_at_start(work_dir):
         preflight.check_writable(cfg)
     assert str(info.value).startswith(f'--work-dir {work_dir} cannot be written (')
     assert str(info.value).endswith('give a folder you can write to')
+
+
+def test_unwritable_message_names_the_error_type_and_reason(tmp_path, monkeypatch):
+    """The probe is written in the folder itself (not the current directory), and a refusal
+    names the OS error's type and reason."""
+    opened = []
+    real_open = open
+
+    def refusing_open(path, mode='r', *args, **kwargs):
+        opened.append(str(path))
+        if 'w' in mode:
+            raise PermissionError(13, 'Permission denied')
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr('builtins.open', refusing_open)
+    with pytest.raises(preflight.UnwritableDirError) as info:
+        preflight.check_writable(Config(dict(work_dir=str(tmp_path / 'w'))))
+    assert str(info.value) == (f'--work-dir {tmp_path / "w"} cannot be written (PermissionError: '
+                               'Permission denied); give a folder you can write to')
+    assert opened == [str(tmp_path / 'w' / f'.vt_mm_write_test.{os.getpid()}')]
 
 
 def test_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):

@@ -137,3 +137,23 @@ def test_holder_details_while_the_holder_writes_them(tmp_path):
     assert 'a process that has not written its details yet' in out
     lock_work_dir(str(work))
     workdir_lock.release_work_dir(str(work))
+
+
+def test_holder_record_as_written_or_not_yet(tmp_path):
+    """What a refused run is told about the holder: its record, or that it has none yet
+    (an empty file, or one whose record does not parse)."""
+    path = tmp_path / LOCK_NAME
+    for text in ('', '{"pid": 1, ', '{}'):
+        path.write_text(text)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert workdir_lock._holder(fd) == 'a process that has not written its details yet'
+        finally:
+            os.close(fd)
+    path.write_text(json.dumps(dict(pid=42, host='h', started='t', command='python train.py')))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.lseek(fd, 5, os.SEEK_SET)  # read from the start whatever the position
+        assert workdir_lock._holder(fd) == 'pid 42 on host h, started t: python train.py'
+    finally:
+        os.close(fd)

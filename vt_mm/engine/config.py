@@ -74,13 +74,13 @@ def load_config(path: str, cfg_options: Optional[dict], launcher: str,
     toolbox_of(cfg)
     if work_dir is not None:
         cfg.work_dir = work_dir
-    elif cfg.get('work_dir', None) is None:
+    elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(path))[0])
     return cfg
 
 def toolbox_of(cfg: Config) -> str:
     """'mmseg', 'mmdet' or 'mmpretrain', from the config's default_scope."""
-    scope = cfg.get('default_scope', None)
+    scope = cfg.get('default_scope')
     if scope not in ('mmseg', 'mmdet', 'mmpretrain'):
         raise ValueError(f"config default_scope is {scope!r}; vt-mm's tools handle 'mmseg', "
                          "'mmdet' "

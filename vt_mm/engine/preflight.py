@@ -61,8 +61,8 @@ def check_writable(cfg: Config) -> None:
     """The work dir and a local checkpoint ``out_dir`` can be created and written: checked
     before the run, instead of failing at the first save."""
     _check_writable(cfg.work_dir, '--work-dir')
-    checkpoint = (cfg.get('default_hooks', None) or {}).get('checkpoint', None) or {}
-    out_dir = checkpoint.get('out_dir', None)
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    out_dir = checkpoint.get('out_dir')
     if out_dir and '://' not in str(out_dir):
         _check_writable(out_dir, 'default_hooks.checkpoint.out_dir')
 
@@ -74,7 +74,7 @@ def check_reliability_hooks(cfg) -> List[str]:
     changes nothing (a config may leave a hook out on purpose).
     """
     from .hooks import reliability_hooks
-    present = {h.get('type') for h in (cfg.get('custom_hooks', None) or [])}
+    present = {h.get('type') for h in (cfg.get('custom_hooks') or [])}
     missing = [h['type'] for h in reliability_hooks() if h['type'] not in present]
     if missing:
         print_log(f'custom_hooks has no {", ".join(missing)}: exact resume / NaN stop / rank '
