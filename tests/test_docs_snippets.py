@@ -149,13 +149,9 @@ PATH_PATTERN = re.compile(r'(?<![\w/.-])((?:docs|benchmarks|dev|tools|configs|te
 
 
 def _repository_text_files():
-    import subprocess
-    proc = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
-    for rel in proc.stdout.splitlines():
-        if rel.endswith(('.md', '.py', '.sh', '.yml', '.toml', '.txt', 'Makefile', '.ci/run')):
-            if osp.isfile(osp.join(ROOT, rel)):
-                yield rel
+    from helpers import repository_files
+    return [rel for rel in repository_files() if rel.endswith(
+        ('.md', '.py', '.sh', '.yml', '.toml', '.txt', 'Makefile', '.ci/run'))]
 
 
 def test_paths_named_in_the_repository_exist():

@@ -18,9 +18,8 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 def _repository_files():
     """The files of the clone as git lists them (tracked and new, not ignored): the wheel is
     built from a copy of all of it, so that what it leaves out is left out by the build."""
-    proc = subprocess.run(['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
-                          cwd=ROOT, capture_output=True, text=True, check=True)
-    return [f for f in proc.stdout.splitlines() if osp.isfile(osp.join(ROOT, f))]
+    from helpers import repository_files
+    return repository_files()
 
 
 @pytest.fixture(scope='module')

@@ -32,9 +32,11 @@ MOVED_CONFIGS = {
 
 def load_script(path: str, name: str = None):
     """A script of tools/, benchmarks/ or dev/ (``path`` relative to the repository) as a
-    module, imported as running it would: its own folder first on ``sys.path`` (the scripts
-    import their neighbours by name), under ``name`` in ``sys.modules`` (default: the file's
-    stem), so that a neighbour importing it by name gets this module, not a second copy."""
+    module, under ``name`` in ``sys.modules`` (default: the file's stem), so that a neighbour
+    importing it by name gets this module, not a second copy. The scripts import their
+    neighbours by name (running a script puts its folder first on the path): those neighbours
+    are loaded the same way first, so ``sys.path`` stays as it is."""
+    import ast
     import importlib.util
     import sys
     path = osp.join(ROOT, path)
@@ -42,10 +44,25 @@ def load_script(path: str, name: str = None):
     if name in sys.modules and getattr(sys.modules[name], '__file__', None) == path:
         return sys.modules[name]
     folder = osp.dirname(path)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    with open(path) as f:
+        tree = ast.parse(f.read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    for neighbour in sorted(imported):
+        if osp.isfile(osp.join(folder, f'{neighbour}.py')):
+            load_script(osp.relpath(osp.join(folder, f'{neighbour}.py'), ROOT))
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def repository_files(untracked: bool = True):
+    """The clone's files as git lists them (relative paths): tracked ones and, with
+    ``untracked``, new ones that are not ignored; only those that exist as files."""
+    import subprocess
+    command = ['git', 'ls-files'] + (['--cached', '--others', '--exclude-standard']
+                                     if untracked else [])
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    return [f for f in proc.stdout.splitlines() if osp.isfile(osp.join(ROOT, f))]

@@ -61,10 +61,10 @@ def test_mutation_copies_hold_the_whole_repository():
     failed a whole group's clean run. Both copies take every tracked top-level entry but the
     CI folder and .gitignore."""
     import re
-    import subprocess
-    tracked = set(subprocess.run(['git', 'ls-files'], cwd=ROOT, capture_output=True, text=True,
-                                 check=True).stdout.split())
-    top = {path.split('/')[0] for path in tracked} - {'.ci', '.gitignore'}
+
+    from helpers import repository_files
+    top = {path.split('/')[0] for path in repository_files(untracked=False)} - {'.ci',
+                                                                                '.gitignore'}
     known_mutants = load_script('dev/known_mutants.py')
     assert set(known_mutants.COPIED_PARTS) == top
     with open(osp.join(ROOT, 'dev', 'mutation.py')) as f:

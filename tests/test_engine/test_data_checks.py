@@ -1,36 +1,25 @@
 """Data checked before it costs a run (vt_mm/engine/data_checks.py): each bad input names the file
 (or the id list), what is wrong and the setting that fixes it, whatever the batch size."""
-import os
 import os.path as osp
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from helpers import ROOT
+from helpers.tools import iters, run_python, tool_env
 from PIL import Image
 
 LABELS = osp.join('TrainVal_parsing_annotations', 'train_segmentations')
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
+_env = tool_env
+_iters = iters
 
 
 def _run(args, cwd=ROOT, expect_ok=False, timeout=600):
-    """(exit code, stdout + stderr) of ``python ARGS``, asserting success with ``expect_ok``."""
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
-def _iters(n, val=None):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
+    """As ``run_python``, but not asserting success unless asked (the checks here fail)."""
+    return run_python(args, cwd=cwd, expect_ok=expect_ok, timeout=timeout)
 
 
 @pytest.fixture

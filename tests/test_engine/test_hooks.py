@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from helpers import ROOT
+from helpers.tools import iters, run_python, tool_env
 from mmengine.config import Config
 
 from vt_mm.engine import hooks
@@ -146,21 +147,9 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
         assert len(compiled) == before
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
-def _run(args, expect_ok=True, timeout=600):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
-def _iters(n, val=None):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
+_env = tool_env
+_run = run_python
+_iters = iters
 
 
 def _weights(path):

@@ -1,34 +1,18 @@
 """tools/train.py and tools/test.py end to end, for mmseg (generated LIP data), mmdet and
 mmpretrain configs, and the toolboxes' own tools with vt-mm configs."""
 import glob
-import os
 import os.path as osp
 import pickle
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 from helpers import ROOT
+from helpers.tools import iters, run_python, tool_env
 
-
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
-def _run(args, cwd=ROOT, expect_ok=True, timeout=600):
-    """(exit code, stdout + stderr) of ``python ARGS``, asserting success with ``expect_ok``."""
-    proc = subprocess.run([sys.executable] + args, cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
-
-
-def _iters(n, val=None):
-    return ['--cfg-options', f'train_cfg.max_iters={n}', f'train_cfg.val_interval={val or n}']
+_env = tool_env
+_run = run_python
+_iters = iters
 
 
 @pytest.mark.slow

@@ -1,9 +1,9 @@
 """A guard that keeps third-party converters offline: no network, no package installs.
 
-Converters have been seen to do both at run time: importing ``MNN.tools`` runs
-``os.system("pip install -U aliyun-log-python-sdk")`` and then posts a usage log with a machine
-id; onnx2tf downloads a calibration file; OpenVINO's ``convert_model`` has telemetry (its
-package is imported by ``import openvino``, so only the network is blocked for it). vt-mm calls
+Converters have been seen to do both at run time: importing ``MNN.tools`` installs a logging
+package through pip and then posts a usage log with a machine id; onnx2tf downloads a
+calibration file; OpenVINO's ``convert_model`` has telemetry (its package is imported by
+``import openvino``, so only the network is blocked for it). vt-mm calls
 each converter so that none of this is reached (``docs/en/user_guides/deployment.md``) and
 runs every conversion inside :func:`offline`, which turns any attempt into an
 :class:`OfflineViolation` naming what was tried, instead of a silent install or upload.
@@ -58,12 +58,12 @@ class offline:
     Everything patched is restored when the block ends, also when it raises.
 
     Example:
-        >>> import os
-        >>> with offline():
-        ...     os.system('echo hello')
+        >>> import subprocess
+        >>> with offline():  # refused before anything starts
+        ...     subprocess.run(['/bin/true'])
         Traceback (most recent call last):
         ...
-        vt_mm.deploy.offline.OfflineViolation: ...
+        vt_mm.deploy.offline.OfflineViolation: starting ['/bin/true'] blocked ...
     """
 
     def __init__(self, allowed_programs: Iterable[str] = ()):

@@ -13,6 +13,7 @@ Example:
     >>> from mmpretrain import get_model
     >>> model = get_model('vt-resnet18_8xb32_in1k')  # doctest: +SKIP
 """
+import functools
 import os.path as osp
 import warnings
 from typing import Dict, Optional
@@ -42,9 +43,11 @@ def model_index_root() -> str:
     return osp.dirname(configs_root())
 
 
+@functools.lru_cache(maxsize=None)
 def vt_mm_models() -> Dict[str, dict]:
     """Every model of vt-mm's model-index, by lower-case name: its metafile entry with
-    ``Config`` made an absolute path (vt-mm's metafiles give no aliases)."""
+    ``Config`` made an absolute path (vt-mm's metafiles give no aliases). Read once per process:
+    the files ship with the package."""
     from mmengine.infer import BaseInferencer
     root = model_index_root()
     return {entry['Name'].lower(): dict(entry, Config=osp.join(root, entry['Config']))
