@@ -177,3 +177,30 @@ def test_scripts_import_vt_mm_as_a_package():
                 edits += [f'{osp.relpath(path, ROOT)}:{i}' for i, line in enumerate(f, 1)
                           if 'sys.path.insert' in line or 'sys.path.append' in line]
     assert edits == []
+
+
+@pytest.mark.slow  # about 25 programs, each importing the toolboxes: a minute on 2 cores
+def test_every_script_starts_as_a_program():
+    """Every script of tools/, benchmarks/ and dev/ runs as its docs say (``python SCRIPT``
+    from the repository, vt_mm on PYTHONPATH): ``--help`` exits 0. Imports a test's module
+    loader would satisfy can fail here: mmsegmentation and model-index install a ``tests``
+    package into site-packages, which hides this repository's tests/ from ``import tests...``
+    (benchmarks/compile_benchmark.py failed so)."""
+    from concurrent.futures import ThreadPoolExecutor
+    scripts = []
+    for folder in ('tools', 'benchmarks', 'dev'):
+        for path in sorted(glob.glob(osp.join(ROOT, folder, '**', '*.py'), recursive=True)):
+            with open(path) as f:
+                if "if __name__ == '__main__':" in f.read():
+                    scripts.append(osp.relpath(path, ROOT))
+    assert len(scripts) > 20 and 'benchmarks/compile_benchmark.py' in scripts
+
+    def run(script):
+        env = dict(os.environ, PYTHONPATH=ROOT)
+        done = subprocess.run([sys.executable, script, '--help'], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        return script, done.returncode, done.stderr[-600:]
+
+    with ThreadPoolExecutor(2) as pool:
+        failed = [r for r in pool.map(run, scripts) if r[1] != 0]
+    assert failed == []
