@@ -143,3 +143,117 @@ def test_dynamo_fails_on_mmengine_param_groups(tmp_path):
     dynamo.reset()
     step()
     dynamo.reset()
+
+
+# square first (a square crop must not tie height to width), then sizes of 3 and 4 digits
+VARYING_SIZES = [(96, 96), (160, 128), (200, 72), (1000, 999)]
+
+
+def _counting_backend(log):
+    """A Dynamo backend that records each graph it is given (its number of nodes) and runs it as
+    traced."""
+    def backend(gm, example_inputs):
+        log.append(len(gm.graph.nodes))
+        return gm.forward
+    return backend
+
+
+@pytest.fixture
+def duck_shape_restored():
+    """compile_networks turns Dynamo's duck sizing off for the process: back to torch's default
+    after the test."""
+    import torch.fx.experimental._config as fx_config
+    with fx_config.patch(use_duck_shape=True):
+        yield
+
+
+def _build(family, tmp_path, size=64):
+    from mmengine.registry import MODELS, init_default_scope
+    cfg = Config.fromfile(write_family_config(family, str(tmp_path), size))
+    init_default_scope(cfg.default_scope)
+    torch.manual_seed(0)
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.slow  # Dynamo traces each network: 10-40 s per family
+@pytest.mark.parametrize('family', ['vtfpn', 'seaformer', 'vt_resnet'])
+def test_dynamic_compile_captures_one_graph_for_any_size(family, tmp_path, duck_shape_restored):
+    """``compile=dict(dynamic=True)``: after the first batch, training batches of other sizes
+    (square, then not; 3 and 4 digits) run the graphs Dynamo captured for the first one: no
+    guard of the models' own code ties them to a size (Dynamo's duck sizing did, at the first
+    non-square batch after square crops). Validation (eval mode) runs eagerly, compiling
+    nothing."""
+    import torch.fx.experimental._config as fx_config
+
+    from vt_mm.engine.hooks import compile_networks
+    model = _build(family, tmp_path).train()
+    graphs = []
+    dynamo.reset()
+    parts = compile_networks(model, dict(backend=_counting_backend(graphs), dynamic=True))
+    assert fx_config.use_duck_shape is False
+    for size in VARYING_SIZES:
+        out = model(torch.randn(2, 3, *size), mode='tensor')
+        assert all(torch.isfinite(o).all() for o in _outputs(out))
+        assert len(graphs) == len(parts), f'{size}: recompiled ({graphs})'
+    model.eval()
+    with torch.no_grad():
+        for size in VARYING_SIZES[1:3]:
+            model(torch.randn(2, 3, *size), mode='tensor')
+    assert len(graphs) == len(parts), graphs
+    dynamo.reset()
+
+
+@pytest.mark.slow  # Dynamo traces VT-ResNet twice: 15 s
+def test_static_compile_compiles_each_training_size_once(tmp_path, duck_shape_restored):
+    """The default (static sizes): a new training size compiles the networks whose input size
+    changed again, a size seen before compiles nothing, and validation compiles nothing."""
+    from vt_mm.engine.hooks import compile_networks
+    model = _build('vt_resnet', tmp_path).train()
+    graphs = []
+    dynamo.reset()
+    parts = compile_networks(model, dict(backend=_counting_backend(graphs)))
+    counts = []
+    for size in VARYING_SIZES[:2] + VARYING_SIZES[:1]:
+        model(torch.randn(2, 3, *size), mode='tensor')
+        counts.append(len(graphs))
+    assert counts[0] == len(parts) and counts[1] > counts[0] and counts[2] == counts[1], graphs
+    assert graphs[len(parts)] == graphs[0]  # the backbone's graph again, for the new size
+    model.eval()
+    with torch.no_grad():
+        model(torch.randn(2, 3, *VARYING_SIZES[2]), mode='tensor')
+    assert len(graphs) == counts[-1]
+    dynamo.reset()
+
+
+def test_networks_compile_for_training_and_run_eagerly_in_eval(tmp_path, monkeypatch,
+                                                                duck_shape_restored):
+    """What each network is compiled with (static sizes unless the options say ``dynamic``,
+    the user's value winning both ways) and which forward runs: the compiled one in training
+    mode, the module's own in eval mode, with the same arguments."""
+    from vt_mm.engine.hooks import compile_networks
+    options, calls = [], []
+
+    def fake_compile(fn, **kw):
+        options.append(kw)
+
+        def compiled(*args, **kwargs):
+            calls.append(('compiled', args, kwargs))
+            return fn(*args, **kwargs)
+        return compiled
+
+    monkeypatch.setattr(torch, 'compile', fake_compile)
+    model = _build('vt_resnet', tmp_path / 'a')
+    assert compile_networks(model, dict(backend='eager')) == ['backbone', 'neck', 'head']
+    assert options == [dict(dynamic=False, backend='eager')] * 3
+    for dynamic in (True, False):
+        options.clear()
+        compile_networks(_build('vt_resnet', tmp_path / str(dynamic)), dict(dynamic=dynamic))
+        assert options == [dict(dynamic=dynamic)] * 3
+    x = torch.randn(1, 3, 32, 32)
+    model.train()
+    train_out = model.backbone(x)
+    assert [c[0] for c in calls] == ['compiled'] and calls[0][1][0] is x
+    model.eval()
+    calls.clear()
+    eval_out = model.backbone(x)
+    assert calls == [] and len(eval_out) == len(train_out)

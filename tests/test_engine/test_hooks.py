@@ -110,6 +110,8 @@ class _Model(torch.nn.Module):
 
 
 def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
+    """The hook compiles each network once, with the config's options (static sizes unless they
+    say ``dynamic``), and undoes mmengine's compiled step."""
     compiled = []
 
     def fake_compile(fn, **options):
@@ -118,7 +120,6 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
         def wrapper(*a):
             return fn(*a)
 
-        wrapper._torchdynamo_orig_callable = fn
         return wrapper
 
     monkeypatch.setattr(torch, 'compile', fake_compile)
@@ -129,8 +130,9 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
                              logger=SimpleNamespace(info=logs.append))
     hook = hooks.NetworkCompileHook()
     hook.before_train(runner)
-    assert [(m, o) for m, o in compiled] == [(model.backbone, dict(backend='eager')),
-                                             (model.neck, dict(backend='eager'))]
+    assert [(m, o) for m, o in compiled] == [
+        (model.backbone, dict(dynamic=False, backend='eager')),
+        (model.neck, dict(dynamic=False, backend='eager'))]
     assert 'train_step' not in vars(model)
     assert logs == ["NetworkCompileHook: compiled backbone, neck with {'backend': 'eager'}; the "
                     'train step runs eagerly']
@@ -140,11 +142,27 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
     runner = SimpleNamespace(cfg=Config(dict(compile=True)), model=wrapped,
                              logger=SimpleNamespace(info=logs.append))
     hook.before_train(runner)
-    assert compiled[-1] == (wrapped.module.neck, {}) and 'default options' in logs[-1]
+    assert compiled[-1] == (wrapped.module.neck, dict(dynamic=False))
+    assert 'default options' in logs[-1]
     for off in (None, False):
         before = len(compiled)
         hook.before_train(SimpleNamespace(cfg=Config(dict(compile=off)), model=_Model()))
         assert len(compiled) == before
+
+
+def test_only_dynamic_compile_turns_dynamos_duck_sizing_off(monkeypatch):
+    """Static compiles (the default, or ``dynamic=False``) leave the process-wide duck-sizing
+    setting alone; ``dynamic=True`` turns it off."""
+    import torch.fx.experimental._config as fx_config
+    options = []
+    monkeypatch.setattr(torch, 'compile', lambda fn, **kw: options.append(kw) or fn)
+    with fx_config.patch(use_duck_shape=True):
+        for given in ({}, dict(dynamic=False)):
+            assert hooks.compile_networks(_Model(), given) == ['backbone', 'neck']
+            assert fx_config.use_duck_shape is True
+        assert options == [dict(dynamic=False)] * 4
+        hooks.compile_networks(_Model(), dict(dynamic=True))
+        assert fx_config.use_duck_shape is False and options[-1] == dict(dynamic=True)
 
 
 _env = tool_env

@@ -25,7 +25,7 @@ from mmengine.registry import HOOKS
 from .checkpoints import last_good_checkpoint
 
 __all__ = ['ResumeRNGHook', 'NonFiniteLossHook', 'RankConsistencyHook', 'NonFiniteLossError',
-           'NetworkCompileHook', 'reliability_hooks']
+           'NetworkCompileHook', 'compile_networks', 'reliability_hooks']
 
 
 def _get_rng_state() -> Dict[str, object]:
@@ -191,6 +191,74 @@ class RankConsistencyHook(Hook):
 COMPILED_PARTS = ('backbone', 'neck', 'decode_head', 'auxiliary_head', 'head')
 
 
+def compile_networks(model: torch.nn.Module, options: Optional[dict] = None) -> list:
+    """Compiles the ``forward`` of each of ``model``'s networks (:data:`COMPILED_PARTS`) in place,
+    for training: in eval mode each network runs its eager ``forward``.
+
+    Why eval runs eagerly: validation sees images of many sizes (mmseg's whole-image and
+    sliding-window testing), and a compiled network compiles again, from scratch, for each new
+    size (Inductor's CPU lowering of adaptive pooling and convolution layouts specialises on
+    the exact size even with ``dynamic=True``) and once more for eval mode, minutes each, until
+    Dynamo's recompile limit sends it back to eager anyway. Compiled and eager outputs are
+    equal (tests/test_engine/test_compile.py).
+
+    Sizes are static unless ``options`` say ``dynamic=True``: a new training size (mmdet's
+    multi-scale training) compiles the networks again, as fast as the first time. Symbolic sizes
+    do not pay on the CPU: Inductor's lowering still specialises on the size, so a second size
+    compiles again, and each compile takes several times longer
+    (benchmarks/reports/compile.md); PyramidTNT's token-grid arithmetic does not finish tracing
+    with them (torch's default, ``dynamic=None``, switches to symbolic sizes at the second
+    size). With ``dynamic=True`` Dynamo's duck sizing is turned off for the process, since a
+    square training crop would otherwise tie height to width and the first non-square batch
+    would recompile; Dynamo then captures one graph for any size (tested with the ``eager``
+    and ``aot_eager`` backends).
+
+    Args:
+        model (nn.Module): an mmseg segmentor, mmdet detector or mmpretrain classifier (not
+            wrapped).
+        options (dict, optional): ``torch.compile`` keyword arguments. Default ``dynamic``:
+            False.
+
+    Returns:
+        list[str]: the names of the parts compiled now (parts compiled before are left alone).
+
+    Example:
+        >>> import torch
+        >>> from vt_mm.engine.hooks import compile_networks
+        >>> model = torch.nn.Module()
+        >>> model.backbone = torch.nn.Conv2d(3, 4, 3)
+        >>> compile_networks(model, dict(backend='eager'))
+        ['backbone']
+        >>> compile_networks(model, dict(backend='eager'))  # already compiled
+        []
+    """
+    options = {'dynamic': False, **(options or {})}
+    if options['dynamic']:
+        import torch.fx.experimental._config as fx_config
+        fx_config.use_duck_shape = False
+    compiled = []
+    for name in COMPILED_PARTS:
+        part = getattr(model, name, None)
+        if not isinstance(part, torch.nn.Module) or hasattr(part.forward,
+                                                            '_torchdynamo_orig_callable'):
+            continue
+        part.forward = _train_mode_compiled(part, torch.compile(part.forward, **options))
+        compiled.append(name)
+    return compiled
+
+
+def _train_mode_compiled(module: torch.nn.Module, compiled):
+    """``module``'s forward: ``compiled`` in training mode, the eager one in eval mode."""
+    eager = module.forward
+
+    def forward(*args, **kwargs):
+        return (compiled if module.training else eager)(*args, **kwargs)
+
+    forward._torchdynamo_orig_callable = eager  # how torch marks a compiled callable
+    forward.compiled = compiled
+    return forward
+
+
 @HOOKS.register_module()
 class NetworkCompileHook(Hook):
     """mmengine's ``compile`` switch, applied to the model's networks instead of its train step.
@@ -209,12 +277,12 @@ class NetworkCompileHook(Hook):
       the one group per parameter that it makes (242 for SeaFormer-T), tracing alone takes 28 s.
 
     So, before the first iteration, this hook undoes mmengine's compiled ``train_step`` and
-    compiles, with the same ``compile`` options, the ``forward`` of each of the model's
-    ``backbone``, ``neck``, ``decode_head``, ``auxiliary_head`` and ``head`` (mmseg's
-    segmentors, mmpretrain's classifiers; for mmdet's detectors the backbone and neck): the
-    networks, which compile as one graph each (tests/test_engine/test_compile.py). Loss, data
-    handling and the optimizer run eagerly; weights, checkpoints and state-dict keys are
-    unchanged. Nothing happens without ``compile``.
+    compiles, with the same ``compile`` options, the networks (:func:`compile_networks`: the
+    ``forward`` of each of the model's ``backbone``, ``neck``, ``decode_head``,
+    ``auxiliary_head`` and ``head``; for mmdet's detectors the backbone and neck), which compile
+    as one graph each (tests/test_engine/test_compile.py), for training; validation runs them
+    eagerly. Loss, data handling and the optimizer run eagerly; weights, checkpoints and
+    state-dict keys are unchanged. Nothing happens without ``compile``.
     """
 
     priority = 'VERY_HIGH'
@@ -228,13 +296,7 @@ class NetworkCompileHook(Hook):
         if 'train_step' in vars(wrapped):  # mmengine's torch.compile(train_step)
             del wrapped.train_step
         model = wrapped.module if hasattr(wrapped, 'module') else wrapped
-        compiled = []
-        for name in COMPILED_PARTS:
-            part = getattr(model, name, None)
-            if isinstance(part, torch.nn.Module) and not hasattr(part.forward,
-                                                                 '_torchdynamo_orig_callable'):
-                part.forward = torch.compile(part.forward, **options)
-                compiled.append(name)
+        compiled = compile_networks(model, options)
         runner.logger.info(f'NetworkCompileHook: compiled {", ".join(compiled) or "nothing"} '
                            f'with {options or "default options"}; the train step runs eagerly')
 
