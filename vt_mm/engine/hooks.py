@@ -255,7 +255,6 @@ def _train_mode_compiled(module: torch.nn.Module, compiled):
         return (compiled if module.training else eager)(*args, **kwargs)
 
     forward._torchdynamo_orig_callable = eager  # how torch marks a compiled callable
-    forward.compiled = compiled
     return forward
 
 

@@ -1,31 +1,19 @@
 """Reading and loading checkpoints (vt_mm/engine/checkpoints/loading.py): files that are not
 checkpoints, no load of NaN/Inf through any mmengine path, strict loading in tools/test.py."""
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers.tools import run_python as _run
 
 from vt_mm.engine import checkpoints
 
 
-def _env():
-    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS='1')
-
-
 def _train(cfg, work, *options, resume=False, expect_ok=True, timeout=600):
-    args = [sys.executable, 'tools/train.py', cfg, '--work-dir', str(work)]
+    args = ['tools/train.py', cfg, '--work-dir', str(work)]
     args += ['--resume'] if resume else []
     args += ['--cfg-options', *options] if options else []
-    proc = subprocess.run(args, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
+    return _run(args, expect_ok=expect_ok, timeout=timeout)
 
 
 # the tiny config's checkpoint hook (every 2 iterations), keeping only the newest checkpoint
@@ -155,15 +143,6 @@ def test_the_toolboxes_inferencer_refuses_non_finite_weights(tmp_path, tiny_conf
         MMSegInferencer(model=cfg, weights=str(tmp_path / 'inf.pth'), device='cpu')
     with pytest.raises(checkpoints.NonFiniteWeightsError):
         init_model(cfg, str(tmp_path / 'inf.pth'), device='cpu')
-
-
-def _run(args, expect_ok=True, timeout=600):
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out[-6000:]
-    return proc.returncode, out
 
 
 @pytest.mark.slow
