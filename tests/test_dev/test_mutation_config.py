@@ -71,3 +71,26 @@ def test_mutation_copies_hold_the_whole_repository():
         also_copy = re.search(r'also_copy = \[(.*?)\]', f.read(), re.S).group(1)
     copied = {name.strip('/') for name in re.findall(r'\\?"([^"\\]+)\\?"', also_copy)}
     assert copied | {'vt_mm', 'tests', 'tools', 'pyproject.toml'} >= top, top - copied
+
+
+def test_a_strict_group_fails_on_survivors_and_unchecked_mutants_not_on_timeouts(
+        monkeypatch, capsys):
+    """A timeout is a mutant that hung the tests (caught); a survivor, or a mutant left unchecked
+    (mutmut stopped early) or without tests, fails a strict group; a group that is not strict
+    only reports."""
+    mutation = _mutation()
+
+    def rows(other, survived):
+        return lambda name, *args: [dict(group=name, module='m.py', total=10,
+                                          killed=10 - survived - sum(other.values()),
+                                          survived=survived, other=other, seconds=1.0)]
+
+    cases = [({}, 0, 0), ({'timeout': 2}, 0, 0), ({}, 1, 1), ({'not checked': 3}, 0, 1),
+             ({'no tests': 1}, 0, 1), ({'timeout': 1, 'not checked': 1}, 0, 1)]
+    for other, survived, status in cases:
+        monkeypatch.setattr(mutation, 'run_group', rows(other, survived))
+        assert mutation.main(['--groups', 'engine_data']) == status, (other, survived)
+        assert mutation.main(['--groups', 'vtfpn']) == 0  # not strict: reported only
+    monkeypatch.setattr(mutation, 'run_group', lambda *args: [])
+    assert mutation.main(['--groups', 'vtfpn']) == 1  # no result at all
+    capsys.readouterr()

@@ -87,7 +87,10 @@ def test_partial_files_are_the_checkpoint_temporaries_of_dead_processes_only(tmp
     process is gone, kept while it lives (a live writer), never anything else."""
     dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
                           capture_output=True, text=True).stdout.strip()
-    alive = os.getppid()  # the test runner's parent: alive
+    # a live process of the test's own (not the runner's parent: a mutant that signals the pid
+    # instead of probing it would kill the test runner, or mutmut itself)
+    writer = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
+    alive = writer.pid
     removable = [f'.iter_4.pth.{dead}.tmp', f'.epoch_12.pth.{dead}.tmp',
                  f'.last_checkpoint.{dead}.tmp', '.iter_1000.pth.tmp', '.last_checkpoint.tmp']
     kept = [f'.iter_6.pth.{alive}.tmp', f'.iter_7.pth.{os.getpid()}.tmp', '.notes.tmp',
@@ -96,7 +99,12 @@ def test_partial_files_are_the_checkpoint_temporaries_of_dead_processes_only(tmp
             f'.best.pth.{dead}.tmp']
     for name in removable + kept:
         (tmp_path / name).write_bytes(b'x')
-    removed = checkpoints.remove_partial_files(str(tmp_path))
+    try:
+        removed = checkpoints.remove_partial_files(str(tmp_path))
+        assert writer.poll() is None  # probed, not signalled
+    finally:
+        writer.kill()
+        writer.wait()
     assert sorted(removed) == sorted(removable)
     assert sorted(os.listdir(tmp_path)) == sorted(kept)
     assert checkpoints.remove_partial_files(str(tmp_path / 'missing')) == []
@@ -121,6 +129,22 @@ def test_atomic_backend_writes_bytes_and_text(tmp_path):
     assert (tmp_path / 'b.txt').read_bytes() == 'tëxt'.encode('utf-8')
     assert (tmp_path / 'c.txt').read_bytes() == b'latin'
     assert sorted(os.listdir(tmp_path)) == ['a.bin', 'b.txt', 'c.txt']
+
+
+def test_atomic_backend_keeps_the_signatures_of_mmengines_backend():
+    """mmengine's FileClient and CheckpointHook call the backend positionally and by keyword as
+    they call their LocalBackend: the override keeps each signature and default."""
+    import inspect
+
+    from mmengine.fileio.backends import LocalBackend
+    def parameters(function):
+        return [(p.name, p.kind, p.default)
+                for p in inspect.signature(function).parameters.values()]
+
+    for name in ('put', 'put_text'):
+        assert parameters(getattr(checkpoints.AtomicLocalBackend, name)) == \
+            parameters(getattr(LocalBackend, name)), name
+    assert inspect.signature(LocalBackend.put_text).parameters['encoding'].default == 'utf-8'
 
 
 @pytest.mark.parametrize('size,text', [(0, '0 B'), (1023, '1023 B'), (1024, '1.0 KiB'),

@@ -248,6 +248,7 @@ def test_the_wrapped_loader_passes_everything_through(loads_wrapped_again):
     assert logs and 'unexpected' in logs[0]
     with pytest.raises(RuntimeError, match='unexpected'):
         wrapper(_tiny_model(), dict(state), strict=True)
+    wrapper(_tiny_model(), dict(state))  # mmengine's default: not strict
     bad = dict(state)
     bad['0.bias'] = torch.full_like(bad['0.bias'], float('nan'))
     with pytest.raises(checkpoints.NonFiniteWeightsError,
@@ -256,14 +257,30 @@ def test_the_wrapped_loader_passes_everything_through(loads_wrapped_again):
 
 
 def test_weight_mismatch_lines(tmp_path):
-    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
-    state = {'0.weight': torch.zeros(4, 2), '0.bias': torch.zeros(3), 'x.a': torch.zeros(1),
-             'x.b': torch.zeros(1), 'x.c': torch.zeros(1)}
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1),
+                                torch.nn.Linear(1, 1))
+    state = {'0.weight': torch.zeros(4, 2), '0.bias': torch.zeros(4),
+             '1.weight': torch.zeros(1, 4), 'x.a': torch.zeros(1), 'x.b': torch.zeros(1),
+             'x.c': torch.zeros(1)}
+    # every line cut at max_listed
     assert checkpoints.weight_mismatch(state, model, max_listed=2) == [
-        '  2 missing keys: 1.bias, 1.weight',
+        '  3 missing keys: 1.bias, 2.bias ... (+1 more)',
         '  3 unexpected keys: x.a, x.b ... (+1 more)',
-        '  1 keys with other shapes: 0.weight (4, 2) vs (3, 2)']
+        '  3 keys with other shapes: 0.bias (4,) vs (3,), 0.weight (4, 2) vs (3, 2) ... (+1 more)']
     assert checkpoints.weight_mismatch(dict(model.state_dict()), model) == []
+
+
+def test_weight_mismatch_lists_eight_keys_by_default():
+    """The default listing: 8 keys whole, the 9th as a count (sorted as strings: 10 < 9)."""
+    model = torch.nn.ModuleList([torch.nn.Linear(1, 1, bias=False) for _ in range(11)])
+    eight = {f'{i}.weight': torch.zeros(1, 1) for i in range(3)}  # 8 missing
+    assert checkpoints.weight_mismatch(eight, model) == [
+        '  8 missing keys: 10.weight, 3.weight, 4.weight, 5.weight, 6.weight, 7.weight, '
+        '8.weight, 9.weight']
+    nine = {f'{i}.weight': torch.zeros(1, 1) for i in range(2)}  # 9 missing
+    assert checkpoints.weight_mismatch(nine, model) == [
+        '  9 missing keys: 10.weight, 2.weight, 3.weight, 4.weight, 5.weight, 6.weight, '
+        '7.weight, 8.weight ... (+1 more)']
 
 
 def test_strict_loading_compares_with_the_model_inside_a_tta_wrapper(tmp_path):
@@ -284,3 +301,67 @@ def test_strict_loading_compares_with_the_model_inside_a_tta_wrapper(tmp_path):
                              load_checkpoint=lambda *a, **k: loaded.append((a, k)))
     checkpoints.load_checkpoint_strictly(runner, str(tmp_path / 'c.pth'))
     assert loaded == [((str(tmp_path / 'c.pth'), ), dict(map_location='cpu', strict=True))]
+
+
+def _runner_of(model, loaded):
+    from types import SimpleNamespace
+    return SimpleNamespace(model=model, load_checkpoint=lambda *a, **k: loaded.append((a, k)))
+
+
+def test_strict_loading_refuses_a_checkpoint_of_another_model_with_one_message(tmp_path):
+    model = torch.nn.ModuleList([torch.nn.Linear(1, 1, bias=False) for _ in range(11)])
+    path = str(tmp_path / 'other.pth')
+    torch.save({'state_dict': {'0.weight': torch.zeros(2, 1), 'extra': torch.zeros(1)}}, path)
+    loaded = []
+    with pytest.raises(checkpoints.CheckpointMismatchError) as info:
+        checkpoints.load_checkpoint_strictly(_runner_of(model, loaded), path)
+    assert str(info.value) == (
+        f'checkpoint {path} does not fit the model of this config:\n'
+        '  10 missing keys: 1.weight, 10.weight, 2.weight, 3.weight, 4.weight, 5.weight, '
+        '6.weight, 7.weight ... (+2 more)\n'
+        '  1 unexpected keys: extra\n'
+        '  1 keys with other shapes: 0.weight (2, 1) vs (1, 1)\n'
+        'Use the checkpoint trained with this config, or convert an official one with '
+        'tools/model_converters/.')
+    with pytest.raises(checkpoints.CheckpointMismatchError, match=r'missing keys: 1.weight, '
+                       r'10.weight \.\.\. \(\+8 more\)\n'):
+        checkpoints.load_checkpoint_strictly(_runner_of(model, loaded), path, max_listed=2)
+    assert loaded == []  # nothing reached the model
+
+
+def test_strict_loading_refuses_non_finite_weights_naming_the_file(tmp_path):
+    model = _tiny_model()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state['0.bias'][1] = float('inf')
+    path = str(tmp_path / 'diverged.pth')
+    torch.save({'state_dict': state}, path)
+    loaded = []
+    with pytest.raises(checkpoints.NonFiniteWeightsError,
+                       match=f'^checkpoint {re.escape(path)} holds NaN/Inf in 1 tensors '
+                             r'\(0.bias\); nothing was loaded'):
+        checkpoints.load_checkpoint_strictly(_runner_of(model, loaded), path)
+    assert loaded == []
+
+
+def test_strict_loading_compares_with_the_model_inside_a_model_wrapper(tmp_path):
+    """mmengine's wrappers (DDP, FSDP and any registered in MODEL_WRAPPERS) hold the model in
+    ``.module``: the keys compared are the model's, not ``module.``-prefixed ones."""
+    from mmengine.registry import MODEL_WRAPPERS
+
+    class Wrapper(torch.nn.Module):
+
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    name = 'VtMmTestWrapper'
+    MODEL_WRAPPERS.register_module(name=name, module=Wrapper)
+    try:
+        inner = _tiny_model()
+        torch.save({'state_dict': inner.state_dict()}, tmp_path / 'c.pth')
+        loaded = []
+        checkpoints.load_checkpoint_strictly(_runner_of(Wrapper(inner), loaded),
+                                             str(tmp_path / 'c.pth'))
+        assert len(loaded) == 1
+    finally:
+        MODEL_WRAPPERS._module_dict.pop(name)

@@ -250,6 +250,16 @@ def test_resume_with_another_config_is_one_message_naming_the_keys(tmp_path):
     assert '3 keys with other shapes: 0.bias (8,) vs (16,), 0.weight (8, 4) vs (16, 4), ' \
         '1.weight (2, 8) vs (2, 16)' in message
     assert message.endswith(f'load_from={path} loads what fits).')
+    # one line per kind of difference
+    narrower = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    with pytest.raises(checkpoints.CheckpointMismatchError) as info:
+        checkpoints.check_resume_fits(_ResumeRunner(narrower), path)
+    assert str(info.value) == (
+        f'--resume: {path} was saved by a run of another config:\n'
+        '  2 unexpected keys: 1.bias, 1.weight\n'
+        '  2 keys with other shapes: 0.bias (8,) vs (4,), 0.weight (8, 4) vs (4, 4)\n'
+        'Resume with the config that run used, train this config in another --work-dir, '
+        f'or start from those weights without --resume (load_from={path} loads what fits).')
     # same weights, another grouping of the parameters (paramwise_cfg changed)
     groups = torch.optim.SGD([{'params': [saved[0].weight]},
                               {'params': [p for n, p in saved.named_parameters()
@@ -294,6 +304,22 @@ def test_sigint_logs_then_raises_keyboard_interrupt(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         hook._interrupted(runner, signal_module.SIGINT, None)
     assert logged[0].startswith('SIGINT at iteration 38 (epoch 0)') and killed == []
+
+
+def test_a_handler_called_after_the_handlers_were_restored_acts_as_the_default(
+        tmp_path, monkeypatch):
+    """A handler someone kept (a chained one) may run after ``after_train`` restored the old
+    handlers: it logs and then lets the signal act by default (SIGTERM ends the process)."""
+    import signal as signal_module
+    hook, runner, logged, killed = _interrupt_hook(monkeypatch, tmp_path, {})
+    hook.after_train(runner)
+    assert hook._previous_handlers == {}
+    set_to = []
+    monkeypatch.setattr(resuming.signal, 'signal',
+                        lambda signum, handler: set_to.append((signum, handler)))
+    hook._interrupted(runner, signal_module.SIGTERM, None)
+    assert set_to == [(signal_module.SIGTERM, signal_module.SIG_DFL)]
+    assert killed == [signal_module.SIGTERM] and logged[0].startswith('SIGTERM at iteration 38')
 
 
 def test_the_hook_takes_the_work_dir_lock_and_releases_it(tmp_path):

@@ -79,7 +79,7 @@ def refuse_non_finite_loads() -> None:
     weights before any is copied."""
     from mmengine.runner import checkpoint as mmengine_checkpoint
     original = mmengine_checkpoint.load_state_dict
-    if getattr(original, '_vt_mm_finite', False):
+    if hasattr(original, '_vt_mm_finite'):  # wrapped already
         return
 
     def load_state_dict(module, state_dict, strict=False, logger=None):
