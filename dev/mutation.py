@@ -11,8 +11,9 @@ directory with a ``[tool.mutmut]`` section naming the group's files and its fast
 mutmut 3 mutates code inside functions only; module-level tables such as the converters' rename
 lists and the checkpoint allow-list are covered by ``known_mutants.py``), runs the tests that
 cover each mutant, and prints one table row per module: mutants, killed, survived (and
-timeouts (caught: the tests hung) / not covered), share surviving. ``--list-survivors`` prints mutmut's diff of each
-survivor. Groups in ``STRICT`` must have no survivor at all (exit status 1 otherwise);
+timeouts / not covered), share surviving. ``--list-survivors`` prints mutmut's diff of each
+survivor. Groups in ``STRICT`` must have no survivor at all (exit status 1 otherwise; a
+timeout, a mutant that hung the tests, counts as caught);
 ``--fast`` runs the security-critical ones (``FAST``: what ``make test`` runs). mutmut comes
 with the tools layer (requirements/tools.txt).
 """
