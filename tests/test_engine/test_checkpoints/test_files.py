@@ -110,6 +110,22 @@ def test_partial_files_are_the_checkpoint_temporaries_of_dead_processes_only(tmp
     assert checkpoints.remove_partial_files(str(tmp_path / 'missing')) == []
 
 
+def test_a_temporary_of_another_users_live_process_is_kept(tmp_path, monkeypatch):
+    """Probing another user's process raises PermissionError: it lives, so its temporary
+    stays; a process that is gone (ProcessLookupError) leaves its temporary to be removed."""
+    from vt_mm.engine.checkpoints import files
+
+    def kill(pid, signum):
+        assert signum == 0  # a probe, never a signal
+        raise PermissionError if pid == 4242 else ProcessLookupError
+
+    monkeypatch.setattr(files.os, 'kill', kill)
+    for name in ('.iter_4.pth.4242.tmp', '.iter_5.pth.4343.tmp'):
+        (tmp_path / name).write_bytes(b'x')
+    assert checkpoints.remove_partial_files(str(tmp_path)) == ['.iter_5.pth.4343.tmp']
+    assert os.listdir(tmp_path) == ['.iter_4.pth.4242.tmp']
+
+
 def test_temporary_names_are_unique_per_process(tmp_path):
     path = str(tmp_path / 'iter_4.pth')
     assert checkpoints.temporary_path(path) == str(tmp_path / f'.iter_4.pth.{os.getpid()}.tmp')

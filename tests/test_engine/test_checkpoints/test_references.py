@@ -32,6 +32,22 @@ def test_remote_urls_by_mmengines_tables():
         assert references.remote_url(ref) is None, ref
 
 
+def test_table_entries_that_are_not_urls_are_not_remote(monkeypatch):
+    """mmengine's tables may name a file under its home instead of a URL (it loads those
+    locally): only http:// and https:// entries are downloads."""
+    from mmengine.runner import checkpoint as ckpt
+    monkeypatch.setattr(ckpt, 'get_external_models', lambda: {
+        'web': 'http://host/web.pth', 'secure': 'https://host/secure.pth',
+        'home': 'checkpoints/home.pth'})
+    monkeypatch.setattr(ckpt, 'get_deprecated_model_names', lambda: {})
+    assert references.remote_url('open-mmlab://web') == 'http://host/web.pth'
+    assert references.remote_url('open-mmlab://secure') == 'https://host/secure.pth'
+    assert references.remote_url('open-mmlab://home') is None
+    # the name is everything after the first '://'
+    monkeypatch.setattr(ckpt, 'get_torchvision_models', lambda: {'a://b': 'https://h/ab.pth'})
+    assert references.remote_url('torchvision://a://b') == 'https://h/ab.pth'
+
+
 def test_cached_checkpoint_is_found_in_the_torch_hub_dir(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
     url = references.remote_url('torchvision://resnet18')
@@ -79,6 +95,17 @@ def test_check_checkpoints_messages(tmp_path, monkeypatch):
                                       'have network, then point the config at the file:')
     monkeypatch.setattr(references, '_cached_path', lambda ref: '/cache/x.pth')
     references.check_checkpoints(Config(dict(model=dict(pretrained='open-mmlab://x'))))
+
+
+@pytest.mark.parametrize('first', ['s3://bucket/a.pth', 'pavi://a', 'open-mmlab://cached'])
+def test_a_reference_that_passes_does_not_end_the_check(tmp_path, monkeypatch, first):
+    """A reference left to mmengine (s3, pavi) or found in the cache is skipped; the ones after
+    it are still checked."""
+    monkeypatch.setattr(references, '_cached_path',
+                        lambda ref: '/cache/a.pth' if ref == 'open-mmlab://cached' else None)
+    cfg = Config(dict(model=dict(pretrained=first), load_from=str(tmp_path / 'none.pth')))
+    with pytest.raises(references.CheckpointUnavailableError, match='^load_from = '):
+        references.check_checkpoints(cfg)
 
 
 @pytest.fixture

@@ -446,6 +446,47 @@ def test_a_checkpoint_with_foreign_pickled_objects_is_not_resumed(tmp_path):
     assert '\n' not in note
 
 
+def test_candidates_are_read_weights_only_whatever_the_environment_says(tmp_path, monkeypatch):
+    """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD turns off weights_only where a call leaves it unset:
+    the candidates are read with it set, so a checkpoint that needs full unpickling is still
+    skipped."""
+    import io
+    monkeypatch.setenv('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '1')
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'extra': io.StringIO('x')},
+               tmp_path / 'iter_4.pth')
+    path, notes = checkpoints.find_resumable_checkpoint(str(tmp_path))
+    assert path is None and 'UnpicklingError' in notes[-1]
+
+
+def test_a_checkpoint_saved_on_a_gpu_or_in_the_old_format_is_resumable(tmp_path, monkeypatch):
+    """What mmengine resumes from is a candidate: a checkpoint whose tensors were saved on
+    a GPU (read onto the CPU) and one in torch's pre-zip format."""
+    import torch.serialization
+    state = {'state_dict': {'w': torch.ones(2)}, 'meta': {'iter': 4}}
+    with monkeypatch.context() as patch:  # what torch.save records for CUDA tensors
+        patch.setattr(torch.serialization, 'location_tag', lambda storage: 'cuda:0')
+        torch.save(state, tmp_path / 'iter_4.pth')
+    torch.save(state, tmp_path / 'iter_3.pth', _use_new_zipfile_serialization=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match='CUDA'):  # the file really names a GPU
+            torch.load(tmp_path / 'iter_4.pth', weights_only=True)
+    assert checkpoints.find_resumable_checkpoint(str(tmp_path))[0] == str(tmp_path / 'iter_4.pth')
+    (tmp_path / 'iter_4.pth').unlink()
+    assert checkpoints.find_resumable_checkpoint(str(tmp_path))[0] == str(tmp_path / 'iter_3.pth')
+
+
+def test_the_reason_of_an_unreadable_candidate_is_its_first_line(tmp_path, monkeypatch):
+    _save_fake_checkpoint(tmp_path / 'iter_2.pth', 2)
+
+    def fail(*args, **kwargs):
+        raise ValueError('the first line\nthe second')
+
+    monkeypatch.setattr(resuming.torch, 'load', fail)
+    path, notes = checkpoints.find_resumable_checkpoint(str(tmp_path))
+    assert path is None and notes[-1] == f'{tmp_path / "iter_2.pth"} does not load (ValueError: ' \
+        'the first line)'
+
+
 def test_the_reason_of_an_unreadable_candidate_without_a_message(tmp_path, monkeypatch):
     _save_fake_checkpoint(tmp_path / 'iter_2.pth', 2)
 

@@ -308,3 +308,16 @@ def test_optimizer_state_of_a_tensor_outside_the_model_is_named_generically():
     optimizer.state[outside]['exp_avg'].fill_(float('nan'))
     runner = SimpleNamespace(model=model, optim_wrapper=OptimWrapper(optimizer))
     assert checkpoints.non_finite_state(runner) == ['optimizer exp_avg of a parameter']
+
+
+def test_atomic_hook_passes_the_hooks_extra_arguments_to_the_save_as_mmengine_does(tmp_path):
+    """mmengine's CheckpointHook hands its extra keyword arguments (``self.args``) to
+    ``runner.save_checkpoint``; the atomic hook that replaces it does the same."""
+    runner = _toy_runner(tmp_path / 'w', max_iters=1)
+    runner.train()
+    hook = _hook(runner, checkpoints.AtomicCheckpointHook)
+    hook.args = dict(extra_option='x')
+    saved = []
+    runner.save_checkpoint = lambda *args, **kwargs: saved.append(kwargs)
+    hook._save_checkpoint_with_step(runner, 2, dict(iter=2))
+    assert saved and saved[0]['extra_option'] == 'x' and saved[0]['meta'] == dict(iter=2)

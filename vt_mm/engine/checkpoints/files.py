@@ -94,6 +94,7 @@ class AtomicLocalBackend(LocalBackend):
     def put(self, obj: bytes, filepath) -> None:
         atomic_write(obj, str(filepath))
 
+    # pragma: no mutate (equivalent: codec names ignore case, 'UTF-8' is 'utf-8')
     def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
         atomic_write(obj.encode(encoding), str(filepath))
 

@@ -63,8 +63,8 @@ def checkpoint_refs(cfg: Config) -> List[Tuple[str, str]]:
         value = parent[key]
         if not isinstance(value, str):
             continue
-        if key in ('pretrained', 'checkpoint', 'load_from') or (
-                isinstance(key, str) and key.endswith('pretrained')):
+        if key in ('checkpoint', 'load_from') or (
+                isinstance(key, str) and key.endswith('pretrained')):  # pretrained, *_pretrained
             refs.append((path, value))
     return refs
 

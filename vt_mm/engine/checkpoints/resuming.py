@@ -3,6 +3,7 @@ anything is loaded, and the hook every vt-mm config declares (one run per work d
 saves, a log line on SIGTERM/SIGINT)."""
 import functools
 import logging
+import math
 import os
 import os.path as osp
 import signal
@@ -29,9 +30,12 @@ __all__ = ['find_resumable_checkpoint', 'check_resume_fits', 'CheckpointSafetyHo
 
 
 def _loads(path: str) -> Optional[str]:
-    """None if ``path`` is a checkpoint that loads (weights_only, vt-mm's allow-list), else why."""
+    """None if ``path`` is a checkpoint that loads (weights_only, vt-mm's allow-list), else why.
+
+    Read as mmengine's resume reads it: onto the CPU (a checkpoint saved on a GPU loads on a
+    CPU-only machine) and without mmap (which refuses the pre-zip format that mmengine loads)."""
     try:
-        checkpoint = torch.load(path, map_location='cpu', weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not resumable"
         return f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else "no message"}'
     if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
@@ -49,7 +53,7 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
     notes: List[str] = []
     candidates = {}
     marker = osp.join(work_dir, 'last_checkpoint')
-    named = None
+    named = None  # pragma: no mutate (equivalent: any value that is no file, read for truth)
     if not osp.isfile(marker):
         notes.append(f'{marker} does not exist')
     else:
@@ -61,7 +65,7 @@ def find_resumable_checkpoint(work_dir: str) -> Tuple[Optional[str], List[str]]:
             notes.append(f'{marker} names {named}, which does not exist')
     if named and osp.isfile(named):
         match = _CHECKPOINT_NAME.match(osp.basename(named))
-        candidates[osp.abspath(named)] = int(match.group(2)) if match else float('inf')
+        candidates[osp.abspath(named)] = int(match.group(2)) if match else math.inf
     if osp.isdir(work_dir):
         for name in os.listdir(work_dir):
             match = _CHECKPOINT_NAME.match(name)
