@@ -317,7 +317,10 @@ def test_atomic_hook_passes_the_hooks_extra_arguments_to_the_save_as_mmengine_do
     runner.train()
     hook = _hook(runner, checkpoints.AtomicCheckpointHook)
     hook.args = dict(extra_option='x')
+    hook.file_client_args = dict(backend='local')  # deprecated in mmengine, still passed on
     saved = []
-    runner.save_checkpoint = lambda *args, **kwargs: saved.append(kwargs)
+    runner.save_checkpoint = lambda *args, **kwargs: saved.append((args, kwargs))
     hook._save_checkpoint_with_step(runner, 2, dict(iter=2))
-    assert saved and saved[0]['extra_option'] == 'x' and saved[0]['meta'] == dict(iter=2)
+    args, kwargs = saved[0]
+    assert args == (hook.out_dir, 'iter_2.pth', dict(backend='local'))
+    assert kwargs['extra_option'] == 'x' and kwargs['meta'] == dict(iter=2)

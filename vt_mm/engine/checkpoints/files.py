@@ -94,8 +94,8 @@ class AtomicLocalBackend(LocalBackend):
     def put(self, obj: bytes, filepath) -> None:
         atomic_write(obj, str(filepath))
 
-    # pragma: no mutate (equivalent: codec names ignore case, 'UTF-8' is 'utf-8')
-    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:
+    # the default is mmengine's; mutating its case is equivalent ('UTF-8' is 'utf-8')
+    def put_text(self, obj: str, filepath, encoding: str = 'utf-8') -> None:  # pragma: no mutate
         atomic_write(obj.encode(encoding), str(filepath))
 
 # what atomic_write leaves when its process dies mid-save: .iter_N.pth.PID.tmp,

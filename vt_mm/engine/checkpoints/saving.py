@@ -10,14 +10,14 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 
 from .files import atomic_write, last_good_checkpoint
-from .loading import NonFiniteWeightsError
+from .loading import NonFiniteWeightsError, _listing, _model_of
 
 __all__ = ['AtomicCheckpointHook', 'non_finite_state']
 
 
 
 def _named_tensors(runner) -> Iterable[Tuple[str, torch.Tensor]]:
-    model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+    model = _model_of(runner)  # the names a checkpoint's state_dict has (no 'module.')
     yield from model.named_parameters()
     yield from model.named_buffers()
     optim_wrapper = getattr(runner, 'optim_wrapper', None)
@@ -65,10 +65,9 @@ class AtomicCheckpointHook(CheckpointHook):
         if not bad:
             return
         last = last_good_checkpoint(runner.work_dir)
-        listed = ', '.join(bad[:8]) + (f' ... (+{len(bad) - 8} more)' if len(bad) > 8 else '')
         raise NonFiniteWeightsError(
             f'{"epoch" if self.by_epoch else "iteration"} {step}: {len(bad)} tensors hold NaN/Inf '
-            f'({listed}); the checkpoint was not saved. Last good checkpoint: '
+            f'({_listing(bad)}); the checkpoint was not saved. Last good checkpoint: '
             f'{last or "none yet"}. Usual causes: a learning rate too high for the batch size '
             '(lower it, add a warm-up or optim_wrapper.clip_grad), or labels outside '
             '[0, num_classes).')
