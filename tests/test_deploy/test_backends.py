@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT
-from helpers.export import SMALL_SEMANTIC_VTFPN, trained_like_bn
+from helpers.export import small_config, trained_like_bn
 
 from vt_mm.analysis import build_model
 from vt_mm.deploy import SegmentationLabels
@@ -34,34 +34,6 @@ ALL = list(BACKENDS)
 MISSING = {name: b.missing() for name, b in BACKENDS.items() if b.missing()}
 
 
-# Small variants (same code paths, fewer blocks or channels) keep the conversions quick: the
-# TFLite converter's time grows with the number of ops.
-SMALL_PYRAMID_TNT = dict(depths=[1, 1, 1, 1], dims=[80, 160, 320, 320], word_dims=[5, 10, 20, 20],
-                         num_heads=[2, 4, 8, 8], word_heads=[1, 2, 4, 4], sr_ratios=[4, 2, 1, 1],
-                         img_size=192)
-
-
-SMALL_ARCH = dict(_delete_=True, **SMALL_PYRAMID_TNT)
-
-
-SMALL_CONFIGS = {
-    'vtfpn_small': ('vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py',
-                    SMALL_SEMANTIC_VTFPN.split('\n', 2)[2]),
-    'pyramid_tnt_small': ('pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
-                          f'model = dict(backbone=dict(arch={SMALL_ARCH!r}))\n'),
-    # the detection backbone with upsample=True and FPN (RetinaNet)
-    'pyramid_tnt_det_small': ('pyramid_tnt/retinanet_pyramid-tnt-s_fpn_1x_coco.py',
-                              f'model = dict(backbone=dict(arch={SMALL_ARCH!r}), '
-                              'neck=dict(in_channels=[80, 160, 320, 320]))\n'),
-    # VT-FPN as RetinaNet's neck (P3-P7, extra convs on the input), ResNet-18
-    'retinanet_vtfpn_small': ('vtfpn/retinanet_r50_vtfpn_1x_coco.py',
-                              "model = dict(backbone=dict(depth=18, init_cfg=None), neck=dict("
-                              "in_channels=[64, 128, 256, 512], out_channels=64, "
-                              "token_channels=64), bbox_head=dict(in_channels=64, "
-                              "feat_channels=64))\n"),
-}
-
-
 def _require(backends):
     missing = {b: MISSING[b] for b in backends if b in MISSING}
     if missing:
@@ -71,16 +43,6 @@ def _require(backends):
 def _trained_like_bn(model):
     """Non-trivial BN statistics, so that a backend that drops or misplaces BN cannot pass."""
     return trained_like_bn(model, affine=False)
-
-
-def _config(name, tmp_path):
-    if name in SMALL_CONFIGS:
-        base, body = SMALL_CONFIGS[name]
-        path = tmp_path / f'{name}.py'
-        path.write_text(f"_base_ = [{osp.join(ROOT, 'configs', base)!r}]\n"
-                        "norm_cfg = dict(type='BN', requires_grad=True)\n" + body)
-        return str(path)
-    return osp.join(ROOT, 'configs', name)
 
 
 FAMILIES = [
@@ -100,7 +62,7 @@ FAMILIES = [
 def test_family_on_every_backend(config, shape, tmp_path):
     _require(ALL)
     torch.manual_seed(0)
-    model, _, toolbox = build_model(_config(config, tmp_path))
+    model, _, toolbox = build_model(small_config(config, tmp_path))
     _trained_like_bn(model).eval()
     report = deploy(model, ALL, shape, str(tmp_path / 'out'), 'model', toolbox=toolbox,
                     repeats=1)
@@ -234,7 +196,7 @@ def test_fp16_weights_would_fail_the_comparison(tmp_path, monkeypatch):
 
     from vt_mm.deploy.backends import ncnn as ncnn_backend
     torch.manual_seed(0)
-    model, _, toolbox = build_model(_config('vtfpn_small', tmp_path))
+    model, _, toolbox = build_model(small_config('vtfpn_small', tmp_path))
     _trained_like_bn(model).eval()
     good = deploy(model, ['openvino', 'ncnn'], (64, 64), str(tmp_path / 'fp32'), 'm',
                   toolbox=toolbox, repeats=1).results
@@ -258,7 +220,7 @@ def test_cli_prints_one_line_per_backend(tmp_path):
     fresh process stdout holds the result lines only: MNN's import printed its CPU features
     there (into deploy_benchmark.py's table)."""
     _require(['onnxruntime', 'openvino', 'mnn', 'ncnn'])
-    cfg = _config('vtfpn_small', tmp_path)
+    cfg = small_config('vtfpn_small', tmp_path)
     proc = subprocess.run([
         sys.executable, osp.join(ROOT, 'tools/deployment/export.py'), cfg, '--backend',
         'onnxruntime', 'openvino', 'mnn', 'ncnn', '--shape', '64', '64', '--repeats', '1',
@@ -285,7 +247,7 @@ def test_cli_fails_for_a_backend_that_is_not_installed(tmp_path, monkeypatch):
     from vt_mm.deploy import pipeline
     from vt_mm.deploy.backends.base import Backend
     monkeypatch.setattr(BACKENDS['openvino'], 'packages', ('no_such_runtime_pkg', ))
-    model, _, toolbox = build_model(_config('vtfpn_small', tmp_path))
+    model, _, toolbox = build_model(small_config('vtfpn_small', tmp_path))
     report = pipeline.deploy(model, ['onnxruntime', 'openvino'], (64, 64), str(tmp_path), 'm',
                              toolbox=toolbox, repeats=1)
     bad = report.results[1]
@@ -371,7 +333,7 @@ def test_latency_benchmark_prints_one_row_per_graph_and_thread_count(tmp_path):
     backend's own logits graph (labels rows), one row per graph and thread count (numbers not
     asserted: a benchmark)."""
     _require(['onnxruntime', 'openvino'])
-    cfg = _config('vtfpn_small', tmp_path)
+    cfg = small_config('vtfpn_small', tmp_path)
     proc = subprocess.run([
         sys.executable, 'benchmarks/deploy_benchmark.py', cfg, '--backend',
         'onnxruntime', 'openvino', '--threads', '1', '2', '--runs', '1', '--warmup', '0',
@@ -457,8 +419,8 @@ def test_openvino_ir_compiled_as_the_guide_says_computes_in_f32(tmp_path):
     from vt_mm.deploy.backends.openvino import cpu_capabilities
     from vt_mm.deploy.onnx import exportable
     torch.manual_seed(0)
-    model, _, toolbox = build_model(_config('seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py',
-                                            tmp_path))
+    model, _, toolbox = build_model(
+        small_config('seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py', tmp_path))
     _trained_like_bn(model)
     report = deploy(model, ['openvino'], (128, 128), str(tmp_path), 'sea', repeats=1)
     assert report.ok, report.results[0].line()

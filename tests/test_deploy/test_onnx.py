@@ -255,8 +255,8 @@ def test_labels_head_upsamples_logits_capped_at_the_input():
 
 def test_exportable_refuses_unknown_outputs_and_labels_of_non_segmentors():
     model = nn.Identity()
-    with pytest.raises(ValueError, match=r"^output must be one of \('logits', 'labels'\), got "
-                       r"'boxes'$"):
+    with pytest.raises(ValueError, match=r"^output must be one of \('logits', 'labels', "
+                       r"'detections'\), got 'boxes'$"):
         exportable(model, 'mmseg', 'boxes')
     for toolbox in ('mmdet', 'mmpretrain'):
         with pytest.raises(ValueError, match=rf"output='labels' is for segmentors; this is an "

@@ -2,7 +2,7 @@
 
     python tools/deployment/export.py CONFIG [--checkpoint CKPT]
         --backend onnxruntime openvino mnn ncnn tflite [--shape H W]
-        [--output logits|labels [--labels-upsample K]]
+        [--output logits|labels|detections [--labels-upsample K]]
         [--precision fp32|int8|bf16 [--calib-images N]] [--threads T] --out-dir DIR
 
 Writes each backend's files under DIR (``.onnx``, OpenVINO ``.xml``/``.bin``, ``.mnn``,
@@ -15,9 +15,14 @@ The graph's input is the normalised NCHW image (float32, (pixel - mean) / std wi
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
 docs/en/user_guides/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in
 argmax at the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits
-by K) and a nearest upsample to the input (int32). ``--precision int8`` (or ``--int8``) quantizes
-with ``--calib-images`` images of the config's training split through its test pipeline (onnxruntime
-and OpenVINO: QDQ; MNN: its mnnquant; tflite: fully integer, PT2E). ``--precision bf16`` runs the
+by K) and a nearest upsample to the input (int32). A single-stage detector's graph ends in its
+detections (``--output detections``, its default: ``dets`` (1, K, 5) boxes in input pixels and
+scores, ``labels`` (1, K), ``num_dets``; vt_mm.deploy.detection), compared with PyTorch
+detection by detection; runtimes without NonMaxSuppression (ncnn, TFLite) are refused, naming
+the ones that run it; a two-stage detector's default is its backbone + neck features.
+``--precision int8`` (or ``--int8``) quantizes with ``--calib-images`` images of the config's
+training split through its test pipeline (onnxruntime and OpenVINO: QDQ; MNN: its mnnquant;
+tflite: fully integer, PT2E). ``--precision bf16`` runs the
 fp32 files in bf16 arithmetic (OpenVINO, on CPUs that have it).
 A backend that does not list the precision is reported as failed, naming the ones that do.
 Conversions run offline (no downloads, installs or telemetry). Without ``--checkpoint`` the
@@ -43,7 +48,12 @@ def parse_args(argv=None):
     parser.add_argument('--backend', nargs='+', default=['onnxruntime'], choices=list(BACKENDS))
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="the graph's static input size (default: the config's test size)")
-    parser.add_argument('--output', choices=['logits', 'labels'], default='logits')
+    parser.add_argument('--output', choices=['logits', 'labels', 'detections'],
+                        help='what the graph ends in: logits (default for segmentors, '
+                        'classifiers and two-stage detectors), labels (segmentors: the argmax in '
+                        'the graph), detections (default for single-stage detectors: boxes, '
+                        'scores, labels after NMS); logits of a detector are its backbone + neck '
+                        'features')
     parser.add_argument('--labels-upsample', type=int, default=1, metavar='K',
                         help='--output labels: bilinear upsampling of the logits by K before '
                         "the argmax (1: none; the head's stride: mmseg's prediction)")
@@ -86,6 +96,14 @@ def check_args(args) -> None:
     if osp.exists(args.out_dir) and not osp.isdir(args.out_dir):
         sys.exit(f'[export] --out-dir {args.out_dir} is a file; give a folder (it is created if '
                  'missing)')
+
+
+def default_output(model, toolbox: str) -> str:
+    """What the graph ends in without ``--output``: the detections of a detector the
+    detections graph takes (single-stage), else logits (a two-stage detector's: its backbone +
+    neck features)."""
+    from vt_mm.deploy.detection import unsupported
+    return 'detections' if toolbox == 'mmdet' and unsupported(model) is None else 'logits'
 
 
 def check_checkpoint(path: str) -> None:
@@ -136,6 +154,14 @@ def main(argv=None):
         from mmengine.runner import load_checkpoint
         load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     model.eval()
+    args.output = args.output or default_output(model, toolbox)
+    if args.output == 'detections':
+        from vt_mm.deploy.detection import unsupported
+        if toolbox != 'mmdet':
+            sys.exit(f'[export] --output detections is for detectors; {args.config} is an '
+                     f'{toolbox} model (use --output logits)')
+        if unsupported(model):
+            sys.exit(f'[export] --output detections: {unsupported(model)}')
     shape = tuple(args.shape or default_shape(cfg, toolbox))
     check_memory(model, toolbox, args.output, shape)
     calibration = None
@@ -169,7 +195,7 @@ def main(argv=None):
             print(f'[export] in your app, {result.backend}: {settings}')
     if failed:
         sys.exit('[export] a backend failed or differs from PyTorch by more than 1e-4 '
-                 '(relative above 1)')
+                 '(relative above 1; detections: a detection without its match)')
 
 
 if __name__ == '__main__':

@@ -112,20 +112,28 @@ class SegmentationLabels(nn.Module):
         return labels.to(torch.int32) if self.integer else labels
 
 
-OUTPUTS = ('logits', 'labels')
+OUTPUTS = ('logits', 'labels', 'detections')
 
 
 def exportable(model: nn.Module, toolbox: Optional[str] = None, output: str = 'logits',
                **labels_options) -> nn.Module:
     """The network that ``export_onnx`` and every backend convert: segmentors -> decode-head
     logits (``output='labels'``: :class:`SegmentationLabels`), classifiers -> class logits,
-    detectors -> backbone + neck feature maps (:class:`BackboneNeck`)."""
+    detectors -> backbone + neck feature maps (:class:`BackboneNeck`), or with
+    ``output='detections'`` the final detections
+    (:class:`~vt_mm.deploy.detection.DetectionOutputs`)."""
     if output not in OUTPUTS:
         raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
     toolbox = toolbox or toolbox_of_model(model)
     if output == 'labels' and toolbox != 'mmseg':
         raise ValueError(f"output='labels' is for segmentors; this is an {toolbox} model "
                          "(use output='logits')")
+    if output == 'detections':
+        if toolbox != 'mmdet':
+            raise ValueError(f"output='detections' is for mmdet detectors; this is an "
+                             f"{toolbox} model (use output='logits')")
+        from .detection import DetectionOutputs
+        return DetectionOutputs(model)
     net = BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
     if output != 'labels':
         return net
@@ -168,20 +176,29 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
 
     One input ``input`` (N, 3, H, W), a normalised image batch; ``dynamic`` makes N, H and W
     dynamic axes (the models that take any size: VT-FPN, SeaFormer, PyramidTNT, VT-ResNet),
-    else the graph is fixed to ``size``. Outputs: ``logits`` (segmentors, classifiers) or
-    ``feat0``, ``feat1``, ... (detector backbone + neck). Shape-dependent fast paths of vt-mm
-    step aside while tracing (``vt_mm.models.layers.tracing``), so the graph is
-    correct at every size; :func:`check_onnx` compares it with PyTorch. ``output='labels'``
-    ends a segmentor's graph in labels (:class:`SegmentationLabels`). ``simplify`` folds the
+    else the graph is fixed to ``size``. Outputs: ``logits`` (segmentors, classifiers),
+    ``feat0``, ``feat1``, ... (detector backbone + neck) or, with ``output='detections'``
+    (static only), ``dets``, ``labels``, ``num_dets`` (:mod:`vt_mm.deploy.detection`).
+    Shape-dependent fast paths of vt-mm step aside while tracing
+    (``vt_mm.models.layers.tracing``), so the graph is correct at every size; :func:`check_onnx`
+    compares it with PyTorch. ``output='labels'`` ends a segmentor's graph in labels
+    (:class:`SegmentationLabels`). ``simplify`` folds the
     graph with onnxslim (constants such as the position-embedding resizes, shape arithmetic,
     Identity chains); it needs the ``deploy`` extra and pays off for static shapes.
     """
+    if output == 'detections' and dynamic:
+        raise ValueError("output='detections' graphs are static (their candidate counts follow "
+                         'from the input size): pass dynamic=False')
     net = exportable(model, toolbox, output, **labels_options).eval()
     dummy = torch.randn(1, 3, *size)
     with torch.no_grad():
         outs = net(dummy)
-    names = ([output] if isinstance(outs, torch.Tensor) else
-             [f'feat{i}' for i in range(len(outs))])
+    if output == 'detections':
+        from .detection import DETECTION_OUTPUTS
+        names = list(DETECTION_OUTPUTS)
+    else:
+        names = ([output] if isinstance(outs, torch.Tensor) else
+                 [f'feat{i}' for i in range(len(outs))])
     axes = None
     if dynamic:
         axes = {'input': {0: 'batch', 2: 'height', 3: 'width'}}

@@ -18,6 +18,7 @@ import torch.nn as nn
 from ..utils.timing import time_alternately
 from .backends import PRECISIONS, ConversionJob, get_backend
 from .backends.onnxruntime import OnnxRuntimeBackend
+from .detection import detections_of, match_detections
 from .offline import offline
 from .onnx import export_onnx, exportable, onnx_op_counts
 
@@ -57,6 +58,10 @@ class DeployResult:
         calibration_cosine: INT8: the cosine similarity of the outputs to PyTorch's on the first
             calibration input (the random example is out of distribution for a trained
             model's scales).
+        detections_match: detection graphs: whether the backend's detections are PyTorch's
+            (:func:`~vt_mm.deploy.detection.match_detections`: same count, same classes, IoU
+            >= 0.99, scores within 1e-3); ``detections_message`` says which one differs,
+            ``detections_compared`` how many PyTorch made.
     """
     backend: str
     files: List[str] = field(default_factory=list)
@@ -67,17 +72,27 @@ class DeployResult:
     error: Optional[str] = None
     precision: str = 'fp32'
     calibration_cosine: Optional[float] = None
+    detections_match: Optional[bool] = None
+    detections_message: Optional[str] = None
+    detections_compared: Optional[int] = None
 
     @property
     def ok(self) -> bool:
         if self.error is not None:
             return False
+        if self.detections_match is not None and self.precision == 'fp32':
+            return self.detections_match
         if self.agreement is not None or self.precision != 'fp32':
             return True  # reported, judged by the caller (accuracy on data)
         return within_tolerance(self.max_abs_diff, self.max_abs_output)
 
     def warning(self) -> Optional[str]:
-        """A warning for an INT8 graph that departs from fp32 on calibration data."""
+        """A warning for an INT8 graph that departs from fp32 on calibration data, or for a
+        detections graph that detected nothing on the example (nothing was compared)."""
+        if self.detections_compared == 0:
+            return (f'{self.backend}: no detection above the score threshold on the random '
+                    'example, so no box was compared (fresh weights score every anchor near the '
+                    "head's prior); export a trained checkpoint to check boxes")
         if self.calibration_cosine is None or self.calibration_cosine >= INT8_COSINE_WARNING:
             return None
         return (f'{self.backend}: the INT8 graph departs from fp32 on a calibration image '
@@ -88,7 +103,10 @@ class DeployResult:
     def line(self) -> str:
         if self.error is not None:
             return f'{self.backend}: FAILED {self.error}'
-        if self.agreement is not None:
+        if self.detections_match is not None:
+            what = (f'detections {"match" if self.detections_match else "DIFFER"}: '
+                    f'{self.detections_message}')
+        elif self.agreement is not None:
             what = f'agreement {100 * self.agreement:.3f}% max_abs_diff {self.max_abs_diff:g}'
         else:
             what = (f'max_abs_diff {self.max_abs_diff:.2e} (max abs output '
@@ -194,7 +212,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         out_dir: where the files go (made if missing); a failed conversion leaves none.
         stem: the files' base name.
         toolbox: 'mmseg', 'mmdet' or 'mmpretrain' (found from the model where None).
-        output: 'logits' or 'labels' (segmentors: the argmax in the graph).
+        output: 'logits', 'labels' (segmentors: the argmax in the graph) or 'detections'
+            (detectors: boxes, scores and labels after NMS, :mod:`vt_mm.deploy.detection`;
+            compared with PyTorch detection by detection).
         calibration: the INT8 calibration inputs; given exactly with ``precision='int8'``
             (:func:`vt_mm.deploy.calibration.calibration_images`).
         num_threads: the runtimes' threads.
@@ -281,12 +301,19 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             backend = get_backend(name)
             job = used_jobs[name] = job_for(type(backend))
             backend.check_precision(precision)
+            backend.check_output(output)
             with offline(allowed_programs=backend.programs()):
                 result.files = backend.convert(job)
             run = backend.load(result.files, job, num_threads=num_threads)
             got = run(job.example)
-            result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
-                got, job.expected, labels=output == 'labels')
+            if output == 'detections':
+                expected = detections_of(job.expected)
+                result.detections_match, result.detections_message = match_detections(
+                    detections_of(got), expected)
+                result.detections_compared = len(expected[0])
+            else:
+                result.max_abs_diff, result.max_abs_output, result.agreement = compare_outputs(
+                    got, job.expected, labels=output == 'labels')
             if calibration is not None:
                 result.calibration_cosine = cosine(run(calibration[0]),
                                                    calibration_expected[job.stem])

@@ -149,6 +149,8 @@ class Backend:
         labels_argmax_layout: how the labels graph's argmax reads the class map, the faster
             one in this runtime (``argmax_layout`` of
             :class:`~vt_mm.deploy.onnx.SegmentationLabels`).
+        nms_missing: why the runtime cannot run the detections graph (its NonMaxSuppression),
+            or None where it can (:meth:`check_output`).
     """
     name = ''
     packages: Sequence[str] = ()
@@ -156,6 +158,7 @@ class Backend:
     has_argmax = True
     has_integer_tensors = True
     labels_argmax_layout = 'rows'
+    nms_missing: Optional[str] = None
 
     @classmethod
     def missing(cls) -> List[str]:
@@ -188,6 +191,26 @@ class Backend:
             others = [b for b, c in BACKENDS.items() if precision in c.precisions]
             raise ValueError(f"{cls.name} runs only {'/'.join(cls.precisions)} in vt-mm; "
                              f'--precision {precision} is on {others or "no backend"}')
+
+    @classmethod
+    def version(cls) -> str:
+        """The installed version of the runtime's first package ('unknown' if none is
+        recorded)."""
+        from importlib import metadata
+        try:
+            return metadata.version(cls.packages[0])
+        except (metadata.PackageNotFoundError, IndexError):
+            return 'unknown'
+
+    @classmethod
+    def check_output(cls, output: str) -> None:
+        """Raises ValueError, naming the runtimes that can, where the runtime cannot run graphs
+        of ``output`` ('detections' needs NonMaxSuppression)."""
+        if output == 'detections' and cls.nms_missing:
+            others = [b for b, c in BACKENDS.items() if not c.nms_missing]
+            raise ValueError(f'{cls.name} {cls.version()} cannot run the detections graph: '
+                             f'{cls.nms_missing}. Detections run in {", ".join(others)}; '
+                             '--output logits exports the backbone + neck features for it')
 
     @classmethod
     def app_settings(cls, precision: str = 'fp32') -> Optional[str]:

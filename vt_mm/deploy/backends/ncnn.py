@@ -29,6 +29,8 @@ class NCNNBackend(Backend):
     packages = ('ncnn', 'pnnx')
     has_argmax = False  # the ncnn wheel is built without its ArgMax layer
     has_integer_tensors = False  # ncnn's Mat holds floats
+    nms_missing = ('ncnn has no NonMaxSuppression layer (only the SSD DetectionOutput and YOLO '
+                   'layers, whose decoding and top-k differ from mmdet\'s)')
 
     def programs(self):
         return [pnnx_binary()]

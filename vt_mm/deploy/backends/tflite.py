@@ -127,6 +127,8 @@ class TFLiteBackend(Backend):
     packages = ('litert_torch', 'ai_edge_litert')
     labels_argmax_layout = 'nhwc'  # keeps maps NHWC (SegmentationLabels)
     precisions = ('fp32', 'int8')
+    nms_missing = ('litert-torch has no lowering for torchvision.ops.nms, so TFLite\'s '
+                   'NON_MAX_SUPPRESSION builtins cannot be reached from the PyTorch graph')
 
     def convert(self, job):
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
