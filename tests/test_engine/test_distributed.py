@@ -91,8 +91,9 @@ def test_a_gpu_machine_keeps_mmengines_distributed_set_up(monkeypatch):
 
 
 def test_distributed_log_lines_only_on_rank_0(monkeypatch):
-    logged = []
-    monkeypatch.setattr(distributed, 'print_log', lambda msg, **kw: logged.append(msg))
+    logged, loggers = [], []
+    monkeypatch.setattr(distributed, 'print_log',
+                        lambda msg, **kw: (logged.append(msg), loggers.append(kw)))
     monkeypatch.setattr(distributed, 'dist', _FakeDist(rank=1))
     distributed.setup_cpu_distributed(Config(dict(norm_cfg=dict(type='SyncBN'))), 'pytorch')
     assert logged == []
@@ -101,6 +102,7 @@ def test_distributed_log_lines_only_on_rank_0(monkeypatch):
     assert logged == ['No GPU: env_cfg.dist_cfg.backend = gloo, model_wrapper_cfg.device_ids = '
                       'None (CPU DDP)', 'No GPU: SyncBN is replaced by BN (per-process '
                       'statistics) at norm_cfg']
+    assert loggers == [dict(logger='current')] * 2  # the run's log file, not only stdout
     logged.clear()
     distributed.setup_cpu_distributed(Config(dict()), 'pytorch')
     assert len(logged) == 1

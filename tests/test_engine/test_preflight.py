@@ -89,16 +89,18 @@ def test_unwritable_message_names_the_error_type_and_reason(tmp_path, monkeypatc
     assert opened == [str(tmp_path / 'w' / f'.vt_mm_write_test.{os.getpid()}')]
 
 
-def test_unwritable_checkpoint_folder_is_refused_at_start(tmp_path):
+def test_unwritable_checkpoint_folder_is_refused_at_start(tmp_path, monkeypatch):
     cfg = Config(dict(work_dir=str(tmp_path / 'w'),
                       default_hooks=dict(checkpoint=dict(out_dir='/proc/vt_mm_ckpt'))))
     with pytest.raises(preflight.UnwritableDirError,
                        match=r'^default_hooks\.checkpoint\.out_dir /proc/vt_mm_ckpt cannot be '
                              r'written'):
         preflight.check_writable(cfg)
+    monkeypatch.chdir(tmp_path)
     preflight.check_writable(Config(dict(work_dir=str(tmp_path / 'w'), default_hooks=dict(
         checkpoint=dict(out_dir='s3://bucket/x')))))  # remote: mmengine's backend
     assert os.listdir(tmp_path / 'w') == []  # the probe file is gone
+    assert sorted(os.listdir(tmp_path)) == ['w']  # no local 's3:' folder was made
 
 
 def test_train_tool_refuses_an_unwritable_work_dir_in_one_line(tmp_path, tiny_config):

@@ -92,7 +92,8 @@ def test_train_tool_stops_before_writing_anything(holder, tmp_path, lip_root, ti
 @pytest.mark.parametrize('env,rank', [
     ({}, 0), ({'RANK': '0'}, 0), ({'RANK': '1'}, 1), ({'SLURM_PROCID': '3'}, 3),
     ({'OMPI_COMM_WORLD_RANK': '2'}, 2), ({'PMI_RANK': '4'}, 4),
-    ({'RANK': '1', 'SLURM_PROCID': '0'}, 1), ({'RANK': '12'}, 12), ({'RANK': 'x'}, 0)])
+    ({'RANK': '1', 'SLURM_PROCID': '0'}, 1), ({'RANK': '12'}, 12), ({'RANK': 'x'}, 0),
+    ({'RANK': ' 2 '}, 2), ({'RANK': '-1', 'SLURM_PROCID': '5'}, 5), ({'RANK': '-1'}, 0)])
 def test_launch_rank_from_the_launchers_variables(env, rank, monkeypatch):
     for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
         monkeypatch.delenv(name, raising=False)

@@ -48,7 +48,7 @@ def setup_cpu_distributed(cfg: Config, launcher: str) -> None:
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
     # mmengine's default wrapper passes device_ids=[LOCAL_RANK], which DDP rejects for CPU modules.
-    wrapper = cfg.get('model_wrapper_cfg', None) or ConfigDict(
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,
         find_unused_parameters=cfg.get('find_unused_parameters', False))
@@ -91,6 +91,6 @@ def launch_rank() -> int:
     launched alone. Known before any process group exists."""
     for name in ('RANK', 'SLURM_PROCID', 'OMPI_COMM_WORLD_RANK', 'PMI_RANK'):
         value = os.environ.get(name)
-        if value is not None and value.strip().lstrip('-').isdigit():
+        if value is not None and value.strip().isdigit():  # a rank; '-1' or junk: not one
             return int(value)
     return 0

@@ -27,15 +27,20 @@ class WorkDirBusyError(RuntimeError):
     """Another live process trains in this work dir."""
 
 
+# the holder's record (pid, host, start, command) is far below this
+_RECORD_BYTES = 65536
+_NOT_WRITTEN = 'a process that has not written its details yet'
+
+
 def _holder(fd: int) -> str:
     """The holder's record, as it wrote it into the lock file."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
-        info = json.loads(os.read(fd, 65536).decode() or '{}')
-    except (OSError, ValueError):
-        info = {}
+        info = json.loads(os.read(fd, _RECORD_BYTES).decode())
+    except (OSError, ValueError):  # empty or half written: the holder has just started
+        return _NOT_WRITTEN
     if not info:
-        return 'a process that has not written its details yet'
+        return _NOT_WRITTEN
     return (f'pid {info.get("pid")} on host {info.get("host")}, started {info.get("started")}: '
             f'{info.get("command")}')
 
