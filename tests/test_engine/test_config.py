@@ -71,6 +71,22 @@ def test_config_syntax_errors_name_the_file_and_line(tmp_path):
     assert found.filename == str(tmp_path / 'b' / 'base.py') and found.lineno == 1
     assert config._first_syntax_error(str(child)).filename == str(base)
     assert config._first_syntax_error(str(tmp_path / 'a' / 'none.py')) is None
+    # bases that name each other: read once each, no error, no endless recursion
+    (tmp_path / 'c1.py').write_text("_base_ = ['./c2.py']\n")
+    (tmp_path / 'c2.py').write_text("_base_ = ['./c1.py']\nx = 1\n")
+    assert config._first_syntax_error(str(tmp_path / 'c1.py')) is None
+
+
+def test_syntax_errors_mmengine_gives_without_a_file_or_a_line_text(tmp_path, monkeypatch):
+    """Where no file of the inheritance fails to parse (the error came from elsewhere), the
+    message is mmengine's own; an error without the line's text ends at the message."""
+    path = str(tmp_path / 'x.py')
+    error = SyntaxError('bad thing')
+    monkeypatch.setattr(config, '_first_syntax_error', lambda p: None)
+    assert str(config._syntax_error_in(path, error)) == f'config {path}: bad thing'
+    found = SyntaxError('invalid syntax', ('/c/base.py', 4, 1, None))
+    monkeypatch.setattr(config, '_first_syntax_error', lambda p: found)
+    assert str(config._syntax_error_in(path, error)) == 'config /c/base.py, line 4: invalid syntax'
 
 
 @pytest.mark.parametrize('tool', ['train', 'test'])
@@ -91,9 +107,19 @@ def test_tools_print_config_errors_as_one_line(tool, tmp_path):
     ('[[1, 2], (3, x y)]', [[1, 2], (3, 'x y')]), ('1,', [1]),
     ('a,[1,(2,3)],b', ['a', [1, (2, 3)], 'b']), ('X1,Y2', ['X1', 'Y2']),
     # commas inside brackets of a plain value keep it whole (this recursed without end)
-    ('run(1, 2)', 'run(1, 2)'), ('f(1, 2),g', ['f(1, 2)', 'g'])])
+    ('run(1, 2)', 'run(1, 2)'), ('f(1, 2),g', ['f(1, 2)', 'g']),
+    # brackets at one end only: a plain value
+    ('[a]b', '[a]b'), ('b[a]', 'b[a]'), ('(a)b', '(a)b')])
 def test_option_values_keep_their_spaces(text, value):
     assert config.parse_option_value(text) == value
+
+
+def test_cfg_options_action_parses_each_value():
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--cfg-options', nargs='+', action=config.ConfigOptionsAction)
+    args = parser.parse_args(['--cfg-options', 'data_root=/data/my dataset', 'k=[1, 2]'])
+    assert args.cfg_options == {'data_root': '/data/my dataset', 'k': [1, 2]}
 
 
 def test_option_values_with_unbalanced_brackets_are_refused():

@@ -3,7 +3,7 @@
 import os.path as osp
 from typing import Iterator, List, Optional, Tuple
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 __all__ = ['ConfigSyntaxError', 'read_config', 'load_config', 'toolbox_of', 'walk_config',
            'parse_option_value', 'ConfigOptionsAction']
@@ -22,7 +22,7 @@ def _first_syntax_error(path: str, seen=None) -> Optional[SyntaxError]:
         return None
     seen.add(path)
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8') as f:  # pragma: no mutate (utf-8 locales: equal)
             ast.parse(f.read(), filename=path)
     except SyntaxError as e:
         return e
@@ -35,8 +35,6 @@ def _first_syntax_error(path: str, seen=None) -> Optional[SyntaxError]:
             base_path, _ = Config._get_cfg_path(base, path)
         except Exception:  # noqa: BLE001 - unresolved scopes are reported by mmengine itself
             continue
-        if base_path and not osp.isabs(base_path):
-            base_path = osp.join(osp.dirname(path), base_path)
         found = _first_syntax_error(osp.normpath(base_path), seen) if base_path else None
         if found is not None:
             return found
@@ -129,22 +127,14 @@ def parse_option_value(text: str):
         inner = text[1:-1].strip()
         values = [parse_option_value(p) for p in _split_top_level(inner)] if inner else []
         return tuple(values) if is_tuple else values
-    parts = _split_top_level(text) if ',' in text else [text]
+    parts = _split_top_level(text)
     if len(parts) > 1 or text.endswith(','):
         return [parse_option_value(p) for p in parts]
     return DictAction._parse_int_float_bool(text)  # commas inside brackets: one value
 
-def _option_action():
-    from mmengine.config import DictAction
+class ConfigOptionsAction(DictAction):
+    """mmengine's ``DictAction`` for ``--cfg-options`` with :func:`parse_option_value`."""
 
-    class ConfigOptionsAction(DictAction):
-        """mmengine's ``DictAction`` for ``--cfg-options`` with :func:`parse_option_value`."""
-
-        @staticmethod
-        def _parse_iterable(val: str):
-            return parse_option_value(val)
-
-    return ConfigOptionsAction
-
-
-ConfigOptionsAction = _option_action()
+    @staticmethod
+    def _parse_iterable(val: str):
+        return parse_option_value(val)
