@@ -175,3 +175,74 @@ def test_no_weights_message_names_the_model_and_what_to_do():
         'vt-mm publishes no weights for x_1: the model is built from its config and initialised '
         'as the config says; pass a checkpoint (weights=... / pretrained=...) to load one')
     assert model_names.model_index_root() == ROOT  # a clone: the repository's model-index
+
+
+def test_registration_wraps_mmengines_lookup_once(monkeypatch):
+    """Registration as ``import vt_mm`` did it, run again in this process from mmengine's own
+    lookup (import-time code is otherwise out of mutation testing's reach)."""
+    import types
+
+    from mmengine.infer import BaseInferencer
+    own = BaseInferencer._load_model_from_metafile.__wrapped__
+    monkeypatch.setattr(BaseInferencer, '_load_model_from_metafile', own)
+    model_names._register_with_mmengine()
+    wrapper = BaseInferencer._load_model_from_metafile
+    assert wrapper is not own and wrapper._vt_mm is True and wrapper.__wrapped__ is own
+    model_names._register_with_mmengine()  # again: the same wrapper
+    assert BaseInferencer._load_model_from_metafile is wrapper
+    with pytest.warns(model_names.NoPublishedWeights) as caught:
+        cfg, weights = wrapper(types.SimpleNamespace(scope='mmdet'), 'retinanet_r50_vtfpn_1x_coco')
+    assert weights is None and cfg.model.neck.type == 'VTFPN'
+    # the warning points at the code that asked for the model, not at vt-mm
+    assert [w.filename for w in caught if w.category is model_names.NoPublishedWeights] == [
+        __file__]
+
+
+def test_a_model_of_a_toolbox_without_an_inferencer_names_the_toolbox(tmp_path, monkeypatch):
+    import types
+    config = tmp_path / 'other.py'
+    config.write_text("default_scope = 'mmfoo'\nmodel = dict(type='X')\n")
+    monkeypatch.setattr(model_names, 'find_model',
+                        lambda name: {'Name': 'other_model', 'Config': str(config)})
+
+    def not_mine(inferencer, model):
+        raise ValueError('not in the toolbox')
+
+    with pytest.raises(ValueError, match='^other_model is an mmfoo model of vt-mm, not mmseg: '
+                                         'use mmfoo$'):
+        model_names.lookup(not_mine, types.SimpleNamespace(scope='mmseg'), 'other_model')
+
+
+def test_registration_adds_vt_mm_classifiers_to_a_fresh_hub(monkeypatch):
+    """mmpretrain's hub from scratch: vt-mm's registration wraps its lazy registration once;
+    the first lookup registers mmpretrain's models and then vt-mm's classifiers, by lower-case
+    name, configs as absolute paths; a name mmpretrain has keeps mmpretrain's entry."""
+    from mmpretrain.apis.model import ModelHub
+    own = vars(ModelHub)['_register_mmpretrain_models'].__func__.__wrapped__
+    monkeypatch.setattr(ModelHub, '_register_mmpretrain_models', classmethod(own))
+    monkeypatch.setattr(ModelHub, '_models_dict', {})
+    monkeypatch.setattr(ModelHub, '_ModelHub__mmpretrain_registered', False)
+    monkeypatch.setattr(ModelHub, '_vt_mm_registered', False, raising=False)
+    model_names._register_with_mmpretrain()
+    wrapper = vars(ModelHub)['_register_mmpretrain_models'].__func__
+    assert wrapper._vt_mm is True and wrapper.__wrapped__ is own
+    model_names._register_with_mmpretrain()  # again: the same wrapper
+    assert vars(ModelHub)['_register_mmpretrain_models'].__func__ is wrapper
+    taken = object()
+    ModelHub._models_dict['seaformer-tiny_8xb128_in1k'] = taken  # a name already there
+    added = []
+    add = model_names._add_classifiers
+    monkeypatch.setattr(model_names, '_add_classifiers', lambda hub: (added.append(hub),
+                                                                       add(hub)))
+    ModelHub._register_mmpretrain_models()
+    hub = ModelHub._models_dict
+    assert 'resnet50_8xb32_in1k' in hub  # mmpretrain's own
+    assert hub['vt-resnet18_8xb32_in1k'].config == os.path.join(
+        ROOT, 'configs', 'vt_resnet', 'vt-resnet18_8xb32_in1k.py')
+    assert hub['seaformer-tiny_8xb128_in1k'] is taken
+    ours = {name for name, tasks in _index_names().items() if 'Image Classification' in tasks}
+    assert {name.lower() for name in ours} <= set(hub)
+    assert 'retinanet_r50_vtfpn_1x_coco' not in hub  # a detector
+    before = dict(hub)
+    ModelHub._register_mmpretrain_models()  # registered once
+    assert hub == before and added == [ModelHub]

@@ -120,6 +120,7 @@ def _register_with_mmpretrain() -> None:
         register_classifiers(original, cls)
 
     _register_mmpretrain_models._vt_mm = True
+    _register_mmpretrain_models.__wrapped__ = original  # mmpretrain's own, for tests
     ModelHub._register_mmpretrain_models = classmethod(_register_mmpretrain_models)
 
 
