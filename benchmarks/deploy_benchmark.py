@@ -6,13 +6,15 @@ eager and onnxruntime in one run (this machine is noisy: only ratios within a ru
         [--calib-config CONFIG] [--out-dir DIR]
 
 Each config is converted once per backend and graph (``--variants``: the logits graph, the
-labels graph of segmentors, the INT8 logits graph on backends with INT8, the logits graph run
+labels graph of segmentors, the detections graph of single-stage detectors (its eager column is
+mmdet's own ``predict``), the INT8 logits graph on backends with INT8, the logits graph run
 in bf16 on backends and CPUs with bf16) by
 ``vt_mm.deploy.pipeline.deploy`` (checked against PyTorch as ``tools/deployment/export.py``
 does); then, for each thread count, eager and every runner of every graph are timed in
 alternation on the same input. Prints a markdown table with the median milliseconds and ratios
-(logits: to onnxruntime; labels: to the backend's logits graph; INT8 and bf16: to its fp32
-graph), and
+(logits: to onnxruntime; labels and detections: to the backend's logits graph, so that for a
+detector the ratio minus one is the share of its heads and post-processing; INT8 and bf16: to
+its fp32 graph), and
 SeaFormer's ARM figures from the paper (one Snapdragon 865 core, 512x512) beside the SeaFormer
 rows. INT8 calibration images come from ``--calib-config``'s training split (default: the
 SeaFormer-T demo config; no other config's data is on this machine). The weights are random,
@@ -31,6 +33,7 @@ from vt_mm.analysis import build_model, default_shape, time_alternately, trained
 from vt_mm.deploy import exportable
 from vt_mm.deploy.backends import BACKENDS, running_in
 from vt_mm.deploy.calibration import calibration_images
+from vt_mm.deploy.detection import unsupported
 from vt_mm.deploy.pipeline import deploy, load_runners
 
 DEFAULT_CONFIGS = [
@@ -44,12 +47,23 @@ DEFAULT_CONFIGS = [
     'configs/pyramid_tnt/pyramid-tnt-ti_8xb128_in1k.py',
     'configs/pyramid_tnt/pyramid-tnt-s_8xb128_in1k.py',
 ]
-VARIANTS = ('logits', 'labels', 'int8', 'bf16')
+VARIANTS = ('logits', 'labels', 'detections', 'int8', 'bf16')
 # graphs whose cells compare with the same backend's fp32 logits graph and have no eager time
 REDUCED = ('int8', 'bf16')
 CALIB_CONFIG = 'configs/demo/seaformer-tiny_lip-demo-256x256.py'
 # the paper's Table (one Snapdragon 865 core, TFLite, 512x512), FACTS.md
 SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
+
+
+def mmdet_predict(model, x):
+    """mmdet's own prediction of a normalised image (resize factor 1): what the detections
+    graph replaces."""
+    from mmdet.structures import DetDataSample
+    shape = tuple(x.shape[2:])
+    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
+                scale_factor=(1.0, 1.0))
+    with torch.no_grad():
+        return model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,9 +122,9 @@ def main(argv=None):
     table = _table_only_on_stdout()
     row = functools.partial(print, file=table, flush=True)
     backends = ['onnxruntime'] + [b for b in args.backend if b != 'onnxruntime']
-    row('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels rows: to the '
-          "same backend's logits graph; int8 and bf16 rows: to the same backend's fp32 logits "
-          'graph. '
+    row('Cells: median ms (ratio). logits rows: to onnxruntime logits; labels and detections '
+          "rows: to the same backend's logits graph (a detector's: its backbone + neck); int8 "
+          "and bf16 rows: to the same backend's fp32 logits graph. "
           'All graphs of a config and thread count timed alternately in one run.\n')
     row('| config | graph | input | threads | eager ms | ' +
           ' | '.join(f'{b} ms' for b in backends) + ' | paper ARM ms (1 core) |')
@@ -123,11 +137,15 @@ def main(argv=None):
         stem = osp.splitext(osp.basename(config))[0]
         variants = []  # (name, output, labels upsampling factor)
         for v in args.variants:
-            if v != 'labels':
+            if v == 'labels':
+                if toolbox == 'mmseg':
+                    variants += [('labels' if k == 1 else f'labels x{k}', 'labels', k)
+                                 for k in args.labels_upsample]
+            elif v == 'detections':
+                if toolbox == 'mmdet' and unsupported(model) is None:
+                    variants.append((v, 'detections', 1))
+            else:
                 variants.append((v, 'logits', 1))
-            elif toolbox == 'mmseg':
-                variants += [('labels' if k == 1 else f'labels x{k}', 'labels', k)
-                             for k in args.labels_upsample]
         graphs = {}  # variant -> (eager net, deploy report)
         for variant, output, upsample in variants:
             calibration, precision = None, 'fp32'
@@ -150,7 +168,10 @@ def main(argv=None):
             for r in report.results:  # the check against PyTorch, failed or not
                 print(f'[deploy_benchmark] {stem} {variant}: {r.line()}', file=sys.stderr)
             options = dict(logits_upsample=upsample) if output == 'labels' else {}
-            graphs[variant] = (exportable(model, toolbox, output, **options).eval(), report)
+            net = exportable(model, toolbox, output, **options).eval()
+            if output == 'detections':  # eager: mmdet's own prediction, not vt-mm's graph
+                net = functools.partial(mmdet_predict, model)
+            graphs[variant] = (net, report)
         # every graph ran on the same input (deploy's fixed seed)
         example = next(iter(graphs.values()))[1].example
         x = torch.from_numpy(example)

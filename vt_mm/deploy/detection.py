@@ -131,7 +131,8 @@ class DetectionOutputs(nn.Module):
             deltas = bbox_pred[0].permute(1, 2, 0).reshape(-1, head.bbox_coder.encode_size)
             k = scores.shape[0] if self.nms_pre <= 0 else min(self.nms_pre, scores.shape[0])
             scores, pairs = scores.topk(k)
-            anchors = torch.div(pairs, num_classes, rounding_mode='floor')
+            # the pairs are non-negative: truncation is the floor, one integer Div in ONNX
+            anchors = torch.div(pairs, num_classes, rounding_mode='trunc')
             level_scores.append(scores)
             level_labels.append(pairs - anchors * num_classes)
             level_deltas.append(deltas[anchors])
