@@ -133,9 +133,10 @@ def test_the_guide_quotes_the_error_of_a_process_without_vt_mm(tmp_path):
     assert f'\n{error}\n' in guide
     command = re.search(r'```bash\n(python -c "import vt_mm.utils.config_scope[^\n]*)\n', guide)
     command = command.group(1).replace('python', sys.executable, 1)
-    # vt_mm importable as where it is installed (a mutation run's copy has no install)
+    # vt_mm importable as where it is installed (a mutation run's copy has no install, and its
+    # instrumented code reads mutmut's settings from the copy's root)
     proc = subprocess.run(command, shell=True, capture_output=True, text=True,
-                          cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=ROOT))
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
     assert proc.returncode == 0, proc.stderr[-2000:]
     folder = proc.stdout.strip().splitlines()[-1]
     assert osp.isfile(osp.join(folder, 'demo', 'vtfpn_r50_lip-demo-128x128.py')), proc.stdout

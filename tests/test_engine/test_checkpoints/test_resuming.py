@@ -205,9 +205,13 @@ def test_safety_hook_resume_precedence_both_ways(tmp_path, monkeypatch):
     empty = tmp_path / 'empty'
     runner = _Runner(empty, True, None)
     hook = checkpoints.CheckpointSafetyHook()
+    logged = []
+    monkeypatch.setattr(resuming, 'print_log', lambda message, **kw: logged.append(message))
     hook.before_run(runner)
     hook.after_run(runner)
     assert runner._resume is False and runner._load_from is None and len(fits) == 2
+    assert logged == [f'--resume: nothing to resume in {empty} ({empty / "last_checkpoint"} does '
+                      'not exist). TRAINING STARTS FROM SCRATCH.']
 
 
 def test_safety_hook_converts_only_plain_checkpoint_hooks(tmp_path):
