@@ -80,9 +80,17 @@ def registered_again(monkeypatch):
     assert Config._get_cfg_path.__wrapped__ is wrapped.__wrapped__
 
 
-def test_registration_adds_the_scope_and_wraps_the_path_lookup(registered_again, tmp_path):
+def test_registration_adds_the_scope_and_wraps_the_path_lookup(registered_again, tmp_path,
+                                                                monkeypatch):
     from mmengine.config import utils
     assert utils.MODULE2PACKAGE['vt_mm'] == 'vt_mm'
+    assert Config._get_cfg_path._vt_mm_scope is True
+    # the name is everything after the first '::'
+    asked = []
+    with monkeypatch.context() as patch:
+        patch.setattr(config_scope, '_clone_config', lambda name: asked.append(name) or '/c')
+        assert Config._get_cfg_path('vt_mm::a::b.py', 'x.py') == ('/c', None)
+    assert asked == ['a::b.py']
     user = str(tmp_path / 'user.py')
     assert Config._get_cfg_path('vt_mm::vtfpn/retinanet_r50_vtfpn_1x_coco.py', user) == (
         osp.join(ROOT, 'configs', 'vtfpn', 'retinanet_r50_vtfpn_1x_coco.py'), None)

@@ -44,7 +44,7 @@ def register_config_scope() -> None:
     from mmengine.config import Config, utils
     utils.MODULE2PACKAGE.setdefault(SCOPE, 'vt_mm')
     original = Config._get_cfg_path
-    if getattr(original, '_vt_mm_scope', False):
+    if hasattr(original, '_vt_mm_scope'):  # registered already
         return
 
     def _get_cfg_path(cfg_path, filename):

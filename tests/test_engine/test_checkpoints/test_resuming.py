@@ -352,6 +352,17 @@ def test_the_hook_takes_the_work_dir_lock_and_releases_it(tmp_path):
         workdir_lock.release_work_dir(str(tmp_path / 'v'))
 
 
+def test_the_lock_is_released_once(tmp_path, monkeypatch):
+    from vt_mm.engine import workdir_lock
+    released = []
+    monkeypatch.setattr(workdir_lock, 'release_work_dir', released.append)
+    hook = checkpoints.CheckpointSafetyHook()
+    hook._locked = str(tmp_path)
+    hook.after_run(None)
+    hook.after_run(None)  # a second end (mmengine calls after_run once; a caller may again)
+    assert released == [str(tmp_path)]
+
+
 def test_the_hook_cleans_the_checkpoint_out_dir_too(tmp_path):
     out = tmp_path / 'ckpts'
     (out / 'w').mkdir(parents=True)

@@ -334,4 +334,10 @@ def test_atomic_hook_passes_the_hooks_extra_arguments_to_the_save_as_mmengine_do
     hook._save_checkpoint_with_step(runner, 2, dict(iter=2))
     args, kwargs = saved[0]
     assert args == (hook.out_dir, 'iter_2.pth', dict(backend='local'))
-    assert kwargs['extra_option'] == 'x' and kwargs['meta'] == dict(iter=2)
+    # every argument mmengine's own hook passes, with the hook's values
+    assert kwargs == dict(save_optimizer=True, save_param_scheduler=True, meta=dict(iter=2),
+                          by_epoch=False, backend_args=dict(backend='atomic_local'),
+                          extra_option='x')
+    hook.save_optimizer, hook.save_param_scheduler = False, False
+    hook._save_checkpoint_with_step(runner, 3, dict(iter=3))
+    assert (saved[1][1]['save_optimizer'], saved[1][1]['save_param_scheduler']) == (False, False)
