@@ -106,6 +106,11 @@ def test_distributed_log_lines_only_on_rank_0(monkeypatch):
     logged.clear()
     distributed.setup_cpu_distributed(Config(dict()), 'pytorch')
     assert len(logged) == 1
+    logged.clear()
+    distributed.setup_cpu_distributed(Config(dict(norm_cfg=dict(type='SyncBN'), model=dict(
+        head=dict(norm_cfg=dict(type='SyncBN'))))), 'pytorch')
+    assert logged[-1] == ('No GPU: SyncBN is replaced by BN (per-process statistics) at '
+                          'norm_cfg, model.head.norm_cfg')
 
 
 def test_finish_distributed_returns_without_a_process_group():

@@ -159,7 +159,8 @@ def test_network_compile_hook_compiles_the_networks_once(monkeypatch):
                              logger=SimpleNamespace(info=logs.append))
     hook.before_train(runner)
     assert compiled[-1] == (wrapped.module.neck, dict(dynamic=False))
-    assert 'default options' in logs[-1]
+    assert logs[-1] == ('NetworkCompileHook: compiled backbone, neck with default options; the '
+                        'train step runs eagerly')
     for off in (None, False):
         before = len(compiled)
         hook.before_train(SimpleNamespace(cfg=Config(dict(compile=off)), model=_Model()))

@@ -219,7 +219,8 @@ def test_registration_adds_vt_mm_classifiers_to_a_fresh_hub(monkeypatch):
     monkeypatch.setattr(ModelHub, '_register_mmpretrain_models', classmethod(own))
     monkeypatch.setattr(ModelHub, '_models_dict', {})
     monkeypatch.setattr(ModelHub, '_ModelHub__mmpretrain_registered', False)
-    monkeypatch.setattr(ModelHub, '_vt_mm_registered', False, raising=False)
+    monkeypatch.delattr(ModelHub, '_vt_mm_registered', raising=False)  # a hub never seen
+    monkeypatch.chdir(ROOT + '/tests')  # the index is found from vt-mm, not from the cwd
     model_names._register_with_mmpretrain()
     wrapper = vars(ModelHub)['_register_mmpretrain_models'].__func__
     assert wrapper._vt_mm is True and wrapper.__wrapped__ is own

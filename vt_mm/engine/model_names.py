@@ -84,7 +84,7 @@ def lookup(original, inferencer, model: str):
 def _register_with_mmengine() -> None:
     from mmengine.infer import BaseInferencer
     original = BaseInferencer._load_model_from_metafile
-    if getattr(original, '_vt_mm', False):
+    if hasattr(original, '_vt_mm'):  # registered already
         return
 
     def _load_model_from_metafile(self, model: str):
@@ -113,7 +113,7 @@ def _register_with_mmpretrain() -> None:
     except ImportError:  # mmpretrain not installed
         return
     original = ModelHub._register_mmpretrain_models.__func__
-    if getattr(original, '_vt_mm', False):
+    if hasattr(original, '_vt_mm'):  # registered already
         return
 
     def _register_mmpretrain_models(cls):
