@@ -115,6 +115,48 @@ def test_rank_consistency_hook_intervals(monkeypatch):
     assert checks == ['iteration 3', 'iteration 6', 'end of training']
 
 
+def test_rank_consistency_check_compares_every_rank_with_this_one(monkeypatch):
+    """The check itself, with the gather of a 3-rank run simulated: float parameters only
+    (checksums: sum and sum of squares), the model inside a wrapper, the first differing tensor
+    and rank named; one log line when all agree; nothing outside distributed runs."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+    model.register_parameter('steps', torch.nn.Parameter(torch.tensor([3]), requires_grad=False))
+    logs = []
+    runner = SimpleNamespace(model=SimpleNamespace(module=model),
+                             logger=SimpleNamespace(info=logs.append))
+    hook = hooks.RankConsistencyHook()
+    monkeypatch.setattr(hooks, 'is_distributed', lambda: False)
+    hook._check(None, 'iteration 1')  # not distributed: not even the runner is read
+    monkeypatch.setattr(hooks, 'is_distributed', lambda: True)
+    monkeypatch.setattr(hooks, 'get_world_size', lambda: 3)
+    others = []
+    monkeypatch.setattr(hooks, 'all_gather', lambda local: [local] + [o(local) for o in others])
+    others[:] = [lambda t: t.clone(), lambda t: t.clone()]
+    hook._check(runner, 'iteration 4')
+    assert logs == ['iteration 4: parameters identical across 3 ranks (4 tensors checked)']
+
+    def bias_differs(t):  # rank 2 holds another 1.bias (its sum of squares differs)
+        t = t.clone()
+        t[3, 1] += 1e-9
+        return t
+
+    others[:] = [lambda t: t.clone(), bias_differs]
+    with pytest.raises(RuntimeError) as info:
+        hook._check(runner, 'end of training')
+    assert str(info.value) == ('end of training: rank 2 holds different weights from this rank '
+                               '(first differing tensor: 1.bias); distributed training is out '
+                               'of sync')
+
+    def first_weight_differs(t):  # rank 1: the sums of 0.weight
+        t = t.clone()
+        t[0, 0] -= 1.0
+        return t
+
+    others[:] = [first_weight_differs, bias_differs]
+    with pytest.raises(RuntimeError, match=r'^iteration 9: rank 1 holds .* tensor: 0\.weight\)'):
+        hook._check(runner, 'iteration 9')
+
+
 class _Model(torch.nn.Module):
 
     def __init__(self):
