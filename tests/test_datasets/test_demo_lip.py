@@ -55,3 +55,24 @@ def test_demo_figures_have_left_parts_on_the_left(tmp_path):
 def test_missing_root_names_path_and_tool(tmp_path):
     with pytest.raises(FileNotFoundError, match=r'nowhere.*make_demo_lip\.py'):
         check_lip_root(str(tmp_path / 'nowhere'))
+
+
+@pytest.mark.parametrize('missing', ['TrainVal_images/train_images',
+                                     'TrainVal_images/val_images',
+                                     'TrainVal_parsing_annotations/train_segmentations',
+                                     'TrainVal_parsing_annotations/val_segmentations'])
+def test_each_missing_folder_of_the_layout_is_named(tmp_path, missing):
+    """A root that lacks one folder of the official layout is refused, naming that folder;
+    a check of one split needs only that split's folders."""
+    for folder in ('TrainVal_images/train_images', 'TrainVal_images/val_images',
+                   'TrainVal_parsing_annotations/train_segmentations',
+                   'TrainVal_parsing_annotations/val_segmentations'):
+        if folder != missing:
+            (tmp_path / folder).mkdir(parents=True)
+    with pytest.raises(FileNotFoundError) as info:
+        check_lip_root(str(tmp_path))
+    assert str(info.value).startswith(f"LIP data not found: '{tmp_path / missing}' does not "
+                                      'exist. Put the LIP dataset there in the official layout '
+                                      '(see docs/en/user_guides/data.md)')
+    other = 'val' if '/train_' in missing else 'train'
+    check_lip_root(str(tmp_path), split=other)
