@@ -280,3 +280,14 @@ def test_the_generators_defaults_are_the_documented_demo_data():
 def test_reused_data_returns_what_a_fresh_write_returns(make, kwargs, tmp_path):
     first = make(str(tmp_path), **kwargs)
     assert make(str(tmp_path), **kwargs) == first
+
+
+def test_coco_data_is_written_again_into_the_same_folders(tmp_path):
+    """A second split, or the same one again, goes into the existing folders."""
+    first = demo_shapes.make_demo_coco(str(tmp_path), num_images=1, size=(24, 24))
+    again = demo_shapes.make_demo_coco(str(tmp_path), num_images=1, size=(24, 24))
+    val = demo_shapes.make_demo_coco(str(tmp_path), split='val', num_images=1, size=(24, 24))
+    assert first == again and val != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['annotations', 'train', 'val']
+    assert first == dict(ann_file=osp.join('annotations', 'instances_train.json'),
+                         img_dir='train/')
