@@ -198,6 +198,7 @@ def test_detections_in_every_runtime_with_nms(config, shape, tmp_path):
                     repeats=1)
     assert np.array_equal(report.example, x.numpy())
     assert report.outputs == list(DETECTION_OUTPUTS)
+    assert report.onnx.endswith('det.detections.onnx')  # beside the features graph, not over it
     assert 'NonMaxSuppression' in report.op_counts
     expected = _mmdet_detections(model, x)
     assert len(expected[0]) > 10
@@ -230,4 +231,5 @@ def test_export_tool_writes_the_detections_graph_by_default(tmp_path, capsys):
     assert 'onnxruntime: detections match: 0 detections match latency' in out
     assert 'ncnn: FAILED ValueError: ncnn ' in out
     assert 'onnxruntime: no detection above the score threshold on the random example' in err
-    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == ['retinanet_vtfpn_small.onnx']
+    assert sorted(p.name for p in (tmp_path / 'out').iterdir()) == [
+        'retinanet_vtfpn_small.detections.onnx']

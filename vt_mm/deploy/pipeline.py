@@ -271,7 +271,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
             net = exportable(model, toolbox, output, **options).eval()
             expected = torch_outputs(net, x.numpy())
             plain = not options.get('argmax_by_reduction') and options.get('integer', True)
+            # each graph kind its own files (a detector's features and detections side by side)
             stem_ = (stem + ('.labels' if output == 'labels' else '') +
+                     ('.detections' if output == 'detections' else '') +
                      (f'.up{labels_upsample}' if output == 'labels' and labels_upsample > 1
                       else '') + ('' if plain else '.argmax-by-reduction') +
                       ('.nhwc-argmax' if options.get('argmax_layout') == 'nhwc' else ''))
