@@ -35,6 +35,7 @@ from vt_mm.deploy.backends import BACKENDS, running_in
 from vt_mm.deploy.calibration import calibration_images
 from vt_mm.deploy.detection import unsupported
 from vt_mm.deploy.pipeline import deploy, load_runners
+from vt_mm.models.wrappers import unscaled_det_samples
 
 DEFAULT_CONFIGS = [
     'configs/seaformer/seaformer-tiny_8xb4-160k_ade20k-512x512.py',
@@ -58,12 +59,8 @@ SEAFORMER_ARM_MS = {'tiny': 40, 'small': 67, 'base': 106, 'large': 367}
 def mmdet_predict(model, x):
     """mmdet's own prediction of a normalised image (resize factor 1): what the detections
     graph replaces."""
-    from mmdet.structures import DetDataSample
-    shape = tuple(x.shape[2:])
-    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
-                scale_factor=(1.0, 1.0))
     with torch.no_grad():
-        return model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)
+        return model.predict(x, unscaled_det_samples(x), rescale=True)
 
 
 @functools.lru_cache(maxsize=None)

@@ -17,16 +17,13 @@ from vt_mm.deploy.detection import (
     detections_of,
     match_detections,
 )
+from vt_mm.models.wrappers import unscaled_det_samples
 
 
 def _mmdet_detections(model, x):
     """mmdet's own prediction of ``x`` (already normalised, so the resize factor is 1)."""
-    from mmdet.structures import DetDataSample
-    shape = tuple(x.shape[2:])
-    meta = dict(img_shape=shape, ori_shape=shape, pad_shape=shape, batch_input_shape=shape,
-                scale_factor=(1.0, 1.0))
     with torch.no_grad():
-        result = model.predict(x, [DetDataSample(metainfo=meta)], rescale=True)[0]
+        result = model.predict(x, unscaled_det_samples(x), rescale=True)[0]
     instances = result.pred_instances
     return instances.bboxes, instances.scores, instances.labels
 

@@ -161,11 +161,6 @@ class DetectionOutputs(nn.Module):
         return dets[None], labels[None], num_dets
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    import torchvision
-    return torchvision.ops.box_iou(a, b)
-
-
 def detections_of(outputs: Sequence) -> Tuple:
     """``(boxes, scores, labels)`` of :class:`DetectionOutputs`'s outputs ``(dets, labels,
     num_dets)`` (tensors or arrays, batch 1), cut at ``num_dets``."""
@@ -195,7 +190,8 @@ def match_detections(got: Tuple, expected: Tuple, min_iou: float = MIN_IOU,
     if len(boxes_g) != len(boxes_e):
         return False, f'{len(boxes_g)} detections, expected {len(boxes_e)}'
     used = torch.zeros(len(boxes_g), dtype=torch.bool)
-    iou = _iou(boxes_e.double(), boxes_g.double()) if len(boxes_g) else None
+    import torchvision
+    iou = torchvision.ops.box_iou(boxes_e.double(), boxes_g.double()) if len(boxes_g) else None
     for i in range(len(boxes_e)):
         candidates = ((labels_g == labels_e[i]) & ~used & (iou[i] >= min_iou) &
                       ((scores_g.double() - float(scores_e[i])).abs() <= score_atol))

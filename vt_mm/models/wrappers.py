@@ -5,7 +5,7 @@ from typing import Optional
 
 import torch.nn as nn
 
-__all__ = ['ImageToOutputs', 'toolbox_of_model']
+__all__ = ['ImageToOutputs', 'toolbox_of_model', 'unscaled_det_samples']
 
 
 def toolbox_of_model(model: nn.Module) -> str:
@@ -16,6 +16,16 @@ def toolbox_of_model(model: nn.Module) -> str:
             return root
     raise TypeError(f'{type(model).__name__} is not an mmseg, mmdet or mmpretrain model; pass '
                     "toolbox='mmseg' | 'mmdet' | 'mmpretrain'")
+
+
+def unscaled_det_samples(x) -> list:
+    """mmdet data samples for a batch ``x`` of normalised images taken as they are (no resize:
+    scale factor 1, the image is its own original and padded size)."""
+    from mmdet.structures import DetDataSample
+    shape = tuple(x.shape[2:])
+    return [DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
+                                        batch_input_shape=shape, scale_factor=(1.0, 1.0)))
+            for _ in range(x.shape[0])]
 
 
 class ImageToOutputs(nn.Module):
@@ -38,12 +48,5 @@ class ImageToOutputs(nn.Module):
         if self.toolbox == 'mmpretrain':
             return self.model(x, mode='tensor')
         if self.toolbox == 'mmdet':  # two-stage detectors need the image metadata
-            from mmdet.structures import DetDataSample
-            shape = tuple(x.shape[2:])
-            samples = [
-                DetDataSample(metainfo=dict(img_shape=shape, ori_shape=shape, pad_shape=shape,
-                                            batch_input_shape=shape, scale_factor=(1.0, 1.0)))
-                for _ in range(x.shape[0])
-            ]
-            return self.model._forward(x, samples)
+            return self.model._forward(x, unscaled_det_samples(x))
         return self.model._forward(x)
