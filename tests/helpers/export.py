@@ -26,6 +26,17 @@ SMALL_PYRAMID_TNT = dict(depths=[1, 1, 1, 1], dims=[80, 160, 320, 320], word_dim
 SMALL_ARCH = dict(_delete_=True, **SMALL_PYRAMID_TNT)
 
 
+def _small_rcnn(mask: bool) -> str:
+    masks = ('mask_roi_extractor=dict(out_channels=64), '
+             'mask_head=dict(in_channels=64, conv_out_channels=64)' if mask else
+             'mask_roi_extractor=None, mask_head=None')
+    return ('model = dict(backbone=dict(depth=18, init_cfg=None), neck=dict('
+            'in_channels=[64, 128, 256, 512], out_channels=64, token_channels=64), '
+            'rpn_head=dict(in_channels=64, feat_channels=64), roi_head=dict('
+            'bbox_roi_extractor=dict(out_channels=64), bbox_head=dict(in_channels=64, '
+            f'fc_out_channels=128), {masks}))\n')
+
+
 SMALL_CONFIGS = {
     'vtfpn_small': ('vtfpn/vtfpn_r50_8xb12-40k_lip-473x473.py',
                     SMALL_SEMANTIC_VTFPN.split('\n', 2)[2]),
@@ -41,6 +52,11 @@ SMALL_CONFIGS = {
                               "in_channels=[64, 128, 256, 512], out_channels=64, "
                               "token_channels=64), bbox_head=dict(in_channels=64, "
                               "feat_channels=64))\n"),
+    # VT-FPN in Mask R-CNN, ResNet-18, 64 channels throughout
+    'mask_rcnn_vtfpn_small': ('vtfpn/mask-rcnn_r50_vtfpn_1x_coco.py', _small_rcnn(mask=True)),
+    # ... and without its mask head: Faster R-CNN
+    'faster_rcnn_vtfpn_small': ('vtfpn/mask-rcnn_r50_vtfpn_1x_coco.py',
+                                _small_rcnn(mask=False)),
 }
 
 

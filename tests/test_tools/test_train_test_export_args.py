@@ -223,15 +223,16 @@ def test_export_defaults_are_pinned(export):
             args.int8, args.precision, args.calib_images, args.threads, args.repeats,
             args.verbose) == (None, ['onnxruntime'], None, None, 1, False, 'fp32', 32, 1,
                               10, False)
-    # without --output: single-stage detectors end in detections; the rest (segmentors,
-    # classifiers, two-stage detectors) in logits
+    # without --output: detectors the detections graph takes end in detections; the rest
+    # (segmentors, classifiers, a two-stage detector with another RoI head) in logits
     from types import SimpleNamespace
 
     import torch
     one_stage = torch.nn.Module()
     one_stage.bbox_head = SimpleNamespace(bbox_coder=1, prior_generator=1, test_cfg={})
     two_stage = torch.nn.Module()
-    two_stage.roi_head, two_stage.with_rpn = SimpleNamespace(), True
+    two_stage.rpn_head = one_stage.bbox_head
+    two_stage.roi_head, two_stage.with_rpn = SimpleNamespace(), True  # not a StandardRoIHead
     assert [export.default_output(m, t) for m, t in [
         (torch.nn.Identity(), 'mmseg'), (torch.nn.Identity(), 'mmpretrain'),
         (one_stage, 'mmdet'), (two_stage, 'mmdet')]] == [
@@ -297,9 +298,9 @@ EXPORT_HELP = [
     '...]',
     "--shape H W the graph's static input size (default: the config's test size)",
     '--output {logits,labels,detections} what the graph ends in: logits (default for '
-    'segmentors, classifiers and two-stage detectors), labels (segmentors: the argmax in the '
-    'graph), detections (default for single-stage detectors: boxes, scores, labels after NMS); '
-    'logits of a detector are its backbone + neck features',
+    'segmentors and classifiers), labels (segmentors: the argmax in the graph), detections '
+    "(default for detectors: boxes, scores, labels after NMS, Mask R-CNN's masks); logits of a "
+    'detector are its backbone + neck features',
     "--labels-upsample K --output labels: bilinear upsampling of the logits by K before the "
     "argmax (1: none; the head's stride: mmseg's prediction)",
     '--precision {fp32,int8,bf16} int8: static quantization on calibration images; bf16: the '

@@ -15,11 +15,12 @@ The graph's input is the normalised NCHW image (float32, (pixel - mean) / std wi
 data_preprocessor values, RGB) at the static ``--shape`` (default: the config's test size);
 docs/en/user_guides/deployment.md says how an app feeds it. ``--output labels`` ends a segmentor in
 argmax at the logits' resolution (``--labels-upsample K``: after a bilinear upsample of the logits
-by K) and a nearest upsample to the input (int32). A single-stage detector's graph ends in its
-detections (``--output detections``, its default: ``dets`` (1, K, 5) boxes in input pixels and
-scores, ``labels`` (1, K), ``num_dets``; vt_mm.deploy.detection), compared with PyTorch
-detection by detection; runtimes without NonMaxSuppression (ncnn, TFLite) are refused, naming
-the ones that run it; a two-stage detector's default is its backbone + neck features.
+by K) and a nearest upsample to the input (int32). A detector's graph ends in its detections
+(``--output detections``, its default: ``dets`` (1, K, 5) boxes in input pixels and scores,
+``labels`` (1, K), ``num_dets``, and for Mask R-CNN ``masks`` (1, K, 28, 28) inside each box;
+vt_mm.deploy.detection), compared with PyTorch detection by detection; runtimes without
+NonMaxSuppression (ncnn, TFLite) are refused, naming the ones that run it; detectors the graph
+does not take (anchor-free heads, cascades) export their backbone + neck features.
 ``--precision int8`` (or ``--int8``) quantizes with ``--calib-images`` images of the config's
 training split through its test pipeline (onnxruntime and OpenVINO: QDQ; MNN: its mnnquant;
 tflite: fully integer, PT2E). ``--precision bf16`` runs the
@@ -49,11 +50,10 @@ def parse_args(argv=None):
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help="the graph's static input size (default: the config's test size)")
     parser.add_argument('--output', choices=['logits', 'labels', 'detections'],
-                        help='what the graph ends in: logits (default for segmentors, '
-                        'classifiers and two-stage detectors), labels (segmentors: the argmax in '
-                        'the graph), detections (default for single-stage detectors: boxes, '
-                        'scores, labels after NMS); logits of a detector are its backbone + neck '
-                        'features')
+                        help='what the graph ends in: logits (default for segmentors and '
+                        'classifiers), labels (segmentors: the argmax in the graph), detections '
+                        '(default for detectors: boxes, scores, labels after NMS, Mask R-CNN\'s '
+                        'masks); logits of a detector are its backbone + neck features')
     parser.add_argument('--labels-upsample', type=int, default=1, metavar='K',
                         help='--output labels: bilinear upsampling of the logits by K before '
                         "the argmax (1: none; the head's stride: mmseg's prediction)")
@@ -100,8 +100,8 @@ def check_args(args) -> None:
 
 def default_output(model, toolbox: str) -> str:
     """What the graph ends in without ``--output``: the detections of a detector the
-    detections graph takes (single-stage), else logits (a two-stage detector's: its backbone +
-    neck features)."""
+    detections graph takes (RetinaNet-like, Faster / Mask R-CNN), else logits (a detector's:
+    its backbone + neck features)."""
     from vt_mm.deploy.detection import unsupported
     return 'detections' if toolbox == 'mmdet' and unsupported(model) is None else 'logits'
 

@@ -121,7 +121,7 @@ def exportable(model: nn.Module, toolbox: Optional[str] = None, output: str = 'l
     logits (``output='labels'``: :class:`SegmentationLabels`), classifiers -> class logits,
     detectors -> backbone + neck feature maps (:class:`BackboneNeck`), or with
     ``output='detections'`` the final detections
-    (:class:`~vt_mm.deploy.detection.DetectionOutputs`)."""
+    (:func:`~vt_mm.deploy.detection.detections_graph`)."""
     if output not in OUTPUTS:
         raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
     toolbox = toolbox or toolbox_of_model(model)
@@ -132,8 +132,8 @@ def exportable(model: nn.Module, toolbox: Optional[str] = None, output: str = 'l
         if toolbox != 'mmdet':
             raise ValueError(f"output='detections' is for mmdet detectors; this is an "
                              f"{toolbox} model (use output='logits')")
-        from .detection import DetectionOutputs
-        return DetectionOutputs(model)
+        from .detection import detections_graph
+        return detections_graph(model)
     net = BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
     if output != 'labels':
         return net
@@ -178,7 +178,8 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
     dynamic axes (the models that take any size: VT-FPN, SeaFormer, PyramidTNT, VT-ResNet),
     else the graph is fixed to ``size``. Outputs: ``logits`` (segmentors, classifiers),
     ``feat0``, ``feat1``, ... (detector backbone + neck) or, with ``output='detections'``
-    (static only), ``dets``, ``labels``, ``num_dets`` (:mod:`vt_mm.deploy.detection`).
+    (static only), ``dets``, ``labels``, ``num_dets`` and for Mask R-CNN ``masks``
+    (:mod:`vt_mm.deploy.detection`).
     Shape-dependent fast paths of vt-mm step aside while tracing
     (``vt_mm.models.layers.tracing``), so the graph is correct at every size; :func:`check_onnx`
     compares it with PyTorch. ``output='labels'`` ends a segmentor's graph in labels
@@ -194,8 +195,8 @@ def export_onnx(model: nn.Module, path: str, size: Tuple[int, int], dynamic: boo
     with torch.no_grad():
         outs = net(dummy)
     if output == 'detections':
-        from .detection import DETECTION_OUTPUTS
-        names = list(DETECTION_OUTPUTS)
+        from .detection import output_names
+        names = list(output_names(net))
     else:
         names = ([output] if isinstance(outs, torch.Tensor) else
                  [f'feat{i}' for i in range(len(outs))])
