@@ -111,9 +111,10 @@ GROUPS = OrderedDict([
                   ['tests/test_analysis', 'tests/test_utils/test_timing.py',
                    'tests/test_utils/test_flop_handles.py',
                    'tests/test_tools/test_analysis_tools.py'] + NOT_SLOW)),
-    ('deploy_export', (['vt_mm/deploy/onnx.py', 'vt_mm/deploy/detection.py'], None,
-                       ['tests/test_deploy/test_onnx.py', 'tests/test_deploy/test_detection.py']
-                       + NOT_SLOW)),
+    ('deploy_export', (['vt_mm/deploy/onnx.py', 'vt_mm/deploy/detection.py',
+                        'vt_mm/deploy/detection_accuracy.py'], None,
+                       ['tests/test_deploy/test_onnx.py', 'tests/test_deploy/test_detection.py',
+                        'tests/test_deploy/test_detection_accuracy.py'] + NOT_SLOW)),
     # the runtimes: each mutant is converted and run, so the selection is the smallest family
     # (VT-ResNet-18 on all five backends), the labels graph and INT8 / bf16: hours, not minutes
     ('deploy_pipeline', (['vt_mm/deploy/pipeline.py', 'vt_mm/deploy/accuracy.py',

@@ -1,6 +1,12 @@
-"""What a trained segmentor scores after deployment: every backend's labels graph and, for
-INT8, its quantized logits graph, on the config's validation split, against mmseg's own
-prediction (bilinear resize of the logits, then argmax).
+"""What a trained segmentor or detector scores after deployment, on the config's validation
+split, against the toolbox's own prediction of the same checkpoint.
+
+Segmentors: every backend's labels graph and, for INT8, its quantized logits graph, against
+mmseg's own prediction (bilinear resize of the logits, then argmax). Detectors: every
+backend's detections graph (vt_mm.deploy.detection), scored by the config's own test evaluator
+(mmdet's CocoMetric: box AP, and mask AP for Mask R-CNN) next to mmdet's prediction of the
+checkpoint in PyTorch (what tools/test.py scores), with the share of images whose detections
+are mmdet's (same count and classes, IoU >= 0.99, scores within 1e-3, masks >= 99% equal).
 
     python tools/deployment/deploy_accuracy.py CONFIG CHECKPOINT
         [--backend onnxruntime openvino mnn ncnn tflite] [--labels-upsample 1 2 4 8]
@@ -20,11 +26,12 @@ Runs outside the test suite (benchmarks/reports/deployment.md has the numbers).
 import argparse
 import os.path as osp
 import sys
+from typing import Dict
 
 import torch
 
 from vt_mm.analysis import build_model, time_alternately
-from vt_mm.deploy import accuracy, exportable
+from vt_mm.deploy import accuracy, detection_accuracy, exportable
 from vt_mm.deploy.backends import BACKENDS, running_in
 from vt_mm.deploy.calibration import calibration_images
 from vt_mm.deploy.pipeline import DeployReport, deploy, load_runners
@@ -65,17 +72,17 @@ def loaded(report: DeployReport):
 def main(argv=None):
     args = parse_args(argv)
     model, cfg, toolbox = build_model(args.config)
-    if toolbox != 'mmseg':
-        sys.exit(f'[deploy_accuracy] {args.config} is not a segmentor (toolbox {toolbox})')
+    if toolbox not in ('mmseg', 'mmdet'):
+        sys.exit(f'[deploy_accuracy] {args.config} is neither a segmentor nor a detector '
+                 f'(toolbox {toolbox})')
     from mmengine.runner import load_checkpoint
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     model.eval()
     torch.set_num_threads(1)
+    if toolbox == 'mmdet':
+        return detector_rows(args, model, cfg)
     samples = accuracy.val_samples(cfg, model, args.max_images)
-    shape = tuple(samples[0].inputs.shape[-2:])
-    if any(tuple(s.inputs.shape[-2:]) != shape for s in samples):
-        sys.exit('[deploy_accuracy] the test pipeline gives inputs of several sizes; the '
-                 'deployed graphs are static: use a Resize to a fixed scale (keep_ratio=False)')
+    shape = static_shape(samples)
     stem = osp.splitext(osp.basename(args.config))[0]
     out = osp.join(args.out_dir, stem)
 
@@ -135,6 +142,67 @@ def main(argv=None):
     for name, t in zip(names, times):
         s = scores[name]
         print(f'| {name} | {s.miou:.2f} | {s.agreement:.2f} | {1000 * t[0]:.1f} |')
+
+
+def static_shape(samples) -> tuple:
+    """The one input size of every sample (the deployed graphs are static)."""
+    shape = tuple(samples[0].inputs.shape[-2:])
+    if any(tuple(s.inputs.shape[-2:]) != shape for s in samples):
+        sys.exit('[deploy_accuracy] the test pipeline gives inputs of several sizes; the '
+                 'deployed graphs are static: use a Resize to a fixed scale (keep_ratio=False)')
+    return shape
+
+
+def detector_rows(args, model, cfg) -> Dict[str, Dict[str, float]]:
+    """The detector's table: box (and mask) AP per runtime's detections graph, next to mmdet's
+    prediction; returns row name -> metrics."""
+    from vt_mm.deploy.detection import output_names
+    samples, dataset_meta = detection_accuracy.val_samples(cfg, model, args.max_images)
+    shape = static_shape(samples)
+    stem = osp.splitext(osp.basename(args.config))[0]
+    # mmdet clips boxes to the resized image inside the batch padding: so does the graph
+    image_shape = tuple(samples[0].data_sample.img_shape[:2])
+    if any(tuple(s.data_sample.img_shape[:2]) != image_shape for s in samples):
+        sys.exit('[deploy_accuracy] the test pipeline resizes images to several sizes; the '
+                 'detections graph clips to one: use a Resize to a fixed scale')
+    net = exportable(model, 'mmdet', 'detections', image_shape=image_shape).eval()
+    runners = {'PyTorch': lambda x: [o.numpy() for o in net(torch.from_numpy(x))]}
+    runners.update(loaded(deploy(model, args.backend, shape, osp.join(args.out_dir, stem), stem,
+                                 toolbox='mmdet', output='detections', repeats=1,
+                                 image_shape=image_shape, example=samples[0].inputs)))
+    names = list(runners)
+    with torch.no_grad():
+        times = time_alternately([lambda run=runners[n]: run(samples[0].inputs) for n in names],
+                                 args.runs, 2, 'cpu', label=stem)
+    threshold = model.roi_head.test_cfg.get('mask_thr_binary', 0.5) if getattr(
+        model, 'with_mask', False) else 0.5
+    reference = 'mmdet predict (tools/test.py)'
+    rows = {reference: detection_accuracy.evaluate(cfg, dataset_meta, samples,
+                                                   lambda s: s.mmdet_pred)}
+    equal = {}
+    with torch.no_grad():
+        for name in names:
+            predicted = {}
+
+            def predict(sample, run=runners[name], predicted=predicted):
+                predicted[id(sample)] = detection_accuracy.instances(
+                    run(sample.inputs), sample.data_sample, threshold)
+                return predicted[id(sample)]
+            rows[name] = detection_accuracy.evaluate(cfg, dataset_meta, samples, predict)
+            equal[name] = sum(detection_accuracy.equal_to_mmdet(predicted[id(s)], s)
+                              for s in samples)
+    metrics = [k for k in rows[reference] if k.endswith('_mAP')]
+    print(f'\n{stem}: {len(samples)} validation images at {shape[0]}x{shape[1]} (the image '
+          f'{image_shape[0]}x{image_shape[1]}), graph outputs {", ".join(output_names(net))}; '
+          '1 thread\n')
+    print(f'| runtime | {" | ".join(metrics)} | images equal to mmdet | ms |')
+    print('|---|' + '---|' * (len(metrics) + 2))
+    print(f'| {reference} | {" | ".join(f"{rows[reference][m]:.3f}" for m in metrics)} | '
+          f'{len(samples)} / {len(samples)} | |')
+    for name, t in zip(names, times):
+        print(f'| {name} | {" | ".join(f"{rows[name][m]:.3f}" for m in metrics)} | '
+              f'{equal[name]} / {len(samples)} | {1000 * t[0]:.1f} |')
+    return rows
 
 
 if __name__ == '__main__':

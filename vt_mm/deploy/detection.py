@@ -169,6 +169,7 @@ class DetectionOutputs(nn.Module):
     Args:
         detector: an mmdet ``SingleStageDetector`` whose ``bbox_head`` has a ``bbox_coder`` and
             a ``prior_generator`` (RetinaNet, SSD-like heads).
+        image_shape: the image inside the padded input (see :func:`detections_graph`).
 
     Example:
         >>> import torch
@@ -181,8 +182,9 @@ class DetectionOutputs(nn.Module):
         >>> boxes = dets[0, :int(num_dets[0]), :4]  # x1, y1, x2, y2 in input pixels
     """
 
-    def __init__(self, detector: nn.Module):
+    def __init__(self, detector: nn.Module, image_shape: Optional[Tuple[int, int]] = None):
         super().__init__()
+        self.image_shape = tuple(image_shape) if image_shape else None
         reason = unsupported(detector)
         if reason:
             raise TypeError(reason)
@@ -202,8 +204,8 @@ class DetectionOutputs(nn.Module):
         if x.shape[0] != 1:
             raise ValueError(f'DetectionOutputs takes one image (batch 1), got {x.shape[0]}')
         boxes, scores, labels, _ = _dense_candidates(
-            self.detector.bbox_head, self.detector.extract_feat(x), tuple(x.shape[2:]),
-            self.nms_pre)
+            self.detector.bbox_head, self.detector.extract_feat(x),
+            self.image_shape or tuple(x.shape[2:]), self.nms_pre)
         valid = (scores > self.score_thr) & _big_enough(boxes, self.min_bbox_size)
         scores = torch.where(valid, scores, torch.zeros_like(scores))
         keep = _batched_nms(boxes, scores, labels, self.iou_threshold)[:self.max_per_img]
@@ -256,6 +258,7 @@ class TwoStageDetectionOutputs(nn.Module):
     Args:
         detector: an mmdet ``TwoStageDetector`` with an anchor-based RPN and a
             ``StandardRoIHead`` (SingleRoIExtractor with RoIAlign, no shared head).
+        image_shape: the image inside the padded input (see :func:`detections_graph`).
 
     Example:
         >>> import torch
@@ -267,8 +270,9 @@ class TwoStageDetectionOutputs(nn.Module):
         (torch.Size([1, 100, 5]), torch.Size([1, 100, 28, 28]))
     """
 
-    def __init__(self, detector: nn.Module):
+    def __init__(self, detector: nn.Module, image_shape: Optional[Tuple[int, int]] = None):
         super().__init__()
+        self.image_shape = tuple(image_shape) if image_shape else None
         if not getattr(detector, 'with_rpn', False):
             raise TypeError(f'{type(detector).__name__} has no RPN: use DetectionOutputs (or '
                             'detections_graph)')
@@ -296,7 +300,7 @@ class TwoStageDetectionOutputs(nn.Module):
         if x.shape[0] != 1:
             raise ValueError('TwoStageDetectionOutputs takes one image (batch 1), got '
                              f'{x.shape[0]}')
-        image_shape = tuple(x.shape[2:])
+        image_shape = self.image_shape or tuple(x.shape[2:])
         feats = self.detector.extract_feat(x)
         proposals = self._proposals(feats, image_shape)
         roi_head = self.detector.roi_head
@@ -350,12 +354,20 @@ class TwoStageDetectionOutputs(nn.Module):
         return mask_preds.gather(1, index)[:, 0].sigmoid()
 
 
-def detections_graph(detector: nn.Module) -> nn.Module:
+def detections_graph(detector: nn.Module,
+                     image_shape: Optional[Tuple[int, int]] = None) -> nn.Module:
     """The detections graph of an mmdet detector: :class:`TwoStageDetectionOutputs` for
-    two-stage detectors, :class:`DetectionOutputs` for single-stage ones."""
+    two-stage detectors, :class:`DetectionOutputs` for single-stage ones.
+
+    Args:
+        detector: an mmdet detector (eval mode).
+        image_shape: (H, W) of the image inside the graph's padded input: boxes and proposals
+            are clipped to it, as mmdet clips to ``img_shape`` (the resized image before the
+            batch padding). Default: the whole input (an image resized to fill it).
+    """
     if getattr(detector, 'with_rpn', False):
-        return TwoStageDetectionOutputs(detector)
-    return DetectionOutputs(detector)
+        return TwoStageDetectionOutputs(detector, image_shape)
+    return DetectionOutputs(detector, image_shape)
 
 
 def output_names(net: nn.Module) -> Tuple[str, ...]:

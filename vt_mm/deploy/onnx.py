@@ -133,7 +133,7 @@ def exportable(model: nn.Module, toolbox: Optional[str] = None, output: str = 'l
             raise ValueError(f"output='detections' is for mmdet detectors; this is an "
                              f"{toolbox} model (use output='logits')")
         from .detection import detections_graph
-        return detections_graph(model)
+        return detections_graph(model, **labels_options)
     net = BackboneNeck(model) if toolbox == 'mmdet' else ImageToOutputs(model, toolbox)
     if output != 'labels':
         return net

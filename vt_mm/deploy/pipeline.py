@@ -200,7 +200,9 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
            stem: str, toolbox: Optional[str] = None, output: str = 'logits',
            calibration: Optional[Sequence[np.ndarray]] = None, num_threads: int = 1,
            repeats: int = 10, seed: int = 0, keep_going: bool = True,
-           labels_upsample: int = 1, precision: str = 'fp32') -> DeployReport:
+           labels_upsample: int = 1, precision: str = 'fp32',
+           image_shape: Optional[Tuple[int, int]] = None,
+           example: Optional[np.ndarray] = None) -> DeployReport:
     """Exports ``model`` at ``shape``, converts it for each backend, runs every backend on the
     same random normalised image as PyTorch and times it.
 
@@ -226,6 +228,10 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
         precision: one of :data:`~vt_mm.deploy.backends.PRECISIONS`; each backend must list it
             in its ``precisions`` (``'bf16'`` runs the fp32 files in bf16 where the CPU has
             it; ``'int8'`` converts a statically quantized graph).
+        image_shape: the detections graph's image inside its padded input (H, W), where boxes
+            are clipped (:func:`~vt_mm.deploy.detection.detections_graph`); default the input.
+        example: the (1, 3, H, W) input every backend is compared on, instead of the random
+            one (a real image: a trained detector detects little on noise).
 
     Returns:
         DeployReport: the graph, the example input and one result per backend.
@@ -248,6 +254,11 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *shape, generator=gen)
+    if example is not None:
+        if tuple(np.shape(example)) != (1, 3, *shape):
+            raise ValueError(f'example of shape {tuple(np.shape(example))}, the graph takes '
+                             f'{(1, 3, *shape)}')
+        x = torch.from_numpy(np.ascontiguousarray(example, dtype=np.float32))
     try:
         import onnxslim  # noqa: F401
         simplify = True
@@ -266,6 +277,8 @@ def deploy(model: nn.Module, backends: Sequence[str], shape: Tuple[int, int], ou
                            logits_upsample=labels_upsample)
             if backend_class.has_argmax:
                 options['argmax_layout'] = backend_class.labels_argmax_layout
+        if output == 'detections' and image_shape is not None:
+            options = dict(image_shape=tuple(image_shape))
         key = tuple(sorted(options.items()))
         if key not in jobs:
             net = exportable(model, toolbox, output, **options).eval()
