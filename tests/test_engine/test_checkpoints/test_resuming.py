@@ -305,9 +305,27 @@ def test_sigint_logs_then_raises_keyboard_interrupt(tmp_path, monkeypatch):
     import signal as signal_module
     hook, runner, logged, killed = _interrupt_hook(
         monkeypatch, tmp_path, {signal_module.SIGINT: signal_module.default_int_handler})
+    hook.after_train_iter(runner, 0)  # before the signal: nothing
     with pytest.raises(KeyboardInterrupt):
         hook._interrupted(runner, signal_module.SIGINT, None)
     assert logged[0].startswith('SIGINT at iteration 38 (epoch 0)') and killed == []
+    # had the KeyboardInterrupt been lost (in a finaliser), the iteration's end raises it
+    with pytest.raises(KeyboardInterrupt, match='^SIGINT: training stopped after iteration 37$'):
+        hook.after_train_iter(runner, 0)
+    hook.before_train(runner)  # a new run starts clean
+    hook.after_train_iter(runner, 0)
+
+
+def test_sigint_with_a_handler_of_its_own_does_not_stop_the_run(tmp_path, monkeypatch):
+    """A SIGINT handler someone installed before (not Python's default) is called and decides;
+    the hook does not end the run for it."""
+    import signal as signal_module
+    called = []
+    hook, runner, logged, killed = _interrupt_hook(
+        monkeypatch, tmp_path, {signal_module.SIGINT: lambda s, f: called.append(s)})
+    hook._interrupted(runner, signal_module.SIGINT, None)
+    assert called == [signal_module.SIGINT] and killed == []
+    hook.after_train_iter(runner, 0)
 
 
 def test_a_handler_called_after_the_handlers_were_restored_acts_as_the_default(

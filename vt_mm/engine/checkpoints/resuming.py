@@ -123,7 +123,10 @@ class CheckpointSafetyHook(Hook):
     checkpoint to resume from is checked against the model and optimizer first
     (:func:`check_resume_fits`). It runs before mmengine's ``load_or_resume``. While training,
     SIGTERM and SIGINT log one line (iteration, last good checkpoint, the command that
-    resumes) and then act as they would without it.
+    resumes) and then act as they would without it. A KeyboardInterrupt raised by the signal
+    handler is lost when it lands in a finaliser (``__del__``, a weakref callback: Python
+    prints "Exception ignored" and goes on), so SIGINT with Python's default handler also ends
+    the run at the end of the current iteration.
     """
 
     priority = 'VERY_HIGH'
@@ -131,6 +134,7 @@ class CheckpointSafetyHook(Hook):
     def __init__(self):
         self._locked = None
         self._previous_handlers = {}
+        self._stop_requested = False
 
     def before_run(self, runner) -> None:
         from ..workdir_lock import held_by_this_process, lock_work_dir
@@ -175,12 +179,17 @@ class CheckpointSafetyHook(Hook):
         return dirs
 
     def before_train(self, runner) -> None:
+        self._stop_requested = False
         for signum in (signal.SIGTERM, signal.SIGINT):
             try:
                 self._previous_handlers[signum] = signal.signal(
                     signum, functools.partial(self._interrupted, runner))
             except ValueError:  # not the main thread: leave the handlers alone
                 pass
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if self._stop_requested:  # the handler's KeyboardInterrupt was lost (docstring)
+            raise KeyboardInterrupt(f'SIGINT: training stopped after iteration {runner.iter}')
 
     def after_train(self, runner) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -207,6 +216,7 @@ class CheckpointSafetyHook(Hook):
             handler.flush()
         previous = self._previous_handlers.pop(signum, signal.SIG_DFL)
         signal.signal(signum, previous)
+        self._stop_requested = previous is signal.default_int_handler
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:
