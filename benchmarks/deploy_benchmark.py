@@ -6,10 +6,10 @@ eager and onnxruntime in one run (this machine is noisy: only ratios within a ru
         [--calib-config CONFIG] [--out-dir DIR]
 
 Each config is converted once per backend and graph (``--variants``: the logits graph, the
-labels graph of segmentors, the detections graph of single-stage detectors (its eager column is
-mmdet's own ``predict``), the INT8 logits graph on backends with INT8, the logits graph run
-in bf16 on backends and CPUs with bf16) by
-``vt_mm.deploy.pipeline.deploy`` (checked against PyTorch as ``tools/deployment/export.py``
+labels graph of segmentors, the detections graph of detectors (its eager column is mmdet's own
+``predict``; the classifiers set so that ``--detections`` pairs pass the score threshold), the
+INT8 logits graph on backends with INT8, the logits graph run in bf16 on backends and CPUs with
+bf16) by ``vt_mm.deploy.pipeline.deploy`` (checked against PyTorch as ``tools/deployment/export.py``
 does); then, for each thread count, eager and every runner of every graph are timed in
 alternation on the same input. Prints a markdown table with the median milliseconds and ratios
 (logits: to onnxruntime; labels and detections: to the backend's logits graph, so that for a
@@ -30,6 +30,7 @@ import sys
 import torch
 
 from vt_mm.analysis import build_model, default_shape, time_alternately, trained_like_bn
+from vt_mm.analysis.detection_scores import spread_scores
 from vt_mm.deploy import exportable
 from vt_mm.deploy.backends import BACKENDS, running_in
 from vt_mm.deploy.calibration import calibration_images
@@ -114,6 +115,10 @@ def main(argv=None):
                         help='config whose training images calibrate --variants int8')
     parser.add_argument('--calib-images', type=int, default=16)
     parser.add_argument('--seed', type=int, default=0, help='seed of the random weights')
+    parser.add_argument('--detections', type=int, default=300,
+                        help='detectors: (anchor or proposal, class) pairs above the score '
+                        "threshold on the example (vt_mm.analysis.detection_scores; a fresh "
+                        "head passes none, leaving NMS and the mask head without work)")
     parser.add_argument('--out-dir', default='work_dirs/deploy_benchmark')
     args = parser.parse_args(argv)
     table = _table_only_on_stdout()
@@ -132,6 +137,11 @@ def main(argv=None):
         trained_like_bn(model).eval()  # no zero gammas for a converter to fold (docstring)
         shape = tuple(args.shape or default_shape(cfg, toolbox))
         stem = osp.splitext(osp.basename(config))[0]
+        if toolbox == 'mmdet' and 'detections' in args.variants:
+            # on deploy()'s example (its seed 0), which every graph is timed on
+            spread_scores(model, torch.randn(1, 3, *shape,
+                                             generator=torch.Generator().manual_seed(0)),
+                          args.detections)
         variants = []  # (name, output, labels upsampling factor)
         for v in args.variants:
             if v == 'labels':

@@ -52,6 +52,10 @@ SMALL_CONFIGS = {
                               "in_channels=[64, 128, 256, 512], out_channels=64, "
                               "token_channels=64), bbox_head=dict(in_channels=64, "
                               "feat_channels=64))\n"),
+    # PyramidTNT (one block per stage) in Mask R-CNN with mmdet's FPN
+    'pyramid_tnt_mask_rcnn_small': ('pyramid_tnt/mask-rcnn_pyramid-tnt-s_fpn_1x_coco.py',
+                                    f'model = dict(backbone=dict(arch={SMALL_ARCH!r}), '
+                                    'neck=dict(in_channels=[80, 160, 320, 320]))\n'),
     # VT-FPN in Mask R-CNN, ResNet-18, 64 channels throughout
     'mask_rcnn_vtfpn_small': ('vtfpn/mask-rcnn_r50_vtfpn_1x_coco.py', _small_rcnn(mask=True)),
     # ... and without its mask head: Faster R-CNN

@@ -7,10 +7,10 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from helpers.det import spread_detection_scores, spread_rcnn_scores
 from helpers.export import small_config, trained_like_bn
 
 from vt_mm.analysis import build_model
+from vt_mm.analysis.detection_scores import spread_dense_scores, spread_rcnn_scores
 from vt_mm.deploy.backends import BACKENDS, get_backend
 from vt_mm.deploy.detection import (
     DETECTION_OUTPUTS,
@@ -71,7 +71,7 @@ def test_the_graph_detects_what_mmdet_predicts(retinanet, test_cfg, seed):
     model = copy.deepcopy(retinanet)
     model.bbox_head.test_cfg.update(test_cfg)
     x = _image(seed)
-    spread_detection_scores(model, x, count=60)
+    spread_dense_scores(model, x, count=60)
     expected = _mmdet_detections(model, x)
     net = DetectionOutputs(model).eval()
     with torch.no_grad():
@@ -363,7 +363,8 @@ def test_runtimes_without_nms_refuse_the_detections_graph_naming_the_others():
 @pytest.mark.parametrize('config,shape', [('retinanet_vtfpn_small', (96, 128)),
                                           ('pyramid_tnt_det_small', (96, 128)),
                                           ('faster_rcnn_vtfpn_small', (96, 128)),
-                                          ('mask_rcnn_vtfpn_small', (96, 128))])
+                                          ('mask_rcnn_vtfpn_small', (96, 128)),
+                                          ('pyramid_tnt_mask_rcnn_small', (96, 128))])
 def test_detections_in_every_runtime_with_nms(config, shape, tmp_path):
     """The detections graph in onnxruntime, OpenVINO and MNN: each runtime's detections (and
     Mask R-CNN's masks) are PyTorch's and mmdet's own; ncnn and TFLite are refused with the
@@ -377,13 +378,13 @@ def test_detections_in_every_runtime_with_nms(config, shape, tmp_path):
     model, _, _ = build_model(small_config(config, tmp_path))
     model = trained_like_bn(model, affine=False).eval()
     x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))  # deploy's input
-    two_stage = config.endswith('rcnn_vtfpn_small')
-    (spread_rcnn_scores if two_stage else spread_detection_scores)(model, x, count=40)
+    two_stage = 'rcnn' in config
+    (spread_rcnn_scores if two_stage else spread_dense_scores)(model, x, count=40)
     report = deploy(model, ['onnxruntime', 'openvino', 'mnn', 'ncnn', 'tflite'], shape,
                     str(tmp_path / 'out'), 'det', toolbox='mmdet', output='detections',
                     repeats=1)
     assert np.array_equal(report.example, x.numpy())
-    masks = ['masks'] if config.startswith('mask') else []
+    masks = ['masks'] if 'mask_rcnn' in config else []
     assert report.outputs == list(DETECTION_OUTPUTS) + masks
     assert report.onnx.endswith('det.detections.onnx')  # beside the features graph, not over it
     assert 'NonMaxSuppression' in report.op_counts

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from helpers import ROOT
-from helpers.det import spread_rcnn_scores
 from helpers.export import small_config, trained_like_bn
 
 from vt_mm.analysis import build_model
+from vt_mm.analysis.detection_scores import spread_rcnn_scores
 from vt_mm.deploy import detection_accuracy, exportable
 
 
