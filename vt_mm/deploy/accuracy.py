@@ -34,16 +34,12 @@ def val_samples(cfg, model, max_images: Optional[int] = None,
                 split: str = 'val_dataloader') -> List[ValSample]:
     """The split's images through its pipeline and the model's data_preprocessor, with mmseg's
     prediction of the eval-mode ``model`` for each."""
-    from vt_mm.engine.data_checks import build_dataset
-
-    from .calibration import preprocessed
-    dataset = build_dataset(cfg, cfg[split]['dataset'], split)
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    from .calibration import preprocessed_split
     samples = []
     model.eval()
+    _, batches = preprocessed_split(cfg, model, max_images, split)
     with torch.no_grad():
-        for idx in range(count):
-            batch = preprocessed(model, dataset[idx])
+        for batch in batches:
             data_samples = batch['data_samples']
             pred = model.predict(batch['inputs'], copy.deepcopy(data_samples))[0]
             samples.append(ValSample(

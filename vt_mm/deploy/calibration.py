@@ -3,7 +3,7 @@ test pipeline and the model's data_preprocessor (mean/std, RGB), resized to the 
 size. The training split, so that an INT8 model evaluated on the validation split was not
 calibrated on the images it is scored on."""
 import copy
-from typing import List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +17,16 @@ def preprocessed(model, sample: dict) -> dict:
     (``inputs`` normalised, ``data_samples`` with the metainfo)."""
     from mmengine.dataset import pseudo_collate
     return model.data_preprocessor(pseudo_collate([sample]), False)
+
+
+def preprocessed_split(cfg, model, max_images: Optional[int] = None,
+                       split: str = 'val_dataloader') -> Tuple[object, Iterator[dict]]:
+    """``cfg[split]``'s dataset and its first ``max_images`` samples (all by default), each as
+    :func:`preprocessed` gives it; the accuracy tools' input."""
+    from vt_mm.engine.data_checks import build_dataset
+    dataset = build_dataset(cfg, cfg[split]['dataset'], split)
+    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    return dataset, (preprocessed(model, dataset[idx]) for idx in range(count))
 
 
 def calibration_images(cfg, model, shape: Tuple[int, int], num: int,

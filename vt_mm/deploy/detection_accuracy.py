@@ -32,16 +32,12 @@ def val_samples(cfg, model, max_images: Optional[int] = None,
     """The split's images through its pipeline and the model's data_preprocessor, with mmdet's
     prediction of the eval-mode ``model`` for each; and the dataset's metainfo (what the
     evaluator is given)."""
-    from vt_mm.engine.data_checks import build_dataset
-
-    from .calibration import preprocessed
-    dataset = build_dataset(cfg, cfg[split]['dataset'], split)
-    count = len(dataset) if max_images is None else min(max_images, len(dataset))
+    from .calibration import preprocessed_split
     samples = []
     model.eval()
+    dataset, batches = preprocessed_split(cfg, model, max_images, split)
     with torch.no_grad():
-        for idx in range(count):
-            batch = preprocessed(model, dataset[idx])
+        for batch in batches:
             data_sample = batch['data_samples'][0]
             pred = model.predict(batch['inputs'], [copy.deepcopy(data_sample)], rescale=True)[0]
             samples.append(DetSample(np.ascontiguousarray(batch['inputs'].float().numpy()),
