@@ -291,3 +291,156 @@ def test_coco_data_is_written_again_into_the_same_folders(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['annotations', 'train', 'val']
     assert first == dict(ann_file=osp.join('annotations', 'instances_train.json'),
                          img_dir='train/')
+
+
+class _Recorder:
+    """Stands in for the drawing and the writing while a generator runs at its defaults: the
+    sample functions return blank arrays of the asked size, ``Image.save`` records the path, and
+    ``np.random.default_rng`` records its seed. What the generator asks for is the contract;
+    drawing thousands of images is not needed to read it."""
+
+    def __init__(self, monkeypatch):
+        self.reset()
+        original_rng = np.random.default_rng
+
+        def rng(seed=None):
+            self.seeds.append(seed)
+            return original_rng(seed)
+
+        monkeypatch.setattr(np.random, 'default_rng', rng)
+        monkeypatch.setattr(Image.Image, 'save',
+                            lambda image, path, **kwargs: self.saved.append(
+                                (osp.basename(path), image.size, kwargs)))
+
+    def reset(self):
+        self.samples, self.saved, self.seeds = [], [], []
+
+    def blank(self, name, channels=3):
+        def sample(size, *args):
+            w, h = (size, size) if isinstance(size, int) else size
+            self.samples.append((name, size) + args[:-1])
+            rgb = np.zeros((h, w, 3), np.uint8)
+            return rgb if channels == 3 else (rgb, np.zeros((h, w), np.uint8))
+        return sample
+
+
+def test_each_generator_called_at_its_defaults_writes_the_documented_demo_data(
+        tmp_path, monkeypatch):
+    """The defaults through a call (mutmut's trampoline answers ``inspect.signature`` with the
+    source's defaults, so the signature test above cannot catch a changed default)."""
+    rec = _Recorder(monkeypatch)
+    monkeypatch.setattr(demo_lip, 'make_sample', rec.blank('lip', 2))
+    assert demo_lip.make_demo_lip(str(tmp_path / 'lip')) == dict(train=400, val=50)
+    assert rec.seeds == [0, 1_000_003]
+    assert rec.samples == [('lip', 128)] * 450
+    assert rec.saved[0] == ('00000_train.jpg', (128, 128), dict(quality=95))
+    assert rec.saved[-1] == ('00049_val.png', (128, 128), {})
+    assert (tmp_path / 'lip' / '.demo_lip').read_text() == '400,50,128,0\n'
+
+    rec.reset()
+    monkeypatch.setattr(demo_cue, 'make_cue_sample', lambda size, rng: rec.blank('cue', 2)(
+        size, rng))
+    assert demo_cue.make_cue_seg(str(tmp_path / 'cue')) == dict(train=300, val=60)
+    assert rec.seeds == [0, 7919]
+    assert rec.samples == [('cue', 128)] * 360 and len(rec.saved) == 720
+    assert rec.saved[-1] == ('00059.png', (128, 128), {})
+
+    rec.reset()
+    monkeypatch.setattr(demo_classes, 'make_class_sample',
+                        lambda label, size, rng: rec.blank('classes')(size, label, rng))
+    demo_classes.make_demo_classes(str(tmp_path / 'classes'))
+    assert rec.seeds == [[0, 0], [0, 1]]
+    assert rec.samples == ([('classes', 64, k) for k in range(100) for _ in range(200)]
+                           + [('classes', 64, k) for k in range(100) for _ in range(20)])
+    assert rec.saved[-1] == ('00019.png', (64, 64), {})
+
+    rec.reset()
+    monkeypatch.setattr(demo_shapes, 'coco_sample',
+                        lambda size, max_objects, rng: (rec.blank('coco')(size, max_objects, rng),
+                                                        []))
+    assert demo_shapes.make_demo_coco(str(tmp_path / 'coco')) == dict(
+        ann_file=osp.join('annotations', 'instances_train.json'), img_dir='train/')
+    assert rec.seeds == [0] and rec.samples == [('coco', (128, 96), 3)] * 8
+    assert (tmp_path / 'coco' / 'annotations' / 'instances_train.json').is_file()
+
+    rec.reset()
+    monkeypatch.setattr(demo_shapes, 'centred_shape',
+                        lambda label, size, rng: rec.blank('folder')(size, label, rng))
+    assert demo_shapes.make_demo_imagefolder(str(tmp_path / 'folder')) == list(
+        demo_shapes.SHAPE_CLASSES)
+    assert rec.seeds == [0] and rec.samples == [('folder', 64, k) for k in range(3) for _ in
+                                                range(4)]
+    assert sorted(p.name for p in (tmp_path / 'folder').iterdir()) == ['train']
+
+    rec.reset()
+    monkeypatch.setattr(demo_shapes, 'ade20k_sample', rec.blank('ade20k', 2))
+    demo_shapes.make_demo_ade20k(str(tmp_path / 'ade20k'))
+    assert rec.seeds == [0] and rec.samples == [('ade20k', (96, 80), 3)] * 10
+    assert [name for name, _, _ in rec.saved][-2:] == ['ADE_valid_00000001.jpg',
+                                                        'ADE_valid_00000001.png']
+
+    text = demo_shapes.coco_data_config('/d')
+    assert text.count('scale=(160, 128)') == 2
+    assert 'train_dataloader = dict(batch_size=4,' in text
+    assert 'val_dataloader = dict(batch_size=4,' in text
+
+
+def test_a_cue_sample_keeps_shapes_045_of_the_side_from_the_cue_by_default():
+    def samples(**kwargs):
+        return [a for seed in range(20)
+                for a in demo_cue.make_cue_sample(48, np.random.default_rng(seed), **kwargs)]
+
+    default = samples()
+    for a, b in zip(default, samples(min_dist=0.45)):
+        np.testing.assert_array_equal(a, b)
+    for other in (0.4, 0.46):  # either side of the default changes some of these samples
+        assert not all(np.array_equal(a, b) for a, b in zip(default, samples(min_dist=other)))
+
+
+def test_lip_colour_jitter_stays_in_the_colour_range_and_reaches_its_ends():
+    """Class colours near 0 and 255 (LIP's black and white classes) are clipped, not wrapped:
+    both ends are reached and none is passed."""
+    rng = np.random.default_rng(0)
+    values = np.array([demo_lip._jitter(rng, (250, 10, 128)) for _ in range(400)])
+    assert values.dtype.kind == 'i'
+    assert values[:, 0].max() == 255 and values[:, 1].min() == 0
+    assert values.min() == 0 and values.max() == 255
+    assert values[:, 2].min() >= 103 and values[:, 2].max() <= 153
+    assert values[:, 2].min() == 103 and values[:, 2].max() == 153  # +-25 inclusive
+
+
+class _ScriptedRng:
+    """Returns the given colour pairs from ``integers`` in order."""
+
+    def __init__(self, colours):
+        self.colours = list(colours)
+
+    def integers(self, low, high, n):
+        assert (low, high, n) == (0, 256, 3)
+        return np.array(self.colours.pop(0))
+
+
+@pytest.mark.parametrize('distance,taken', [(119, False), (120, True)])
+def test_texture_colours_are_at_least_120_apart(distance, taken):
+    """120 (L1) is the first distance accepted, 119 the last refused."""
+    near, far = (10, 20, 30), (10 + distance, 20, 30)
+    fallback = ((0, 0, 0), (200, 200, 200))
+    a, b = demo_classes._colours(_ScriptedRng([near, far, *fallback]))
+    assert a.dtype == b.dtype == np.float32
+    expected = (near, far) if taken else fallback
+    np.testing.assert_array_equal(a, expected[0])
+    np.testing.assert_array_equal(b, expected[1])
+
+
+def test_an_unknown_texture_is_named_with_the_choices():
+    with pytest.raises(ValueError) as info:
+        demo_classes._texture('plaid', 24, (12, 12), 6.0, np.random.default_rng(0))
+    assert str(info.value) == f"unknown texture 'plaid'; one of {demo_classes.TEXTURES}"
+
+
+@pytest.mark.parametrize('kind', demo_classes.TEXTURES)
+def test_every_texture_is_a_float32_map_in_the_unit_range(kind):
+    t = demo_classes._texture(kind, 24, (12.0, 12.0), 8.0, np.random.default_rng(1))
+    assert t.shape == (24, 24) and t.dtype == np.float32
+    assert t.min() >= 0 and t.max() <= 1
+    assert (t.max() > t.min()) == (kind != 'solid')

@@ -44,19 +44,19 @@ def _polygon(kind: str, centre, radius: float, angle: float, aspect: float) -> L
     """Vertices of a regular outline (unit radius, rotated, squeezed along one axis)."""
     if kind in ('disc', 'ellipse', 'ring', 'crescent'):
         t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        r = np.ones_like(t)
+        r = 1.0
     elif kind == 'star':
         t = np.linspace(0, 2 * np.pi, 10, endpoint=False)
         r = np.where(np.arange(10) % 2 == 0, 1.0, 0.42)
     elif kind == 'cross':
         a = 0.34  # half the arm width
         xy = np.array([(a, 1), (a, a), (1, a), (1, -a), (a, -a), (a, -1), (-a, -1), (-a, -a),
-                       (-1, -a), (-1, a), (-a, a), (-a, 1)], dtype=float)
+                       (-1, -a), (-1, a), (-a, a), (-a, 1)])
         t, r = np.arctan2(xy[:, 1], xy[:, 0]), np.hypot(xy[:, 0], xy[:, 1]) / np.sqrt(1 + a * a)
     else:
         n = dict(triangle=3, square=4, pentagon=5, hexagon=6)[kind]
         t = np.linspace(0, 2 * np.pi, n, endpoint=False)
-        r = np.ones_like(t)
+        r = 1.0
     x, y = r * np.cos(t), r * np.sin(t) * aspect
     c, s = np.cos(angle), np.sin(angle)
     return [(centre[0] + radius * (c * xi - s * yi), centre[1] + radius * (s * xi + c * yi))
@@ -68,7 +68,7 @@ def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> Tuple[np.ndar
     centre = rng.uniform(radius * 0.8, size - radius * 0.8, 2)
     angle = rng.uniform(0, 2 * np.pi)
     aspect = rng.uniform(0.42, 0.6) if kind == 'ellipse' else rng.uniform(0.85, 1.0)
-    mask = Image.new('L', (size, size), 0)
+    mask = Image.new('L', (size, size))  # zeros
     draw = ImageDraw.Draw(mask)
     draw.polygon(_polygon(kind, centre, radius, angle, aspect), fill=255)
     if kind == 'ring':  # an annulus: the inner 45-60% cut out
@@ -82,6 +82,11 @@ def _shape_mask(kind: str, size: int, rng: np.random.Generator) -> Tuple[np.ndar
 
 def _texture(kind: str, size: int, centre, radius: float, rng: np.random.Generator) -> np.ndarray:
     """A pattern in [0, 1] over the whole image (HxW float32)."""
+    return _pattern(kind, size, centre, radius, rng).astype(np.float32)
+
+
+def _pattern(kind: str, size: int, centre, radius: float, rng: np.random.Generator) -> np.ndarray:
+    """The texture as a boolean or [0, 1] map (``_texture`` gives it one dtype)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     theta = rng.uniform(0, np.pi)
     u = (xx - centre[0]) * np.cos(theta) + (yy - centre[1]) * np.sin(theta)
@@ -89,33 +94,30 @@ def _texture(kind: str, size: int, centre, radius: float, rng: np.random.Generat
     period = rng.uniform(4.5, 9.0)
     phase = rng.uniform(0, 1)
     if kind == 'solid':
-        return np.zeros((size, size), np.float32)
+        return np.zeros((size, size), bool)
     if kind == 'stripes':
-        return ((u / period + phase) % 1 < 0.5).astype(np.float32)
+        return (u / period + phase) % 1 < 0.5
     if kind == 'checker':
-        return (((np.floor(u / period + phase) + np.floor(v / period + phase)) % 2) > 0).astype(
-            np.float32)
+        return ((np.floor(u / period + phase) + np.floor(v / period + phase)) % 2) > 0
     if kind == 'dots':
         du, dv = (u / period + phase) % 1 - 0.5, (v / period + phase) % 1 - 0.5
-        return (du * du + dv * dv < 0.09).astype(np.float32)
+        return du * du + dv * dv < 0.09
     if kind == 'concentric':
-        return ((np.hypot(u, v) / period + phase) % 1 < 0.5).astype(np.float32)
+        return (np.hypot(u, v) / period + phase) % 1 < 0.5
     if kind == 'sectors':
         n = int(rng.integers(4, 8))
-        return (((np.arctan2(v, u) + np.pi) * n / (2 * np.pi) + phase) % 1 < 0.5).astype(
-            np.float32)
+        return ((np.arctan2(v, u) + np.pi) * n / (2 * np.pi) + phase) % 1 < 0.5
     if kind == 'grain':  # salt-and-pepper at one or two pixels
         cell = int(rng.integers(1, 3))
         small = rng.random((size // cell + 1, size // cell + 1)) < 0.5
-        return np.kron(small, np.ones((cell, cell)))[:size, :size].astype(np.float32)
+        return np.kron(small, np.ones((cell, cell), bool))[:size, :size]
     if kind == 'gradient':  # one smooth ramp across the object
-        return np.clip(0.5 + u / (2.2 * radius), 0, 1).astype(np.float32)
+        return np.clip(0.5 + u / (2.2 * radius), 0, 1)
     if kind == 'zigzag':
         offset = np.abs((v / (1.5 * period)) % 1 - 0.5) * period
-        return (((u + offset) / period + phase) % 1 < 0.5).astype(np.float32)
+        return ((u + offset) / period + phase) % 1 < 0.5
     if kind == 'grid':  # thin lines on both axes
-        return ((((u / period + phase) % 1) < 0.22) | (((v / period + phase) % 1) < 0.22)).astype(
-            np.float32)
+        return (((u / period + phase) % 1) < 0.22) | (((v / period + phase) % 1) < 0.22)
     raise ValueError(f'unknown texture {kind!r}; one of {TEXTURES}')
 
 

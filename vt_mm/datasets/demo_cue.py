@@ -37,9 +37,9 @@ def make_cue_sample(size: int, rng: np.random.Generator,
                     min_dist: float = 0.45) -> Tuple[np.ndarray, np.ndarray]:
     """One (image HxWx3 uint8, label HxW uint8) pair; ``min_dist`` is a fraction of ``size``."""
     base = rng.integers(70, 150, 3)
-    img = np.clip(base + rng.integers(-25, 26, (size, size, 3)), 0, 255).astype(np.uint8)
-    image = Image.fromarray(img)
-    label = Image.new('L', (size, size), 0)
+    # 45..174: inside uint8 (every value drawn below stays in 32..242, so nothing is clipped)
+    image = Image.fromarray((base + rng.integers(-25, 26, (size, size, 3))).astype(np.uint8))
+    label = Image.new('L', (size, size))  # zeros: the background class
     draw_img, draw_lbl = ImageDraw.Draw(image), ImageDraw.Draw(label)
 
     colour = int(rng.integers(len(CUE_COLOURS)))
@@ -66,8 +66,8 @@ def make_cue_sample(size: int, rng: np.random.Generator,
         for draw, fill in ((draw_img, (grey, grey, grey)), (draw_lbl, cue_class(kind, colour))):
             (draw.ellipse if kind == 0 else draw.rectangle)(box, fill=fill)
         placed += 1
-    noisy = np.asarray(image).astype(np.int16) + rng.integers(-8, 9, (size, size, 3))
-    return np.clip(noisy, 0, 255).astype(np.uint8), np.asarray(label, dtype=np.uint8)
+    noisy = np.asarray(image) + rng.integers(-8, 9, (size, size, 3))  # int64: no wrap-around
+    return noisy.astype(np.uint8), np.asarray(label)
 
 
 def make_cue_seg(root: str,

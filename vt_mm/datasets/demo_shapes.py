@@ -37,7 +37,7 @@ def _background(size: Tuple[int, int], rng: np.random.Generator) -> Image.Image:
     w, h = size
     base = rng.integers(90, 170, 3)
     noise = rng.integers(-20, 21, (h, w, 3))
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+    return Image.fromarray((base + noise).astype(np.uint8))  # 70..189: nothing to clip
 
 
 def _draw_shapes(image: Image.Image, size: Tuple[int, int], max_objects: int,
@@ -54,8 +54,8 @@ def _draw_shapes(image: Image.Image, size: Tuple[int, int], max_objects: int,
         r = float(rng.uniform(*radius) * min(w, h))
         cx, cy = float(rng.uniform(r, w - r)), float(rng.uniform(r, h - r))
         poly = _shape_polygon(SHAPE_CLASSES[label], cx, cy, r)
-        colour = tuple(
-            int(np.clip(c + rng.integers(-25, 26), 0, 255)) for c in _SHAPE_COLOURS[label])
+        # the class colours' channels are 60..220, so jittered 35..245: nothing to clip
+        colour = tuple(int(c + rng.integers(-25, 26)) for c in _SHAPE_COLOURS[label])
         draw.polygon(poly, fill=colour)
         if draw_label is not None:
             draw_label.polygon(poly, fill=label + 1)
@@ -216,6 +216,6 @@ def ade20k_sample(size: Tuple[int, int], max_objects: int,
     """One segmentation pair: image (H x W x 3 uint8) and labels (H x W uint8, 0 = other,
     k + 1 for ``SHAPE_CLASSES[k]``)."""
     image = _background(size, rng)
-    label = Image.new('L', size, 0)
+    label = Image.new('L', size)  # zeros: "other"
     _draw_shapes(image, size, max_objects, (0.15, 0.3), rng, label)
     return np.asarray(image), np.asarray(label)
