@@ -24,6 +24,20 @@ randomness = dict(seed=0)
 """
 
 
+@pytest.fixture(autouse=True)
+def _default_scope_is_per_test():
+    """Each test starts with the default scopes the previous one found. mmengine's DefaultScope
+    is global to the process: a scope a test sets (``init_default_scope``, a Runner with
+    ``default_scope='mmengine'``) decided which registry a later test in the same xdist worker
+    built from, so mmseg's LightHead failed to find CrossEntropyLoss in mmengine's registry
+    depending on how the workers were filled."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)
+
+
 @pytest.fixture(scope='module')
 def lip_root(tmp_path_factory):
     """Generated LIP-layout data: 8 train / 3 val images of 96x96 (seconds to write)."""
