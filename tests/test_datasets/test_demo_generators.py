@@ -194,6 +194,12 @@ def _samples(name):
     if name == 'cue':
         rng = np.random.default_rng(12)
         return [a for _ in range(30) for a in demo_cue.make_cue_sample(48, rng)]
+    if name == 'cue-sizes':  # the cue's side and margin grow with the image past 48
+        out = []
+        for size in (24, 32, 128):
+            rng = np.random.default_rng(17)
+            out += [a for _ in range(6) for a in demo_cue.make_cue_sample(size, rng)]
+        return out
     if name == 'classes':
         rng = np.random.default_rng(13)
         return [demo_classes.make_class_sample(k, 24, rng) for k in range(100)]
@@ -216,6 +222,7 @@ def _samples(name):
 SAMPLE_GOLDEN = {
     'lip': '781860cbbf979e6eff5a',
     'cue': '219086c26bcb886771ae',
+    'cue-sizes': 'f438cf8206986616e808',
     'classes': '4d3320160e2e11715fd9',
     'coco': '8d3aa49d850948bbc9b8',
     'ade20k': '3290380aff26227f12b4',
@@ -223,7 +230,7 @@ SAMPLE_GOLDEN = {
 }
 
 
-@pytest.mark.parametrize('name', ['lip', 'cue', 'classes', 'coco', 'ade20k', 'imagefolder'])
+@pytest.mark.parametrize('name', list(SAMPLE_GOLDEN))
 def test_generated_samples_are_pinned_pixel_for_pixel(name):
     assert _array_digest(_samples(name)) == SAMPLE_GOLDEN[name]
 
@@ -444,3 +451,14 @@ def test_every_texture_is_a_float32_map_in_the_unit_range(kind):
     assert t.shape == (24, 24) and t.dtype == np.float32
     assert t.min() >= 0 and t.max() <= 1
     assert (t.max() > t.min()) == (kind != 'solid')
+
+
+def test_classification_and_ade20k_data_are_written_again_into_the_same_folders(tmp_path):
+    """A second run into the same root (a rerun of a benchmark) writes the same files over the
+    first run's, as make_demo_coco does."""
+    for _ in range(2):
+        demo_shapes.make_demo_imagefolder(str(tmp_path / 'folder'), per_class=1, size=24)
+        demo_shapes.make_demo_ade20k(str(tmp_path / 'ade'), 1, 1, size=(24, 24))
+    assert len(list((tmp_path / 'folder').rglob('*.jpg'))) == 3
+    assert len(list((tmp_path / 'ade').rglob('*.jpg'))) == 2
+    assert len(list((tmp_path / 'ade').rglob('*.png'))) == 2

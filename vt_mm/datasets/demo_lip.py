@@ -161,15 +161,16 @@ def make_sample(size: int, rng: np.random.Generator) -> Tuple[np.ndarray, np.nda
     c0, c1 = rng.integers(60, 200, 3), rng.integers(60, 200, 3)
     t = np.linspace(0, 1, size)[:, None, None]
     bg = (c0 * (1 - t) + c1 * t).repeat(size, axis=1)
-    image = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    label = Image.new('L', (size, size), 0)
+    image = Image.fromarray(bg.astype(np.uint8))  # 60..199: nothing to clip
+    label = Image.new('L', (size, size))  # zeros: the background class
     canvas = _Canvas(image, label, rng)
     height = rng.uniform(0.6, 0.95) * size
     cx = rng.uniform(0.3, 0.7) * size
     top = rng.uniform(0.02, max(0.03, 0.98 - height / size)) * size
     draw_figure(canvas, cx, top, height, rng)
-    img = np.asarray(image).astype(np.int16) + rng.integers(-12, 13, (size, size, 3))
-    return np.clip(img, 0, 255).astype(np.uint8), np.asarray(label, dtype=np.uint8)
+    img = np.asarray(image) + rng.integers(-12, 13, (size, size, 3))  # int64: no wrap-around
+    # LIP's near-black and near-white class colours leave 0..255 with the noise: clip them
+    return np.clip(img, 0, 255).astype(np.uint8), np.asarray(label)
 
 
 def make_demo_lip(root: str,
