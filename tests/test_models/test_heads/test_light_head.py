@@ -88,6 +88,7 @@ def test_light_head_layers_carry_the_heads_norm_and_activation():
             assert not proj.with_activation
     assert head.fuse_conv.with_norm and isinstance(head.fuse_conv.activate, torch.nn.ReLU6)
     assert [f.local_proj.conv.out_channels for f in head.fusions] == [10, 12, 14]
-    with pytest.raises(ValueError, match=r'^embed_dims\[-1\]=12 must equal channels=14$'):
+    # every entry differs, so the message shows the last one, not another
+    with pytest.raises(ValueError, match=r'^embed_dims\[-1\]=13 must equal channels=14$'):
         _light_head(in_channels=[8, 16, 24, 32], in_index=[0, 1, 2, 3], channels=14,
-                    embed_dims=[10, 12, 12])
+                    embed_dims=[10, 12, 13])

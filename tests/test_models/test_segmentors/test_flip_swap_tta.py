@@ -56,8 +56,12 @@ def test_flip_swap_tta_builds_from_a_config_and_keeps_unflipped_views():
                   backbone=dict(type='VTResNet', depth=18, out_indices=(3, )),
                   decode_head=dict(type='FCNHead', in_channels=256, channels=8, num_convs=1,
                                    num_classes=4, in_index=0))
-    tta = MODELS.build(dict(type='FlipSwapSegTTAModel', module=module, swap_pairs=[(1, 2)]))
+    # SegTTAModel's own arguments are passed on: its data_preprocessor replaces the module's
+    preprocessor = dict(type='SegDataPreProcessor', mean=[1.0, 2.0, 3.0], std=[4.0, 5.0, 6.0])
+    tta = MODELS.build(dict(type='FlipSwapSegTTAModel', module=module, swap_pairs=[(1, 2)],
+                            data_preprocessor=preprocessor))
     assert tta.swap_pairs == [[1, 2]] and list(tta._lut[:4]) == [0, 2, 1, 3]
+    assert tta.module.data_preprocessor.mean.flatten().tolist() == [1.0, 2.0, 3.0]
     views = []
     for meta in (dict(), dict(flip=False), dict(flip=True, flip_direction='vertical'),
                  dict(flip=True, flip_direction='horizontal')):

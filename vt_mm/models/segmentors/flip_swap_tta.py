@@ -32,7 +32,7 @@ class FlipSwapSegTTAModel(SegTTAModel):
     def merge_preds(self, data_samples_list: List[list]) -> list:
         for data_samples in data_samples_list:
             for sample in data_samples:
-                if sample.metainfo.get('flip', False):
+                if sample.metainfo.get('flip'):
                     if sample.metainfo.get('flip_direction', 'horizontal') != 'horizontal':
                         continue  # a vertical flip keeps left and right
                     logits = sample.seg_logits.data
