@@ -480,3 +480,80 @@ def test_detector_loss_and_predict_on_generated_coco(config, with_mask, coco):
     with torch.no_grad():
         results = model(**model.data_preprocessor(batch, False), mode='predict')
     assert len(results) == 2 and 'bboxes' in results[0].pred_instances
+
+
+def test_official_initialisation_of_every_parameter_kind():
+    """Without init_cfg: trunc-normal(std .02) position embeddings and linears with zero biases,
+    He-normal convolutions (std sqrt(2 / fan_out), mean 0), LayerNorms at 1 / 0."""
+    import math
+
+    import torch.nn as nn
+    torch.manual_seed(0)
+    model = PyramidTNT('ti', out_indices=(0, 1, 2, 3), upsample=True)
+    model.init_weights()
+    for pos in (model.sentence_pos, model.word_pos):  # 576 x 80 and 16 x 5 values
+        assert 0.014 < pos.std().item() < 0.026 and pos.abs().max().item() < 0.1
+        assert abs(pos.mean().item()) < 0.01
+    checked = set()
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            if m.weight.numel() >= 1000:
+                assert 0.017 < m.weight.std().item() < 0.023, name
+            if m.bias is not None:
+                assert not m.bias.any(), name
+            checked.add('linear')
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            w = m.weight
+            if w.numel() >= 2000:
+                std = math.sqrt(2.0 / fan_out)
+                assert 0.9 * std < w.std().item() < 1.1 * std, name
+                assert abs(w.mean().item()) < 0.1 * std, name
+            if m.bias is not None:
+                assert not m.bias.any(), name
+            checked.add(type(m).__name__)
+        elif isinstance(m, nn.LayerNorm):
+            assert (m.weight == 1).all() and not m.bias.any(), name
+            checked.add('norm')
+    assert checked == {'linear', 'Conv2d', 'ConvTranspose2d', 'norm'}
+
+
+def test_set_fused_attn_switches_every_attention_both_ways():
+    from vt_mm.models.backbones.pyramid_tnt import SRAttention
+    model = PyramidTNT('ti')
+    attentions = [m for m in model.modules() if isinstance(m, SRAttention)]
+    assert len(attentions) == 2 + 6 + 3 + 2 + 4  # every block's, one word attention per stage
+    model.set_fused_attn(False)
+    assert all(m.fused_attn is False for m in attentions)
+    model.set_fused_attn(True)
+    assert all(m.fused_attn is True for m in attentions)
+
+
+def test_fused_attention_drops_out_only_in_training_and_passes_its_scale():
+    """The fused kernel gets the attention dropout in training and 0 in eval, and the scale as
+    a number (not computed from shapes in an exported graph)."""
+    from vt_mm.models.backbones.pyramid_tnt import SRAttention
+    torch.manual_seed(0)
+    attn = SRAttention(16, 4, attn_drop=0.5, sr_ratio=2)
+    x = torch.randn(2, 16, 16)
+    with torch.no_grad():
+        attn.train()
+        assert not torch.equal(attn(x, (4, 4)), attn(x, (4, 4)))
+        attn.eval()
+        torch.testing.assert_close(attn(x, (4, 4)), attn(x, (4, 4)), rtol=0, atol=0)
+
+    class Wrap(torch.nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x):
+            return self.attn(x, (4, 4))
+
+    with torch.no_grad(), pytest.warns(FutureWarning):  # torch.jit.trace is deprecated
+        graph = torch.jit.trace(Wrap(), (x, )).inlined_graph
+    sdpa = [n for n in graph.nodes() if n.kind() == 'aten::scaled_dot_product_attention']
+    assert len(sdpa) == 1
+    scale = list(sdpa[0].inputs())[-2]
+    assert scale.node().kind() == 'prim::Constant' and scale.toIValue() == 0.5  # 4 ** -0.5

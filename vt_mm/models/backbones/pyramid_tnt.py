@@ -122,7 +122,8 @@ class SRAttention(nn.Module):
         q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
         if self.sr_ratio > 1:
             grid = x.transpose(1, 2).reshape(b, c, hw[0], hw[1])
-            grid = F.avg_pool2d(grid, self.sr_ratio, self.sr_ratio).flatten(2).transpose(1, 2)
+            # sr x sr windows, stride sr (avg_pool2d's stride defaults to the kernel size)
+            grid = F.avg_pool2d(grid, self.sr_ratio).flatten(2).transpose(1, 2)
             x = self.sr_norm(self.sr(grid))
         kv = self.kv(x)  # keys then values along the channels; split before the head reshape
         k = kv[..., :c].reshape(b, -1, h, c // h).transpose(1, 2)  # (4-D at most, for ncnn)
