@@ -116,7 +116,10 @@ class SRAttention(nn.Module):
             self.sr = nn.Linear(dim, dim)
             self.sr_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: Tensor, hw: Tuple[int, int], bias: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, hw: Optional[Tuple[int, int]],
+                bias: Optional[Tensor] = None) -> Tensor:
+        """``x`` (B, N, C) tokens of an ``hw`` grid (read only when ``sr_ratio`` > 1), ``bias``
+        an additive attention bias (B or 1, heads, N, N / sr^2)."""
         b, n, c = x.shape
         h = self.num_heads
         q = self.q(x).reshape(b, n, h, c // h).transpose(1, 2)
@@ -183,10 +186,9 @@ class TNTBlock(nn.Module):
                 bias: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
         b, n, _ = sentences.shape
         if self.with_words:
-            word_hw = (WORDS_SIDE, WORDS_SIDE)
             per_sentence = words.shape[1]
             w = self.word_norm1(words.reshape(b, n, -1)).reshape(b * n, per_sentence, -1)
-            words = words + self.drop_path(self.word_attn(w, word_hw))
+            words = words + self.drop_path(self.word_attn(w, None))  # sr 1: no grid
             w = self.word_norm2(words.reshape(b, n, -1)).reshape(b * n, per_sentence, -1)
             words = words + self.drop_path(self.word_mlp(w))
             sentences = sentences + self.word_proj_norm2(
