@@ -557,3 +557,23 @@ def test_fused_attention_drops_out_only_in_training_and_passes_its_scale():
     assert len(sdpa) == 1
     scale = list(sdpa[0].inputs())[-2]
     assert scale.node().kind() == 'prim::Constant' and scale.toIValue() == 0.5  # 4 ** -0.5
+
+
+@pytest.mark.parametrize('with_cp,grad,calls', [(False, True, 0), (True, True, 13),
+                                                 (True, False, 0)])
+def test_gradient_checkpointing_runs_only_when_asked_and_gradients_flow(monkeypatch, with_cp, grad,
+                                                                       calls):
+    """``with_cp`` checkpoints each of the 13 blocks of PyramidTNT-Ti when autograd records;
+    without it (or under no_grad) the blocks run plainly: checkpointing costs a second forward."""
+    from vt_mm.models.backbones import pyramid_tnt
+    seen = []
+
+    def recording(fn, *args, **kwargs):
+        seen.append(fn)
+        return fn(*args)
+
+    monkeypatch.setattr(pyramid_tnt.cp, 'checkpoint', recording)
+    model = PyramidTNT('ti', drop_path_rate=0., with_cp=with_cp).train()
+    with torch.set_grad_enabled(grad):
+        model(torch.randn(1, 3, 64, 64))
+    assert len(seen) == calls

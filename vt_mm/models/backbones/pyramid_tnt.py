@@ -316,7 +316,7 @@ class PyramidTNTStage(nn.Module):
         bias = interpolate_grid(self.relative_pos, self.native_hw, hw, dim=2)
         return interpolate_grid(bias, self.native_kv_hw, kv_hw, dim=3)
 
-    def forward(self, words, sentences, hw, with_cp=False):
+    def forward(self, words, sentences, hw, with_cp: bool):
         if hasattr(self, 'word_merge'):
             words = self.word_merge(words, hw)
             sentences, hw = self.sentence_merge(sentences, hw)
