@@ -577,3 +577,15 @@ def test_gradient_checkpointing_runs_only_when_asked_and_gradients_flow(monkeypa
     with torch.set_grad_enabled(grad):
         model(torch.randn(1, 3, 64, 64))
     assert len(seen) == calls
+
+
+def test_gradient_checkpointing_says_which_kind_and_trains_every_block():
+    """Non-reentrant checkpointing, named (torch warns when the kind is left to its default),
+    with gradients reaching the first block's parameters."""
+    import warnings
+    model = PyramidTNT('ti', drop_path_rate=0., with_cp=True).train()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+    assert not [w for w in caught if 'use_reentrant' in str(w.message)]
+    assert model.stages[0].blocks[0].attn.q.weight.grad.abs().sum() > 0
