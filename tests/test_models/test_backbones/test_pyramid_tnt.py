@@ -206,8 +206,12 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match='out_indices'):
         PyramidTNT('ti', out_indices=(4, ))
     model = PyramidTNT('ti')
-    with pytest.raises(ValueError, match='3 input channels, got an input with 1'):
-        model(torch.randn(1, 1, 192, 192))
+    with pytest.raises(ValueError, match=r'^PyramidTNT was built for 3 input channels, got an '
+                       r'input with 1 \(shape \(1, 1, 40, 48\)\)$'):
+        model(torch.randn(1, 1, 40, 48))
+    with pytest.raises(ValueError, match=r'^PyramidTNT expects images \(N, C, H, W\), got '
+                       r'\(3, 40, 48\)$'):
+        model(torch.randn(3, 40, 48))
     with pytest.raises(ValueError, match='too small'):
         model(torch.randn(1, 3, 16, 16))
 
