@@ -593,3 +593,38 @@ def test_gradient_checkpointing_says_which_kind_and_trains_every_block():
         sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
     assert not [w for w in caught if 'use_reentrant' in str(w.message)]
     assert model.stages[0].blocks[0].attn.q.weight.grad.abs().sum() > 0
+
+
+def test_interpolate_grid_resizes_each_flattened_grid_as_an_image():
+    """Against F.interpolate (bicubic, align_corners=False) on the grids written out as images,
+    with every side different so that a swapped axis shows."""
+    import torch.nn.functional as F
+
+    from vt_mm.models.backbones.pyramid_tnt import interpolate_grid
+    torch.manual_seed(0)
+    pos = torch.randn(1, 3 * 5, 4)  # (1, N, C) on a 3x5 grid
+    want = F.interpolate(pos.transpose(1, 2).reshape(1, 4, 3, 5), size=(6, 7), mode='bicubic',
+                         align_corners=False).reshape(1, 4, 42).transpose(1, 2)
+    torch.testing.assert_close(interpolate_grid(pos, (3, 5), (6, 7), dim=1), want)
+    bias = torch.randn(1, 2, 3 * 5, 2 * 4)  # (1, heads, queries 3x5, keys 2x4)
+    rows = F.interpolate(bias.permute(0, 1, 3, 2).reshape(1, 16, 3, 5), size=(4, 6),
+                         mode='bicubic', align_corners=False)
+    want = rows.reshape(1, 2, 8, 24).permute(0, 1, 3, 2)
+    torch.testing.assert_close(interpolate_grid(bias, (3, 5), (4, 6), dim=2), want)
+    keys = F.interpolate(bias.reshape(1, 30, 2, 4), size=(3, 3), mode='bicubic',
+                         align_corners=False).reshape(1, 2, 15, 9)
+    torch.testing.assert_close(interpolate_grid(bias, (2, 4), (3, 3), dim=3), keys)
+    assert interpolate_grid(bias, (3, 5), (3, 5), dim=2) is bias  # eager, same size: untouched
+
+
+@pytest.mark.parametrize('shape', [(24, 64), (64, 24)])
+def test_the_smallest_input_side_is_25_pixels_on_either_axis(shape):
+    """25 px is padded to 32, whose 4x4 first-stage grid holds one 4x4 reduction window; 24 px
+    gives a 3x3 grid and is refused with the minimum named."""
+    model = PyramidTNT('ti').eval()
+    with pytest.raises(ValueError, match=r'too small for PyramidTNT \(need at least 25 pixels '
+                       r'per side'):
+        model(torch.randn(1, 3, *shape))
+    with torch.no_grad():
+        (out, ) = model(torch.randn(1, 3, *[25 if s == 24 else s for s in shape]))
+    assert out.shape[:2] == (1, 320)
