@@ -628,3 +628,35 @@ def test_the_smallest_input_side_is_25_pixels_on_either_axis(shape):
     with torch.no_grad():
         (out, ) = model(torch.randn(1, 3, *[25 if s == 24 else s for s in shape]))
     assert out.shape[:2] == (1, 320)
+
+
+def test_sr_attention_defaults_options_and_errors():
+    """The official Attention's defaults (no q/kv bias, no dropout, no spatial reduction, the
+    fused kernel), each option reaching its layer, and the divisibility message."""
+    import torch.nn as nn
+
+    from vt_mm.models.backbones.pyramid_tnt import SRAttention
+    plain = SRAttention(8, 2)
+    assert plain.q.bias is None and plain.kv.bias is None and plain.proj.bias is not None
+    assert plain.attn_drop.p == 0 and plain.proj_drop.p == 0 and plain.sr_ratio == 1
+    assert not hasattr(plain, 'sr') and plain.fused_attn is True and plain.scale == 0.5
+    full = SRAttention(8, 2, qkv_bias=True, attn_drop=0.1, proj_drop=0.2, sr_ratio=2,
+                       fused_attn=False)
+    assert full.q.bias is not None and full.kv.bias is not None
+    assert (full.attn_drop.p, full.proj_drop.p, full.fused_attn) == (0.1, 0.2, False)
+    assert isinstance(full.sr, nn.Linear) and isinstance(full.sr_norm, nn.LayerNorm)
+    with pytest.raises(ValueError, match=r'^dim 10 must be divisible by num_heads 3$'):
+        SRAttention(10, 3)
+
+
+def test_the_mlp_drops_out_in_training_only():
+    from vt_mm.models.backbones.pyramid_tnt import mlp
+    torch.manual_seed(0)
+    ffn = mlp(8, 16, 0.5)
+    x = torch.randn(4, 8)
+    ffn.train()
+    assert not torch.equal(ffn(x), ffn(x))
+    ffn.eval()
+    assert torch.equal(ffn(x), ffn(x))
+    no_drop = mlp(8, 16, 0.).train()
+    assert torch.equal(no_drop(x), no_drop(x))

@@ -84,7 +84,7 @@ def interpolate_grid(x: Tensor, src: Tuple[int, int], dst: Tuple[int, int], dim:
     return grid.reshape(*lead, dst[0] * dst[1]).permute(back)
 
 
-def mlp(dim: int, hidden: int, drop: float = 0.) -> FFN:
+def mlp(dim: int, hidden: int, drop: float) -> FFN:
     """Linear - GELU - Dropout - Linear - Dropout, the official ``Mlp``, as mmcv's ``FFN``
     (without its residual: the block adds it). Keys ``layers.0.0.*`` / ``layers.1.*`` stand for
     the official ``fc1.*`` / ``fc2.*`` (the converter renames them)."""
