@@ -161,9 +161,9 @@ class TNTBlock(nn.Module):
     """
 
     def __init__(self, dim: int, word_dim: int, num_heads: int, word_heads: int,
-                 with_words: bool, mlp_ratio: float = 4., qkv_bias: bool = False,
-                 drop: float = 0., attn_drop: float = 0., drop_path: float = 0.,
-                 sr_ratio: int = 1, fused_attn: bool = True):
+                 with_words: bool, mlp_ratio: float, qkv_bias: bool, drop: float,
+                 attn_drop: float, drop_path: float, sr_ratio: int, fused_attn: bool):
+        # no defaults: the stage passes every setting (the backbone's Args hold the defaults)
         super().__init__()
         self.with_words = with_words
         num_words = WORDS_SIDE * WORDS_SIDE
