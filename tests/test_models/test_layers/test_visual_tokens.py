@@ -568,3 +568,35 @@ def test_set_fast_paths_reaches_every_module_and_only_those():
         fast = module(x)[0]
         set_fast_paths(module, False)
         torch.testing.assert_close(module(x)[0], fast, rtol=1e-5, atol=1e-5)
+
+
+def _structure(module):
+    """Every submodule's name, plain settings (groups, heads, flags) and parameter shapes."""
+    plain = (bool, int, float, str, tuple, type(None))
+    return [(name, type(m).__name__,
+             {k: v for k, v in vars(m).items() if not k.startswith('_') and isinstance(v, plain)},
+             {k: tuple(p.shape) for k, p in m.named_parameters(recurse=False)})
+            for name, m in module.named_modules()]
+
+
+@pytest.mark.parametrize('build_default,build_paper', [
+    (lambda: FilterTokenizer(16, 8, 4),
+     lambda: FilterTokenizer(16, 8, 4, value_groups=1, scale_logits=True)),
+    (lambda: RecurrentTokenizer(16, 8),
+     lambda: RecurrentTokenizer(16, 8, num_heads=1, value_groups=1, weight_groups=1,
+                                refresh='all')),
+    (lambda: TokenPositionEncoding(8),
+     lambda: TokenPositionEncoding(8, pos_channels=32, grid_size=7, fuse_groups=1)),
+    (lambda: TokenTransformer(8),
+     lambda: TokenTransformer(8, num_heads=1, qk_channels=8, qkv_groups=1, with_value=False,
+                              ffn_channels=8, ffn_groups=1)),
+    (lambda: TokenProjector(16, 8),
+     lambda: TokenProjector(16, 8, num_heads=1, qk_channels=16, query_groups=1, key_groups=1,
+                            value_groups=1)),
+    (lambda: VTModule(16, 8, 4),
+     lambda: VTModule(16, 8, 4, tokenizer='filter', with_pos_encoding=True, with_projector=True)),
+])
+def test_layers_built_at_their_defaults_are_the_papers(build_default, build_paper):
+    """What a call that leaves the settings out builds (not what the signature says): the
+    paper's layer, setting for setting and weight for weight."""
+    assert _structure(build_default()) == _structure(build_paper())
