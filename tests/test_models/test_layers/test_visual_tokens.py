@@ -474,6 +474,29 @@ def test_traced_adaptive_pool_matches_torch(hw, monkeypatch):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
+def test_traced_adaptive_pool_writes_no_adaptive_pooling_and_keeps_the_device(monkeypatch):
+    """A traced graph holds the averaging matrices, not adaptive pooling (which ONNX lacks for
+    these sizes), built on the input's device (the meta device stands in for a GPU: a matrix
+    made on the CPU cannot meet it); eager runs use F.adaptive_avg_pool2d itself."""
+
+    class Pool(torch.nn.Module):
+
+        def forward(self, x):
+            return vt.adaptive_avg_pool2d(x, 7)
+
+    with pytest.warns(FutureWarning):  # torch.jit.trace is deprecated
+        graph = torch.jit.trace(Pool(), (torch.randn(1, 2, 9, 11), )).inlined_graph
+    kinds = {n.kind() for n in graph.nodes()}
+    assert 'aten::adaptive_avg_pool2d' not in kinds and 'aten::matmul' in kinds
+    calls = []
+    monkeypatch.setattr(vt.F, 'adaptive_avg_pool2d', lambda x, s: calls.append(s) or x)
+    vt.adaptive_avg_pool2d(torch.randn(1, 2, 9, 11), 7)
+    assert calls == [7]
+    monkeypatch.setattr(vt, 'tracing', lambda: True)
+    out = vt.adaptive_avg_pool2d(torch.empty(1, 2, 9, 11, device='meta'), 7)
+    assert out.device.type == 'meta' and out.shape == (1, 2, 7, 7) and calls == [7]
+
+
 @pytest.mark.parametrize('traced', [False, True])
 @pytest.mark.parametrize('groups,bias', [(1, True), (2, True), (4, False), (1, False)])
 def test_pointwise_equals_the_convolution(groups, bias, traced, monkeypatch):
