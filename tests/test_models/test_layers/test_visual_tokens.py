@@ -132,6 +132,20 @@ def test_transformer_is_token_permutation_equivariant():
     torch.testing.assert_close(tr(t)[:, :, perm], tr(t[:, :, perm]), rtol=1e-5, atol=1e-5)
 
 
+def test_the_query_fold_is_taken_exactly_where_it_saves_multiply_adds():
+    """X (W_Q K^T) against (X W_Q) K^T, by hand. With 4 heads in 4 groups and C = qk = 16:
+    direct HW * 16 * (4 + L), folded 64 L + 16 L HW: folding pays off iff L < HW. One head,
+    one group, C = 16, qk = 8: direct HW * 8 * (16 + L), folded 128 L + 16 L HW: iff
+    L < 16 HW / (16 + HW), so at 16 pixels iff L < 8."""
+    blocked = TokenProjector(16, 8, num_heads=4, qk_channels=16, query_groups=4, key_groups=4)
+    assert [blocked._fold_is_cheaper(5, n) for n in (4, 5, 6)] == [True, False, False]
+    assert [blocked._fold_is_cheaper(p, 10) for p in (9, 10, 11)] == [False, False, True]
+    narrow = TokenProjector(16, 8, qk_channels=8)
+    assert [narrow._fold_is_cheaper(16, n) for n in (7, 8)] == [True, False]
+    assert not TokenProjector(12, 8, num_heads=2, qk_channels=12,  # heads 2, groups 3: no fold
+                              query_groups=3)._fold_is_cheaper(1000, 1)
+
+
 @pytest.mark.parametrize('heads,qk,groups', [(1, None, 1), (2, 16, 1), (4, 8, 1), (1, 16, 4),
                                              (2, 16, 4), (4, 16, 4), (4, 16, 2), (16, 16, 16)])
 def test_projector_softmax_over_tokens_and_reassociation_exact(heads, qk, groups):
