@@ -58,3 +58,65 @@ def test_available_memory_reads_memavailable_or_says_unknown(monkeypatch, tmp_pa
     assert memory.available_memory_bytes() is None
     meminfo.unlink()
     assert memory.available_memory_bytes() is None
+
+
+class _Rich(nn.Module):
+    """Storages of every kind the trace must count: a map (linear in pixels), a view of it, a
+    pixel-by-pixel attention (quadratic), an operator with two outputs, a 0-d output, a
+    constant-size table and a cast (an operator whose dtype comes in a keyword)."""
+
+    def forward(self, x):
+        y = x * 2
+        t = y.flatten(2)  # a view: the same storage, not counted again
+        attn = t.transpose(1, 2) @ t
+        values, indices = attn.max(dim=-1)
+        total = attn.sum()
+        table = torch.ones(100)
+        wide = y.to(torch.float64)
+        return values + indices + total + table.sum() + wide.mean()
+
+
+def test_the_trace_counts_views_once_and_every_output_of_every_operator():
+    events, sizes = memory._allocation_trace(_Rich(), torch.zeros(1, 3, 8, 8))
+    # y (192 floats), attn (64 x 64), max's values (64 floats) and indices (64 int64), the
+    # 0-d sum, the table (100 floats), y as float64; then the sums that form the output
+    assert sizes[:7] == [768, 16384, 256, 512, 4, 400, 1536]
+    assert len(sizes) == 13 and [kind for kind, _ in events].count('+') == 13
+    assert events[:9] == [('+', k) for k in range(9)]
+
+
+def test_a_storage_freed_and_made_again_at_the_same_address_counts_again():
+    """Six additions in a row: the allocator hands a freed buffer out again, and each new
+    tensor there is a new storage (two alive at a time)."""
+
+    class Chain(nn.Module):
+
+        def forward(self, x):
+            for _ in range(6):
+                x = x + 1
+            return x
+
+    events, sizes = memory._allocation_trace(Chain(), torch.zeros(1, 3, 32, 32))
+    assert [kind for kind, _ in events] == ['+', '+'] + ['-', '+'] * 4 + ['-', '-']
+    assert sizes == [12288] * 6
+    assert memory.peak_activation_bytes(Chain(), torch.zeros(1, 3, 32, 32)) == 2 * 12288
+
+
+def test_estimate_fits_constant_linear_and_quadratic_storages():
+    for shape in ((20, 20), (33, 17), (9, 40)):
+        assert memory.estimate_peak_bytes(_Rich(), shape, probes=(8, 12, 16)) == (
+            memory.peak_activation_bytes(_Rich(), torch.zeros(1, 3, *shape))), shape
+
+
+def test_a_different_path_in_any_probe_falls_back_to_scaling_the_largest():
+    """Only the middle probe (12 px) takes the extra step: the fit is not attempted."""
+
+    class Middle(nn.Module):
+
+        def forward(self, x):
+            y = x * 2
+            return y + 1 if x.shape[-1] == 12 else y
+
+    largest = memory.peak_activation_bytes(Middle(), torch.zeros(1, 3, 16, 16))
+    assert largest == 3 * 16 * 16 * 4
+    assert memory.estimate_peak_bytes(Middle(), (32, 32), probes=(8, 12, 16)) == largest * 4

@@ -80,9 +80,9 @@ def estimate_peak_bytes(net: nn.Module, shape: Tuple[int, int],
     area = float(shape[0] * shape[1])
     if any(t[0] != traces[0][0] for t in traces[1:]):
         return int(_peak(*traces[-1]) * max(1.0, area / probes[-1]**2))
-    areas = np.array([p * p for p in probes], dtype=np.float64)
+    areas = np.array([p * p for p in probes])
     vandermonde = np.stack([np.ones(len(probes)), areas, areas**2], axis=1)
-    measured = np.array([t[1] for t in traces], dtype=np.float64)  # probes x storages
+    measured = np.array([t[1] for t in traces])  # probes x storages (solve works in float64)
     coefficients = np.linalg.solve(vandermonde, measured)
     sizes = np.maximum(np.array([1.0, area, area * area]) @ coefficients, 0.0)
     return _peak(traces[0][0], sizes)
