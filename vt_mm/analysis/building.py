@@ -124,11 +124,11 @@ def trained_like_bn(model: nn.Module, affine: bool = True) -> nn.Module:
 
 def default_shape(cfg: Config, toolbox: str) -> Tuple[int, int]:
     if toolbox == 'mmseg':
-        size = cfg.get('crop_size', None)
+        size = cfg.get('crop_size')
         return tuple(size) if size else (512, 512)
     if toolbox == 'mmdet':
         return (800, 1333)
-    for step in cfg.get('test_pipeline', None) or cfg.test_dataloader.dataset.get('pipeline', []):
+    for step in cfg.get('test_pipeline') or cfg.test_dataloader.dataset.get('pipeline', []):
         if step.get('type') == 'CenterCrop':
             crop = step['crop_size']
             return (crop, crop) if isinstance(crop, int) else tuple(crop)[::-1]

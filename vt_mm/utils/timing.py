@@ -38,5 +38,6 @@ def time_alternately(fns: List, runs: int, warmup: int, device: str, label: str 
                 sync()
                 times[i].append(time.perf_counter() - t0)
             if time.perf_counter() - started > 5:  # progress on long runs
-                print(f'[benchmark] {label} run {r + 1}/{runs}', file=sys.stderr, flush=True)
+                # stderr is line-buffered (Python 3.9+): the line shows at once
+                print(f'[benchmark] {label} run {r + 1}/{runs}', file=sys.stderr)
     return [(statistics.median(t), min(t), max(t)) for t in times]
