@@ -17,6 +17,9 @@ def test_resolve_config_path():
     assert analysis.resolve_config_path('configs/x.py') == 'configs/x.py'
     assert analysis.resolve_config_path('mmseg::fpn/a.py') == osp.join(
         osp.dirname(mmseg.__file__), '.mim', 'configs', 'fpn/a.py')
+    from vt_mm.utils.config_scope import configs_root
+    assert analysis.resolve_config_path('vt_mm::demo/odd::name.py') == osp.join(  # first :: only
+        configs_root(), 'demo/odd::name.py')
 
 
 def test_quiet_logs_restore_the_level():
@@ -38,8 +41,11 @@ def test_build_model_downloads_nothing_and_is_in_eval_mode(tmp_path):
     cfg.write_text(f"_base_ = [{VTFPN_LIP!r}]\n"
                    "model = dict(backbone=dict(depth=18, init_cfg=dict(type='Pretrained', "
                    "checkpoint='open-mmlab://nowhere')), neck=dict(in_channels=[64, 128, 256, "
-                   "512], token_channels=64))\n")
+                   "512], token_channels=64), decode_head=dict(init_cfg=dict(type='Normal', "
+                   "std=0.01, layer='Conv2d')))\n")
     model, built_cfg, toolbox = analysis.build_model(str(cfg))
+    # only Pretrained initialisations are dropped
+    assert built_cfg.model.decode_head.init_cfg == dict(type='Normal', std=0.01, layer='Conv2d')
     assert toolbox == 'mmseg' and not model.training
     assert built_cfg.model.pretrained is None and built_cfg.model.backbone.init_cfg is None
     assert built_cfg.model.backbone.norm_cfg.type == 'BN'  # SyncBN in the paper config
