@@ -108,3 +108,16 @@ def test_trained_like_bn_draws_the_same_statistics_whatever_the_global_seed():
     mean, var, bias = drawn[0]
     assert mean.abs().max() <= 0.1 and 0.8 <= var.min() and var.max() <= 1.2
     assert bias.abs().max() <= 0.1 and len(set(mean.tolist())) == 8
+
+
+def test_build_model_holds_the_initialisation_log_back_unless_verbose(monkeypatch):
+    from mmengine.logging import MMLogger
+
+    from vt_mm.analysis import building
+    logger = MMLogger.get_current_instance()
+    logger.setLevel(logging.INFO)
+    levels = []
+    monkeypatch.setattr(building, '_build_model', lambda config: levels.append(logger.level))
+    building.build_model('c.py')
+    building.build_model('c.py', verbose=True)
+    assert levels == [logging.WARNING, logging.INFO] and logger.level == logging.INFO

@@ -22,7 +22,7 @@ def spread_scores(model, x, count: int = 40) -> None:
         spread_dense_scores(model, x, count)
 
 
-def spread_dense_scores(model, x, count: int = 40) -> None:
+def spread_dense_scores(model, x, count: int) -> None:
     """Sets a fresh RetinaNet-like head's classifier so that about ``count`` (anchor, class)
     pairs of ``x`` score above the head's ``score_thr`` and the threshold lies midway between
     two logits: freshly initialised heads score every pair near the prior (0.01, below the
@@ -41,7 +41,7 @@ def spread_dense_scores(model, x, count: int = 40) -> None:
         classifier.bias.fill_(float(threshold - middle))
 
 
-def spread_rcnn_scores(model, x, count: int = 40) -> None:
+def spread_rcnn_scores(model, x, count: int) -> None:
     """The two-stage counterpart of :func:`spread_dense_scores`: spreads a fresh RPN's
     objectness and RoI classifier's logits (fresh ones score every anchor near 0.5 and every
     (proposal, class) pair near 1/81, within float rounding of each other), then puts
