@@ -587,11 +587,16 @@ def test_gradient_checkpointing_says_which_kind_and_trains_every_block():
     """Non-reentrant checkpointing, named (torch warns when the kind is left to its default),
     with gradients reaching the first block's parameters."""
     import warnings
+    torch.manual_seed(0)
     model = PyramidTNT('ti', drop_path_rate=0., with_cp=True).train()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+        (out, ) = model(torch.randn(1, 3, 64, 64))
+        # weighted: a plain sum of a LayerNorm's output over its channels has zero gradient
+        (out * torch.randn_like(out)).sum().backward()
     assert not [w for w in caught if 'use_reentrant' in str(w.message)]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.stages[0].blocks[0].mlp.parameters())
     assert model.stages[0].blocks[0].attn.q.weight.grad.abs().sum() > 0
 
 
