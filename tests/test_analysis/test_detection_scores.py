@@ -20,32 +20,43 @@ def _image():
     return torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
 
 
+def _dense_logits(model, x):
+    """Every (anchor, class) logit of a dense head, flattened."""
+    with torch.no_grad():
+        return torch.cat([c.flatten() for c in model.bbox_head(model.extract_feat(x))[0]])
+
+
+def _rcnn_outputs(model, x):
+    """A two-stage detector's RPN objectness (flattened) and RoI class logits on its proposals."""
+    from mmdet.structures.bbox import bbox2roi
+    with torch.no_grad():
+        feats = model.extract_feat(x)
+        objectness = torch.cat([c.flatten() for c in model.rpn_head(feats)[0]])
+        proposals = model.rpn_head.predict(feats, unscaled_det_samples(x), rescale=False)
+        rois = bbox2roi([proposals[0].bboxes])
+        return objectness, model.roi_head._bbox_forward(feats, rois)['cls_score']
+
+
 @pytest.mark.parametrize('count', [9, 10, 25])
 def test_dense_heads_get_exactly_count_pairs_above_the_threshold(count, tmp_path):
     model, x = _model('retinanet_vtfpn_small', tmp_path), _image()
     head = model.bbox_head
-    with torch.no_grad():
-        before = torch.cat([c.flatten() for c in head(model.extract_feat(x))[0]]).sigmoid()
-        assert int((before > head.test_cfg.score_thr).sum()) == 0  # fresh: nothing detected
-        spread_scores(model, x, count)
-        scores = torch.cat([c.flatten() for c in head(model.extract_feat(x))[0]]).sigmoid()
+    before = _dense_logits(model, x).sigmoid()
+    assert int((before > head.test_cfg.score_thr).sum()) == 0  # fresh: nothing detected
+    spread_scores(model, x, count)
+    scores = _dense_logits(model, x).sigmoid()
     assert int((scores > head.test_cfg.score_thr).sum()) == count
     # the threshold lies between two scores, not on one
     assert float((scores - head.test_cfg.score_thr).abs().min()) > 1e-4
 
 
 def test_two_stage_heads_get_about_count_pairs_above_the_threshold(tmp_path):
-    from mmdet.structures.bbox import bbox2roi
     model, x = _model('faster_rcnn_vtfpn_small', tmp_path), _image()
     objectness = model.rpn_head.rpn_cls.weight.clone()
     spread_scores(model, x, 40)
     assert not torch.equal(objectness, model.rpn_head.rpn_cls.weight)  # the RPN spread too
     threshold = model.roi_head.test_cfg.score_thr
-    with torch.no_grad():
-        feats = model.extract_feat(x)
-        proposals = model.rpn_head.predict(feats, unscaled_det_samples(x), rescale=False)
-        rois = bbox2roi([proposals[0].bboxes])
-        scores = model.roi_head._bbox_forward(feats, rois)['cls_score'].softmax(-1)[:, :-1]
+    scores = _rcnn_outputs(model, x)[1].softmax(-1)[:, :-1]
     assert 35 <= int((scores > threshold).sum()) <= 46
     assert float((scores - threshold).abs().min()) > 1e-6
     assert len(model.predict(x, unscaled_det_samples(x))[0].pred_instances) > 5
@@ -57,8 +68,7 @@ def test_dense_spreading_at_its_default_count_gives_unit_spread_logits(tmp_path)
     model, x = _model('retinanet_vtfpn_small', tmp_path), _image()
     head = model.bbox_head
     spread_scores(model, x)
-    with torch.no_grad():
-        logits = torch.cat([c.flatten() for c in head(model.extract_feat(x))[0]])
+    logits = _dense_logits(model, x)
     assert int((logits.sigmoid() > head.test_cfg.score_thr).sum()) == 40
     assert abs(float(logits.std()) - 1.0) < 1e-3
 
@@ -89,8 +99,7 @@ def test_dense_spreading_reads_conv_cls_where_the_head_has_no_retina_cls():
     torch.manual_seed(0)
     model, x = Detector(), torch.randn(1, 4, 8, 8)
     spread_scores(model, x, 7)
-    with torch.no_grad():
-        scores = torch.cat([c.flatten() for c in model.bbox_head(model.extract_feat(x))[0]])
+    scores = _dense_logits(model, x)
     assert int((scores.sigmoid() > 0.05).sum()) == 7
 
 
@@ -99,7 +108,6 @@ def test_two_stage_threshold_is_midway_in_the_widest_gap_near_count(count, tmp_p
     """RPN objectness spread to std 2, RoI logits to std 3; then, of the class scores ranked
     count-5 .. count+5 (best first), the threshold is the midpoint of the widest gap between
     neighbours (40 by default)."""
-    from mmdet.structures.bbox import bbox2roi
     model, x = _model('faster_rcnn_vtfpn_small', tmp_path), _image()
     if count is None:
         spread_scores(model, x)
@@ -107,12 +115,7 @@ def test_two_stage_threshold_is_midway_in_the_widest_gap_near_count(count, tmp_p
     else:
         spread_scores(model, x, count)
     threshold = model.roi_head.test_cfg.score_thr
-    with torch.no_grad():
-        feats = model.extract_feat(x)
-        objectness = torch.cat([c.flatten() for c in model.rpn_head(feats)[0]])
-        proposals = model.rpn_head.predict(feats, unscaled_det_samples(x), rescale=False)
-        rois = bbox2roi([proposals[0].bboxes])
-        logits = model.roi_head._bbox_forward(feats, rois)['cls_score']
+    objectness, logits = _rcnn_outputs(model, x)
     assert abs(float(objectness.std()) - 2.0) < 1e-3 and abs(float(logits.std()) - 3.0) < 1e-3
     ranked = logits.softmax(-1)[:, :-1].flatten().sort(descending=True).values
     above = int((ranked > threshold).sum())

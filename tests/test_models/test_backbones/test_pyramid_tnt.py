@@ -1,12 +1,16 @@
 """PyramidTNT: exact official parameters and keys, converter, any input size, options, errors."""
 import json
+import math
 import os
 import os.path as osp
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from helpers import ROOT
 from helpers.det import coco_batch, loss_step
 from mmengine.config import Config
@@ -14,7 +18,12 @@ from mmengine.registry import init_default_scope
 
 from vt_mm.datasets.demo_shapes import SHAPE_CLASSES, make_demo_coco
 from vt_mm.models.backbones import PyramidTNT
-from vt_mm.models.backbones.pyramid_tnt import checkpoint_filter_fn
+from vt_mm.models.backbones.pyramid_tnt import (
+    SRAttention,
+    checkpoint_filter_fn,
+    interpolate_grid,
+    mlp,
+)
 
 # every key and shape of the official checkpoints (copied from the project's shared reference)
 REF = osp.join(ROOT, 'tests', 'data', 'pyramid_tnt_official_state_dicts.json')
@@ -489,9 +498,6 @@ def test_detector_loss_and_predict_on_generated_coco(config, with_mask, coco):
 def test_official_initialisation_of_every_parameter_kind():
     """Without init_cfg: trunc-normal(std .02) position embeddings and linears with zero biases,
     He-normal convolutions (std sqrt(2 / fan_out), mean 0), LayerNorms at 1 / 0."""
-    import math
-
-    import torch.nn as nn
     torch.manual_seed(0)
     model = PyramidTNT('ti', out_indices=(0, 1, 2, 3), upsample=True)
     model.init_weights()
@@ -523,7 +529,6 @@ def test_official_initialisation_of_every_parameter_kind():
 
 
 def test_set_fused_attn_switches_every_attention_both_ways():
-    from vt_mm.models.backbones.pyramid_tnt import SRAttention
     model = PyramidTNT('ti')
     attentions = [m for m in model.modules() if isinstance(m, SRAttention)]
     assert len(attentions) == 2 + 6 + 3 + 2 + 4  # every block's, one word attention per stage
@@ -536,7 +541,6 @@ def test_set_fused_attn_switches_every_attention_both_ways():
 def test_fused_attention_drops_out_only_in_training_and_passes_its_scale():
     """The fused kernel gets the attention dropout in training and 0 in eval, and the scale as
     a number (not computed from shapes in an exported graph)."""
-    from vt_mm.models.backbones.pyramid_tnt import SRAttention
     torch.manual_seed(0)
     attn = SRAttention(16, 4, attn_drop=0.5, sr_ratio=2)
     x = torch.randn(2, 16, 16)
@@ -586,7 +590,6 @@ def test_gradient_checkpointing_runs_only_when_asked_and_gradients_flow(monkeypa
 def test_gradient_checkpointing_says_which_kind_and_trains_every_block():
     """Non-reentrant checkpointing, named (torch warns when the kind is left to its default),
     with gradients reaching the first block's parameters."""
-    import warnings
     torch.manual_seed(0)
     model = PyramidTNT('ti', drop_path_rate=0., with_cp=True).train()
     with warnings.catch_warnings(record=True) as caught:
@@ -603,9 +606,6 @@ def test_gradient_checkpointing_says_which_kind_and_trains_every_block():
 def test_interpolate_grid_resizes_each_flattened_grid_as_an_image():
     """Against F.interpolate (bicubic, align_corners=False) on the grids written out as images,
     with every side different so that a swapped axis shows."""
-    import torch.nn.functional as F
-
-    from vt_mm.models.backbones.pyramid_tnt import interpolate_grid
     torch.manual_seed(0)
     pos = torch.randn(1, 3 * 5, 4)  # (1, N, C) on a 3x5 grid
     want = F.interpolate(pos.transpose(1, 2).reshape(1, 4, 3, 5), size=(6, 7), mode='bicubic',
@@ -638,9 +638,6 @@ def test_the_smallest_input_side_is_25_pixels_on_either_axis(shape):
 def test_sr_attention_defaults_options_and_errors():
     """The official Attention's defaults (no q/kv bias, no dropout, no spatial reduction, the
     fused kernel), each option reaching its layer, and the divisibility message."""
-    import torch.nn as nn
-
-    from vt_mm.models.backbones.pyramid_tnt import SRAttention
     plain = SRAttention(8, 2)
     assert plain.q.bias is None and plain.kv.bias is None and plain.proj.bias is not None
     assert plain.attn_drop.p == 0 and plain.proj_drop.p == 0 and plain.sr_ratio == 1
@@ -655,7 +652,6 @@ def test_sr_attention_defaults_options_and_errors():
 
 
 def test_the_mlp_drops_out_in_training_only():
-    from vt_mm.models.backbones.pyramid_tnt import mlp
     torch.manual_seed(0)
     ffn = mlp(8, 16, 0.5)
     x = torch.randn(4, 8)
