@@ -215,6 +215,7 @@ optim_wrapper = dict(optimizer=dict(lr=0.005))
 train_cfg = dict(by_epoch=True, max_epochs=6, val_interval=6)
 param_scheduler = dict(milestones=[100])
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=6))
+randomness = dict(seed=0)
 """
 
 
@@ -235,6 +236,9 @@ def test_train_through_tools_reduces_loss(tmp_path):
     (scalars, ) = glob.glob(str(work / '*' / 'vis_data' / 'scalars.json'))
     losses = [json.loads(line)['loss'] for line in open(scalars) if '"loss"' in line]
     assert len(losses) == 24  # 6 epochs x 4 iterations
+    # The config fixes the seed: unseeded, the initialisation and crops differ per run and a rare
+    # draw learns slowly (seeds 0-25 end at 0.03-0.39 of the first epoch's loss; one unseeded
+    # run stayed at 0.86).
     first, last = sum(losses[:4]) / 4, sum(losses[-4:]) / 4
     assert last < 0.8 * first, losses
 
