@@ -334,6 +334,34 @@ def test_nearest_repeat_matches_interpolate():
     assert checked > 1000
 
 
+@pytest.mark.parametrize('extra,in_place', [('on_input', [True] * 4),
+                                            ('on_lateral', [True, True, True, False])])
+def test_fast_paths_are_taken(extra, in_place, monkeypatch):
+    """The fast paths' outputs equal the reference (above), so a condition that never takes one
+    would pass that test: here the top-down pathway upsamples by broadcasting (no
+    F.interpolate at integer factors) and each projector adds onto its lateral in place, except
+    the last lateral when 'on_lateral' extra convs read it after projection."""
+    neck = VTFPN(IN_CHANNELS, 32, 5, add_extra_convs=extra).eval()
+    calls, inputs = [], []
+
+    def pre_hook(module, args, kwargs):
+        calls.append(kwargs['inplace'])
+        inputs.append(args[0].data_ptr())
+
+    shared = []
+    for proj in neck.projectors:
+        proj.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        proj.register_forward_hook(lambda m, a, out: shared.append(out.data_ptr() == inputs[-1]))
+    interpolations = []
+    original = F.interpolate
+    monkeypatch.setattr(F, 'interpolate', lambda *a, **k: interpolations.append(1) or
+                        original(*a, **k))
+    with torch.no_grad():
+        neck(_features(64, 96))
+    assert calls == shared == in_place
+    assert interpolations == []
+
+
 def test_on_lateral_extra_conv_reads_the_unprojected_lateral():
     """'on_lateral' extra convs read the last lateral, which the in-place projection must keep."""
     torch.manual_seed(0)
@@ -400,6 +428,13 @@ def test_default_transformer_is_the_pseudo_codes():
     odd = VTFPN(IN_CHANNELS, 32, 4, token_channels=36)
     assert odd.transformer[0].key.groups == 2 and odd.transformer[0].num_heads == 2
     assert VTFPN(IN_CHANNELS, 32, 4, token_channels=48).transformer[0].num_heads == 8
+    # every width counts: an odd C_T = 9 (C_T/2 = 4 alone would give 4 heads and 4 K/Q/V
+    # groups, which 9 does not split into) and the narrowest C_T = 2 (C_T/2 = 1: one head)
+    for tc in (9, 2):
+        tiny = VTFPN(IN_CHANNELS, 32, 4, token_channels=tc)
+        assert tiny.transformer[0].num_heads == tiny.projectors[0].query_groups == 1
+        feats = _features(32, 32)
+        assert tiny(feats)[0].shape == (1, 32, *feats[0].shape[2:])
 
 
 def test_transformer_cfg_tokenizer_cfg_and_layer_count_pass_through():

@@ -76,7 +76,8 @@ class VTFPN(BaseModule):
     in the transformer and the projectors; 16 groups for the pixel-side projections (the
     tokenizer's value projection and the projector's query, grouped as the heads so that
     ``X (W_Q K^T)`` still folds per head); a transformer with a value projection, key/query width
-    C_T/2 and K/Q/V grouped by 8; ``token_channels`` = 4 x ``out_channels`` (the paper's 1024 at
+    C_T/2 and K/Q/V grouped by 8 (or the largest common divisor of 8, C_T and C_T/2);
+    ``token_channels`` = 4 x ``out_channels`` (the paper's 1024 at
     256). Why: the main text's literal reading (one head, dense projections) does not train like
     FPN; the evidence is in docs/en/advanced_guides/design_notes.md.
 
@@ -242,7 +243,7 @@ class VTFPN(BaseModule):
             token_channels = TOKEN_WIDTH_RATIO * out_channels
         # None: the pseudo-code's 16, or the largest divisor of both widths and of the
         # transformer's key width C_T/2 below it (narrow necks)
-        fit = math.gcd(16, out_channels, token_channels, max(token_channels // 2, 1))
+        fit = math.gcd(16, out_channels, token_channels, token_channels // 2)
         num_heads = fit if num_heads is None else num_heads
         groups = fit if groups is None else groups
         for what, value in (('out_channels', out_channels), ('token_channels', token_channels)):
@@ -264,7 +265,9 @@ class VTFPN(BaseModule):
             TokenPositionEncoding(token_channels) for _ in range(num_levels)
         ]) if with_pos_encoding else None
         transformer_cfg = dict(
-            dict(qk_channels=token_channels // 2, qkv_groups=math.gcd(8, token_channels // 2),
+            # K/Q/V groups divide both the key width and C_T (which the key and value read)
+            dict(qk_channels=token_channels // 2,
+                 qkv_groups=math.gcd(8, token_channels, token_channels // 2),
                  with_value=True),
             **(transformer_cfg or {}))
         self.transformer = nn.Sequential(*[
@@ -278,8 +281,8 @@ class VTFPN(BaseModule):
 
         self.extra_convs = nn.ModuleList()
         num_extra = num_outs - num_levels
-        if add_extra_convs and num_extra > 0:
-            for i in range(num_extra):
+        if add_extra_convs:
+            for i in range(num_extra):  # none when num_outs <= the levels used
                 if i == 0 and add_extra_convs == 'on_input':
                     extra_in = self.in_channels[self.backbone_end_level - 1]
                 else:
