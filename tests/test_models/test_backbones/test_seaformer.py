@@ -194,6 +194,58 @@ def test_deploy_folds_every_conv_bn_and_keeps_outputs(arch):
     assert before.abs().max() > 1e-2  # the comparison is not between zeros
 
 
+def _dense_kernels(model):
+    """The conv weights whose layout tells channels-last from contiguous (both of a 1x1 or a
+    depthwise kernel, with their size-1 axes, are both)."""
+    return [m.weight for m in model.modules()
+            if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.kernel_size != (1, 1)]
+
+
+def test_switch_to_deploy_stores_kernels_channels_last_by_default():
+    """The backbone's deploy mode stores its conv weights channels-last unless told not to (the
+    speed-up its docstring gives comes from that layout)."""
+    for kwargs, channels_last in (({}, True), (dict(channels_last=True), True),
+                                  (dict(channels_last=False), False)):
+        model = SeaFormer('tiny').eval()
+        model.switch_to_deploy(**kwargs)
+        kernels = _dense_kernels(model)
+        assert kernels  # the stem's 3x3 convolutions
+        assert all(w.is_contiguous(memory_format=torch.channels_last) is channels_last
+                   for w in kernels), kwargs
+        assert all(w.is_contiguous() is not channels_last for w in kernels), kwargs
+
+
+def test_official_initialisation():
+    """Without init_cfg, every conv is drawn from N(0, 2 / fan_out) with fan_out = k_h k_w
+    C_out / groups (the authors' init) and its bias is zero; the check is statistical, per conv
+    with enough weights to tell a 3x wrong std apart."""
+    torch.manual_seed(0)
+    model = SeaFormer('tiny')
+    model.init_weights()
+    checked = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            kh, kw = m.kernel_size
+            std = (2.0 / (kh * kw * m.out_channels // m.groups)) ** 0.5
+            if m.weight.numel() >= 500:
+                assert abs(float(m.weight.std()) / std - 1) < 0.2, (m, float(m.weight.std()), std)
+                assert abs(float(m.weight.mean())) < 0.2 * std
+                checked += 1
+            if m.bias is not None:
+                assert not m.bias.any()
+    assert checked > 20 and any(
+        m.kernel_size == (3, 3) and m.weight.numel() >= 500 for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d))
+    # the official Conv2d_BN's BN starts at weight 1 and bias 0, but the attention's
+    # projections (row, column, output) start at weight 0: the block starts as its shortcut
+    bns = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    zero = {n for n in bns if n.rsplit('.', 2)[-2] in ('row_proj', 'col_proj', 'out_proj')}
+    assert len(zero) == 3 * sum(len(stage) for stage in model.sea_stages)
+    for name, bn in bns.items():
+        assert torch.equal(bn.weight, torch.full_like(bn.weight, 0.0 if name in zero else 1.0))
+        assert not bn.bias.any()
+
+
 @pytest.mark.runtime
 def test_onnx_export_matches_pytorch(tmp_path):
     pytest.importorskip('onnx')
