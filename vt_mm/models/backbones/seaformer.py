@@ -43,8 +43,8 @@ from .base import BackboneContract, pretrained_to_init_cfg, record_attention, re
 __all__ = ['SeaFormer', 'checkpoint_filter_fn', 'convert_head_keys']
 
 
-def conv_bn(in_channels, out_channels, kernel_size=1, stride=1, groups=1, bn_weight_init=1.0,
-            norm_cfg=dict(type='BN')) -> ConvModule:
+def conv_bn(in_channels, out_channels, kernel_size=1, stride=1, groups=1, bn_weight_init=1.0, *,
+            norm_cfg) -> ConvModule:
     """The official ``Conv2d_BN`` unit (conv without bias, then norm, no activation) as mmcv's
     ``ConvModule``: same parameters, same state-dict keys (``conv.*``, ``bn.*``), same outputs.
 
@@ -81,7 +81,7 @@ class SeaAttention(nn.Module):
     H x W; its hard-sigmoid gates the detail branch (depthwise 3x3 + 1x1 over concat(q, k, v)).
     """
 
-    def __init__(self, dim, key_dim, num_heads, attn_ratio=2, norm_cfg=dict(type='BN')):
+    def __init__(self, dim, key_dim, num_heads, attn_ratio, norm_cfg):
         super().__init__()
         self.num_heads = num_heads
         self.key_dim = key_dim
@@ -132,7 +132,7 @@ class SeaAttention(nn.Module):
 class ConvMlp(nn.Module):
     """1x1 conv-BN -> 3x3 depthwise conv (bias) -> ReLU6 -> 1x1 conv-BN."""
 
-    def __init__(self, dim, hidden, norm_cfg=dict(type='BN')):
+    def __init__(self, dim, hidden, norm_cfg):
         super().__init__()
         self.fc1 = conv_bn(dim, hidden, norm_cfg=norm_cfg)
         self.dwconv = nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden)
@@ -145,8 +145,7 @@ class ConvMlp(nn.Module):
 class SeaFormerBlock(nn.Module):
     """``x + attn(x)``, ``x + mlp(x)`` with stochastic depth; no normalisation layers."""
 
-    def __init__(self, dim, key_dim, num_heads, mlp_ratio, attn_ratio=2, drop_path=0.0,
-                 norm_cfg=dict(type='BN')):
+    def __init__(self, dim, key_dim, num_heads, mlp_ratio, attn_ratio, drop_path, norm_cfg):
         super().__init__()
         self.attn = SeaAttention(dim, key_dim, num_heads, attn_ratio, norm_cfg)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), norm_cfg)
