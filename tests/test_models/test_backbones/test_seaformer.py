@@ -201,6 +201,22 @@ def _dense_kernels(model):
             if isinstance(m, torch.nn.Conv2d) and m.weight.shape[1] > 1 and m.kernel_size != (1, 1)]
 
 
+@pytest.mark.parametrize('arch', ['tiny', 'large'])
+def test_attention_widths_follow_the_arch(arch):
+    """Each SeaFormer block's attention reads its stage's key width, the arch's heads and
+    attn_ratio: q/k heads x key_dim wide, v attn_ratio times that (the official Sea_Attention's
+    attributes, which users inspect)."""
+    model = SeaFormer(arch, attn_ratio=3)
+    zoo = SeaFormer.arch_zoo[arch]
+    for stage, key_dim in zip(model.sea_stages, zoo['key_dims']):
+        for block in stage:
+            attn = block.attn
+            assert (attn.key_dim, attn.num_heads) == (key_dim, zoo['num_heads'])
+            assert attn.value_dim == 3 * key_dim * zoo['num_heads'] == attn.v.conv.out_channels
+            assert attn.q.conv.out_channels == key_dim * zoo['num_heads']
+            assert attn.scale == key_dim**-0.5
+
+
 def test_switch_to_deploy_stores_kernels_channels_last_by_default():
     """The backbone's deploy mode stores its conv weights channels-last unless told not to (the
     speed-up its docstring gives comes from that layout)."""
