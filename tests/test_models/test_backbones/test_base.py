@@ -72,13 +72,13 @@ def test_pretrained_is_a_deprecated_init_cfg(name, tmp_path):
     src = BUILDERS[name]()
     ckpt = tmp_path / 'backbone.pth'
     torch.save({'state_dict': src.state_dict()}, ckpt)
-    with pytest.warns(UserWarning, match='pretrained is deprecated'):
+    with pytest.warns(UserWarning, match=f'^DeprecationWarning: {name}: pretrained is deprecated'):
         dst = BUILDERS[name](pretrained=str(ckpt))
     assert dst.init_cfg == dict(type='Pretrained', checkpoint=str(ckpt))
     dst.init_weights()
     for key, value in src.state_dict().items():
         assert torch.equal(value, dst.state_dict()[key]), key
-    with pytest.raises(ValueError, match='either pretrained or init_cfg'):
+    with pytest.raises(ValueError, match=f'^{name}: give either pretrained or init_cfg'):
         BUILDERS[name](pretrained=str(ckpt), init_cfg=dict(type='Pretrained', checkpoint='x'))
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -215,6 +216,26 @@ def test_attention_widths_follow_the_arch(arch):
             assert attn.value_dim == 3 * key_dim * zoo['num_heads'] == attn.v.conv.out_channels
             assert attn.q.conv.out_channels == key_dim * zoo['num_heads']
             assert attn.scale == key_dim**-0.5
+
+
+def test_default_arch_custom_arch_check_and_stochastic_depth():
+    """SeaFormer() is SeaFormer-T; a custom arch whose SeaFormer width differs from the stage
+    it follows is refused by name; stochastic depth rises linearly from 0 within each SeaFormer
+    stage (the official schedule), with no DropPath module where the rate is 0."""
+    from mmcv.cnn.bricks import DropPath
+    assert SeaFormer().arch == SeaFormer.arch_zoo['tiny']
+    custom = dict(SeaFormer.arch_zoo['tiny'], emb_dims=[128, 999])
+    with pytest.raises(ValueError, match=re.escape(
+            'SeaFormer: emb_dims[1]=999 must equal the channels of stage 4 (160), the last '
+            "inverted-residual stage's output that the block reads")):
+        SeaFormer(custom)
+    model = SeaFormer('small', drop_path_rate=0.2)  # depths (3, 3)
+    for stage in model.sea_stages:
+        assert isinstance(stage[0].drop_path, torch.nn.Identity)
+        assert [type(b.drop_path) for b in stage[1:]] == [DropPath, DropPath]
+        assert [b.drop_path.drop_prob for b in stage[1:]] == pytest.approx([0.1, 0.2])
+    assert all(isinstance(b.drop_path, torch.nn.Identity)
+               for stage in SeaFormer('small', drop_path_rate=0.0).sea_stages for b in stage)
 
 
 def test_switch_to_deploy_stores_kernels_channels_last_by_default():

@@ -260,9 +260,10 @@ class SeaFormer(BackboneContract, BaseBackbone):
         for i in range(num_sea):
             dim = arch['emb_dims'][i]
             if dim != self.stage_channels[self.sea_start + i]:
-                raise ValueError(f'emb_dims[{i}]={dim} must equal the channels of stage '
-                                 f'{self.sea_start + i} '
-                                 f'({self.stage_channels[self.sea_start + i]})')
+                raise ValueError(f'SeaFormer: emb_dims[{i}]={dim} must equal the channels of '
+                                 f'stage {self.sea_start + i} '
+                                 f'({self.stage_channels[self.sea_start + i]}), the last '
+                                 "inverted-residual stage's output that the block reads")
             dpr = torch.linspace(0, drop_path_rate, arch['depths'][i]).tolist()
             self.sea_stages.append(nn.Sequential(*[
                 SeaFormerBlock(dim, arch['key_dims'][i], arch['num_heads'], arch['mlp_ratios'][i],
