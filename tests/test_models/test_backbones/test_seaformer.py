@@ -301,6 +301,20 @@ def test_onnx_export_matches_pytorch(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('arch,strides', [('tiny', [8, 32, 64]), ('large', [8, 16, 32, 64])])
+def test_out_indices_at_their_bounds(arch, strides):
+    """-n and n - 1 are the first and last valid indices of n outputs; -n - 1, n and an empty
+    selection are refused with the outputs' strides."""
+    n = len(strides)
+    assert SeaFormer(arch, out_indices=(-n, )).out_indices == (0, )
+    assert SeaFormer(arch, out_indices=(n - 1, -1)).out_indices == (n - 1, n - 1)
+    for bad in ((-n - 1, ), (n, ), ()):
+        with pytest.raises(ValueError, match=re.escape(
+                f'out_indices {bad} out of range: this SeaFormer has {n} outputs (strides '
+                f'{strides})')):
+            SeaFormer(arch, out_indices=bad)
+
+
 def test_bad_arguments_give_clear_errors():
     with pytest.raises(ValueError, match=r"SeaFormer: unknown arch "
                                          r"'huge'.*base.*large.*small.*tiny"):
