@@ -2,6 +2,7 @@
 gradients, every configuration and argument check."""
 import inspect
 import math
+import re
 
 import pytest
 import torch
@@ -524,8 +525,14 @@ def test_pointwise_equals_the_convolution(groups, bias, traced, monkeypatch):
         torch.nn.init.uniform_(conv1.bias, 1, 2)
         torch.nn.init.uniform_(conv2.bias, 1, 2)
     tokens, maps = torch.randn(3, 8, 5), torch.randn(3, 8, 4, 6)
+    einsums = []
+    einsum = torch.einsum
+    monkeypatch.setattr(torch, 'einsum', lambda *a: einsums.append(a[0]) or einsum(*a))
     torch.testing.assert_close(vt.pointwise(conv1, tokens), conv1(tokens))
+    # eager tokens: one einsum over all N*L tokens (its weight gradient is one product)
+    assert einsums == ([] if traced else ['goc,ngcl->ngol'])
     torch.testing.assert_close(vt.pointwise(conv2, maps), conv2(maps))
+    assert len(einsums) == (0 if traced else 1)  # maps: W X per sample
 
 
 @pytest.mark.parametrize('build', [
@@ -563,7 +570,7 @@ def test_transformer_ffn_and_its_errors():
 
 
 @pytest.mark.parametrize('groups,bias', [(1, True), (4, False)])
-def test_pointwise_convs_are_the_torch_convs(groups, bias):
+def test_pointwise_convs_are_the_torch_convs(groups, bias, monkeypatch):
     """PointwiseConv1d / PointwiseConv2d: nn.Conv1d / nn.Conv2d with the same arguments,
     initialisation, state_dict and result, fast (a product) and reference (the conv)."""
     from vt_mm.models.layers import PointwiseConv1d, PointwiseConv2d
@@ -578,14 +585,25 @@ def test_pointwise_convs_are_the_torch_convs(groups, bias):
                                                       plain.state_dict().values()))
         assert list(layer.state_dict()) == list(plain.state_dict())
         expected = plain(x)
+        conv = getattr(F, f'conv{x.dim() - 2}d')
+        calls = []
+        monkeypatch.setattr(F, conv.__name__, lambda *a, **k: calls.append(1) or conv(*a, **k))
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-6)
+        assert calls == []  # the fast path is a product, not the convolution
         layer.fast_paths = False
-        assert torch.equal(layer(x), expected)
-        with pytest.raises(ValueError, match=rf'^{ours.__name__} is 1x1, got kernel_size=3$'):
-            ours(4, 4, 3)
-        with pytest.raises(ValueError, match=rf'^{ours.__name__} takes no stride, padding or '
-                           'dilation$'):
-            ours(4, 4, 1, stride=2)
+        assert torch.equal(layer(x), expected) and calls == [1]  # the torch layer's own forward
+        monkeypatch.undo()
+        dims = x.dim() - 2
+        for size in (1, (1, ) * dims):
+            assert ours(4, 4, size).kernel_size == (1, ) * dims
+        for size in (3, 2, (2, ) * dims, (1, ) * (dims - 1) + (2, ), (2, ) + (1, ) * (dims - 1)):
+            with pytest.raises(ValueError, match=rf'^{ours.__name__} is 1x1, got kernel_size='
+                               rf'{re.escape(repr(size))}$'):
+                ours(4, 4, size)
+        for option in (dict(stride=2), dict(padding=1), dict(dilation=2)):
+            with pytest.raises(ValueError, match=rf'^{ours.__name__} takes no stride, padding or '
+                               'dilation$'):
+                ours(4, 4, 1, **option)
         assert ours(4, 4, kernel_size=1).kernel_size in ((1, ), (1, 1))
 
 
