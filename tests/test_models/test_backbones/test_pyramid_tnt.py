@@ -528,6 +528,23 @@ def test_official_initialisation_of_every_parameter_kind():
     assert checked == {'linear', 'Conv2d', 'ConvTranspose2d', 'norm'}
 
 
+@pytest.mark.parametrize('kwargs,expected', [
+    ({}, (False, 0.0, 0.0, True)),
+    (dict(qkv_bias=True, attn_drop_rate=0.1, drop_rate=0.2, fused_attn=False),
+     (True, 0.1, 0.2, False)),
+])
+def test_attention_settings_reach_the_word_and_sentence_attentions(kwargs, expected):
+    """qkv_bias, attn_drop_rate, drop_rate and fused_attn reach every attention, the words'
+    (one per stage's first block) as well as the sentences', at their defaults and set."""
+    model = PyramidTNT('ti', **kwargs)
+    attentions = [m for m in model.modules() if isinstance(m, SRAttention)]
+    words = [blk.word_attn for stage in model.stages for blk in stage.blocks if blk.with_words]
+    assert len(words) == 4 and len(attentions) == 17
+    for attn in attentions:
+        assert ((attn.q.bias is not None), (attn.kv.bias is not None), attn.attn_drop.p,
+                attn.proj_drop.p, attn.fused_attn) == (expected[0], ) + expected
+
+
 def test_set_fused_attn_switches_every_attention_both_ways():
     model = PyramidTNT('ti')
     attentions = [m for m in model.modules() if isinstance(m, SRAttention)]
