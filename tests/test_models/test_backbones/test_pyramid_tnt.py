@@ -3,6 +3,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 import warnings
@@ -543,6 +544,39 @@ def test_attention_settings_reach_the_word_and_sentence_attentions(kwargs, expec
     for attn in attentions:
         assert ((attn.q.bias is not None), (attn.kv.bias is not None), attn.attn_drop.p,
                 attn.proj_drop.p, attn.fused_attn) == (expected[0], ) + expected
+
+
+def test_constructor_defaults_custom_arch_and_schedules():
+    """PyramidTNT() is PyramidTNT-S without checkpointing; a custom arch names every required
+    key it lacks and takes sr_ratios [4, 2, 1, 1] when they are left out; a stage of more
+    than 6 blocks has words in its first two blocks (6: the first only); stochastic depth
+    rises linearly over all blocks; a non-square native size sizes each stage's bias."""
+    from mmcv.cnn.bricks import DropPath
+    model = PyramidTNT()
+    assert [len(s.blocks) for s in model.stages] == [2, 8, 4, 2] and model.num_features == 512
+    assert model.with_cp is False
+    tiny = dict(PyramidTNT.arch_zoo['tiny'])
+    with pytest.raises(ValueError, match=re.escape(
+            "PyramidTNT: a custom arch dict is missing ['word_heads']; it needs ['depths', "
+            "'dims', 'num_heads', 'word_dims', 'word_heads']")):
+        PyramidTNT({k: v for k, v in tiny.items() if k != 'word_heads'})
+    custom = {k: v for k, v in tiny.items() if k != 'sr_ratios'}
+    custom['depths'] = [2, 7, 3, 2]
+    model = PyramidTNT(custom, drop_path_rate=0.13)
+    assert [s.sr_ratio for s in model.stages] == [4, 2, 1, 1]
+    assert [[b.with_words for b in s.blocks] for s in model.stages] == [
+        [True, False], [True, True] + [False] * 5, [True, False, False], [True, False]]
+    blocks = [b for s in model.stages for b in s.blocks]
+    assert isinstance(blocks[0].drop_path, nn.Identity)
+    assert all(type(b.drop_path) is DropPath for b in blocks[1:])
+    assert [b.drop_path.drop_prob for b in blocks[1:]] == pytest.approx(
+        [0.13 * i / 13 for i in range(1, 14)])
+    model = PyramidTNT('ti', img_size=(224, 160))
+    for stage in model.stages:
+        (h, w), sr = stage.native_hw, stage.sr_ratio
+        assert stage.native_kv_hw == (h // sr, w // sr)
+        assert stage.relative_pos.shape[2:] == (h * w, (h // sr) * (w // sr))
+    assert model.stages[0].native_hw == (28, 20)
 
 
 def test_set_fused_attn_switches_every_attention_both_ways():
