@@ -577,6 +577,14 @@ def test_constructor_defaults_custom_arch_and_schedules():
         assert stage.native_kv_hw == (h // sr, w // sr)
         assert stage.relative_pos.shape[2:] == (h * w, (h // sr) * (w // sr))
     assert model.stages[0].native_hw == (28, 20)
+    assert model.img_size == (224, 160) and model.sentence_pos.shape == (1, 28 * 20, 80)
+    sizeless = {k: v for k, v in custom.items() if k != 'img_size'}
+    model = PyramidTNT(sizeless, out_indices=3)  # no img_size in the arch: 224
+    assert model.img_size == (224, 224) and model.out_indices == [3]
+    assert model.arch == dict(sizeless, sr_ratios=[4, 2, 1, 1])
+    for name in ('drop_rate', 'attn_drop_rate', 'drop_path_rate'):
+        with pytest.raises(ValueError, match=f'^PyramidTNT: {name} '):
+            PyramidTNT('ti', **{name: 1.5})
 
 
 def test_set_fused_attn_switches_every_attention_both_ways():
