@@ -585,6 +585,19 @@ def test_constructor_defaults_custom_arch_and_schedules():
     for name in ('drop_rate', 'attn_drop_rate', 'drop_path_rate'):
         with pytest.raises(ValueError, match=f'^PyramidTNT: {name} '):
             PyramidTNT('ti', **{name: 1.5})
+    assert PyramidTNT(dict(tiny, dims=[80, 160, 320, 400])).num_features == 400  # the last
+    # upsample=True (detection): per output, 2x transposed conv, norm, GELU, 3x3 conv without
+    # bias, norm, GELU at the output's width
+    model = PyramidTNT('ti', out_indices=(1, 3), upsample=True)
+    for up, d in zip(model.upsamples, (160, 320)):
+        assert [type(m).__name__ for m in up] == [
+            'ConvTranspose2d', 'BatchNorm2d', 'TraceableGELU', 'Conv2d', 'BatchNorm2d',
+            'TraceableGELU']
+        assert (up[0].in_channels, up[0].out_channels, up[0].kernel_size, up[0].stride) == (
+            d, d, (2, 2), (2, 2))
+        assert (up[3].in_channels, up[3].kernel_size, up[3].padding, up[3].bias) == (
+            d, (3, 3), (1, 1), None)
+        assert up[1].num_features == up[4].num_features == d
 
 
 def test_set_fused_attn_switches_every_attention_both_ways():
