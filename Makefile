@@ -5,10 +5,10 @@
 demo:  ## set up, train VT-FPN on LIP (demo data when data/LIP is absent), test it
 	bash dev/run_demo.sh
 
-test:  ## set up, run the test suite (every tier; about 37 minutes on 2 cores, budget 20)
+test:  ## set up, run the test suite (every tier; 22-37 minutes on 2 cores, budget 20)
 	bash dev/run_tests.sh
 
-test-fast:  ## the unit tests only: no training, no runtime conversions (about 6.5 minutes, budget 3)
+test-fast:  ## the unit tests only: no training, no runtime conversions (4.5-6.5 minutes, budget 3)
 	bash dev/run_tests.sh -m "not slow and not runtime and not study" tests
 
 env:   ## only set up the environment; prints its path
